@@ -1,0 +1,56 @@
+# recsys-stream: everything starts from Python 3.11 and this file.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Pinned BLAS threads: implicit and numpy fight over 2 cores otherwise.
+export OPENBLAS_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: demo up test test-unit test-integration bench protos clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Re-install when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml $(VENV)/bin/activate
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
+	$(PIP) install --quiet -e '.[dev,bench]'
+	touch $@
+
+## make demo: the whole system on the embedded broker, with generated events; exits cleanly.
+demo: $(VENV)/.installed
+	$(VENV)/bin/recsys-stream demo
+
+## make up: the same stack, kept running until Ctrl-C.
+up: $(VENV)/.installed
+	$(VENV)/bin/recsys-stream demo --keep-running
+
+## make test: unit and integration tests (the integration tests start their own broker).
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -ra
+
+test-unit: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -ra tests/unit
+
+test-integration: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -ra tests/integration
+
+## make bench: install the benchmark extras (faust-streaming, psutil); run scripts in benchmarks/.
+bench: $(VENV)/.installed-bench
+	@ls benchmarks/*.py
+
+## make protos: regenerate the protobuf / gRPC stubs after editing proto/.
+protos: $(VENV)/.installed-dev
+	$(PY) -m recsys_stream.contracts.codegen
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

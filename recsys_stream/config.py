@@ -1,0 +1,160 @@
+"""The one configuration of every process, with a comment on every key.
+
+Loaded from a TOML file (``--config``; ``config/recsys-stream.toml`` documents every key), then
+the environment: ``KAFKA_BOOTSTRAP_SERVERS`` overrides ``kafka.bootstrap_servers``. Unknown keys
+are errors, so a typo never silently leaves a default in force.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from recsys_stream.contracts.confidence import DEFAULT_WEIGHTS, ConfidenceSettings
+from recsys_stream.contracts.topics import Topics
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"  # host:port list; env KAFKA_BOOTSTRAP_SERVERS wins
+    topic_prefix: str = ""                     # put in front of every topic name
+    interaction_partitions: int = 4            # partitions of `interactions` (the unit of scale-out)
+    replication_factor: int = 1                # of every topic the project creates
+
+
+@dataclass(frozen=True)
+class AlsConfig:
+    factors: int = 64              # latent dimension k
+    regularization: float = 0.05   # lambda, not scaled by the user's interaction count
+    iterations: int = 15           # ALS sweeps
+
+
+@dataclass(frozen=True)
+class BprConfig:
+    factors: int = 64              # latent dimension k (item factors get one more: the bias)
+    learning_rate: float = 0.01    # SGD step
+    regularization: float = 0.01   # L2 on factors
+    iterations: int = 100          # epochs
+    foldin_regularization: float = 0.1  # lambda of the least-squares fold-in on BPR factors
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    api_key_sha256: tuple[str, ...] = ()    # sha256 hex of each API key bound to this tenant
+    admin_key_sha256: tuple[str, ...] = ()  # keys that may also call operator methods
+    weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))  # event type -> weight
+    half_life_days: float = 30.0   # recency half-life of an event's strength
+    alpha: float = 2.0             # c = 1 + alpha * log1p(strength)
+    history_cap: int = 500         # items kept per user (strongest first)
+    als: AlsConfig = field(default_factory=AlsConfig)  # ALS hyperparameters
+    bpr: BprConfig = field(default_factory=BprConfig)  # BPR hyperparameters
+
+    @property
+    def confidence(self) -> ConfidenceSettings:
+        return ConfidenceSettings(weights=dict(self.weights), half_life_days=self.half_life_days,
+                                  alpha=self.alpha)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    state_dir: str = "var/worker-state"   # RocksDB directory (one per worker process)
+    partitions: tuple[int, ...] = ()      # manual assignment; () = all partitions of the topic
+    batch_max_events: int = 5000          # events per micro-batch at most
+    batch_timeout_ms: int = 20            # wait for a micro-batch at most this long
+    max_future_ms: int = 3_600_000        # events further in the future are rejected (DLQ)
+    max_past_ms: int = 10 * 365 * 86_400_000  # events older than this are rejected (DLQ)
+    metrics_port: int = 0                 # Prometheus /metrics port; 0 = off
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    interval_s: float = 300.0       # periodic mode: seconds between rounds
+    min_new_events: int = 1         # periodic mode: skip a tenant with fewer new events
+    keep_versions: int = 5          # versions kept per tenant and algorithm (rollback)
+    algorithms: tuple[str, ...] = ("als",)  # trained per round
+    holdout_fraction: float = 0.2   # last share of each user's events held out for evaluation
+    seed: int = 42                  # random state of the trainers
+    metrics_port: int = 0           # Prometheus /metrics port; 0 = off
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    address: str = "127.0.0.1:50051"  # gRPC listen address
+    metrics_port: int = 0             # Prometheus /metrics port; 0 = off
+    max_k: int = 1000                 # largest k a request may ask for
+    max_excludes: int = 1000          # most exclude_item_ids a request may carry
+    max_id_bytes: int = 256           # longest user / item id
+
+
+@dataclass(frozen=True)
+class Config:
+    model_store: str = "var/models"   # root of the versioned model store
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    tenants: dict[str, TenantConfig] = field(default_factory=dict)  # tenant name -> settings
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.kafka.topic_prefix)
+
+    def tenant(self, name: str) -> TenantConfig:
+        try:
+            return self.tenants[name]
+        except KeyError:
+            raise KeyError(f"unknown tenant {name!r}") from None
+
+    def replace(self, **sections: Any) -> Config:
+        """A copy with whole sections or nested keys replaced, e.g. ``kafka={"topic_prefix": "t1-"}``."""
+        changes = {}
+        for name, value in sections.items():
+            cur = getattr(self, name)
+            changes[name] = dataclasses.replace(cur, **value) if isinstance(value, dict) \
+                and dataclasses.is_dataclass(cur) else value
+        return dataclasses.replace(self, **changes)
+
+
+def hash_key(api_key: str) -> str:
+    """sha256 hex of an API key, as stored in ``api_key_sha256``."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"config {where}: expected a table, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"config {where}: unknown keys {sorted(unknown)}")
+    kw = {}
+    for name, value in data.items():
+        t = hints[name]
+        if dataclasses.is_dataclass(t):
+            kw[name] = _build(t, value, f"{where}.{name}")
+        elif name == "tenants":
+            kw[name] = {tn: _build(TenantConfig, tv, f"tenants.{tn}") for tn, tv in value.items()}
+        elif isinstance(value, list):
+            kw[name] = tuple(value)
+        else:
+            kw[name] = value
+    return cls(**kw)
+
+
+def load_config(path: str | os.PathLike | None = None, env: dict | None = None) -> Config:
+    """Read ``path`` (TOML) over the defaults, then apply environment overrides."""
+    env = os.environ if env is None else env
+    data: dict = {}
+    if path is not None:
+        with open(Path(path), "rb") as f:
+            data = tomllib.load(f)
+    cfg = _build(Config, data, "root")
+    if env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        cfg = cfg.replace(kafka={"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]})
+    return cfg

@@ -1,0 +1,126 @@
+"""Closed-form fold-in of user vectors against fixed item factors (DESIGN.md, "Fold-in").
+
+For a user u with confidences ``c_u`` over their items and ``p_u = 1``::
+
+    x_u = (YtY + Y_u^T (C_u - I) Y_u + lambda*I)^-1  Y_u^T C_u p_u
+
+This is the exact least-squares step of implicit ALS (Hu, Koren & Volinsky), the same solve the
+trainer uses for its final user vectors and that ``implicit``'s ``recalculate_user`` performs, so
+nearline and batch vectors agree.
+
+BPR models from ``implicit`` carry an item-bias column (item factors are ``k+1`` wide and the
+user's matching entry is fixed at 1). The bias is held fixed in the same weighted least squares,
+``min sum_i c_i (p_i - x.y_i - b_i)^2 + lambda |x|^2`` over all items, which gives::
+
+    x_u = (YtY + Y_u^T (C_u - I) Y_u + lambda*I)^-1 (Y_u^T C_u p_u - Y^T b - Y_u^T (C_u - I) b_u)
+
+over the first ``k`` columns; the returned vector has the trailing 1 appended so that every
+score in the system is a plain inner product ``x . y``.
+
+Users are solved together: sorted by history length and cut into chunks of similar length, each
+chunk is one padded batched solve (no Python loop per user).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Upper bound on the padded (users x history x factors) block of one chunk, in float64 values.
+_CHUNK_VALUES = 2_000_000
+
+
+class FoldInSolver:
+    """Solves user vectors against one model version's item factors.
+
+    Parameters
+    ----------
+    item_factors : ndarray of shape (n_items, k) or (n_items, k+1) with ``bias_column``
+    regularization : float
+        lambda, not scaled by the user's interaction count (as in ``implicit``).
+    bias_column : bool
+        The last item column is a bias with the user's entry fixed at 1 (``implicit`` BPR).
+    """
+
+    def __init__(self, item_factors: np.ndarray, regularization: float,
+                 bias_column: bool = False) -> None:
+        Y = np.asarray(item_factors, dtype=np.float64)
+        self.bias_column = bias_column
+        if bias_column:
+            self._Y, self._b = np.ascontiguousarray(Y[:, :-1]), np.ascontiguousarray(Y[:, -1])
+            self._Ytb = self._Y.T @ self._b  # Y^T b, once per model version
+        else:
+            self._Y, self._b, self._Ytb = Y, None, None
+        k = self._Y.shape[1]
+        # YtY + lambda*I, once per model version
+        self._A0 = self._Y.T @ self._Y + regularization * np.eye(k)
+        self.n_items, self.factors = self._Y.shape
+        self.regularization = regularization
+
+    @property
+    def width(self) -> int:
+        """Length of a returned user vector (k, or k+1 with the bias column)."""
+        return self.factors + (1 if self.bias_column else 0)
+
+    def solve_one(self, item_idx: np.ndarray, confidences: np.ndarray) -> np.ndarray:
+        """Convenience wrapper of :meth:`solve` for one user."""
+        indptr = np.array([0, len(item_idx)])
+        return self.solve(indptr, np.asarray(item_idx), np.asarray(confidences))[0]
+
+    def solve(self, indptr: np.ndarray, indices: np.ndarray, confidences: np.ndarray) -> np.ndarray:
+        """Solve every user of a CSR batch (rows = users, columns = item rows of the model).
+
+        Parameters
+        ----------
+        indptr, indices, confidences : CSR arrays; ``confidences`` hold ``c`` (not ``c - 1``).
+
+        Returns
+        -------
+        ndarray of shape (n_users, width), float32
+        """
+        indptr = np.asarray(indptr, dtype=np.int64)
+        indices = np.asarray(indices, dtype=np.int64)
+        conf = np.asarray(confidences, dtype=np.float64)
+        n_users = len(indptr) - 1
+        lengths = np.diff(indptr)
+        out = np.empty((n_users, self.factors), dtype=np.float64)
+        order = np.argsort(lengths, kind="stable")
+        start = 0
+        while start < n_users:
+            L = int(lengths[order[start]])
+            # the chunk grows while the padded block of its longest member stays within budget
+            stop = start + 1
+            while stop < n_users:
+                L_next = int(lengths[order[stop]])
+                if (stop - start + 1) * max(L_next, 1) * self.factors > _CHUNK_VALUES:
+                    break
+                L, stop = L_next, stop + 1
+            users = order[start:stop]
+            out[users] = self._solve_chunk(users, L, indptr, indices, conf)
+            start = stop
+        if self.bias_column:
+            out = np.hstack([out, np.ones((n_users, 1))])
+        return out.astype(np.float32)
+
+    def _solve_chunk(self, users, L, indptr, indices, conf) -> np.ndarray:
+        B, k = len(users), self.factors
+        rhs = np.zeros((B, k))
+        if self._Ytb is not None:
+            rhs -= self._Ytb
+        if L == 0:
+            return np.linalg.solve(self._A0, rhs.T).T
+        # padded gather: column l of user b is its l-th item, or a masked dummy
+        pos = indptr[users][:, None] + np.arange(L)[None, :]
+        mask = pos < indptr[users + 1][:, None]
+        pos = np.where(mask, pos, 0)
+        idx = np.where(mask, indices[pos], 0)
+        c = np.where(mask, conf[pos], 0.0)
+        w = np.where(mask, c - 1.0, 0.0)
+        Yu = self._Y[idx]  # (B, L, k)
+        # A_u = YtY + lambda*I + Y_u^T (C_u - I) Y_u
+        A = self._A0 + np.matmul(Yu.transpose(0, 2, 1) * w[:, None, :], Yu)
+        # b_u = Y_u^T C_u p_u   (p = 1 on the user's items)
+        rhs += np.einsum("bl,blk->bk", c, Yu)
+        if self._b is not None:
+            # - Y_u^T (C_u - I) b_u  (the fixed bias moved to the right-hand side)
+            rhs -= np.einsum("bl,blk->bk", w * self._b[idx], Yu)
+        return np.linalg.solve(A, rhs[..., None])[..., 0]

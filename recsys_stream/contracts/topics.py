@@ -1,0 +1,44 @@
+"""Topic names (DESIGN.md, "Topics"): one configurable prefix in front of fixed names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names of one deployment; tests use a fresh prefix per test."""
+
+    prefix: str = ""
+
+    @property
+    def interactions(self) -> str:
+        return f"{self.prefix}interactions"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}interactions.dlq"
+
+    @property
+    def catalog(self) -> str:
+        return f"{self.prefix}catalog"
+
+    @property
+    def profiles(self) -> str:
+        return f"{self.prefix}profiles"
+
+    @property
+    def models(self) -> str:
+        return f"{self.prefix}models"
+
+    @property
+    def state_changelog(self) -> str:
+        return f"{self.prefix}worker-state-changelog"
+
+    def compacted(self) -> tuple[str, ...]:
+        """Topics whose latest value per key is the truth (cleanup.policy=compact)."""
+        return (self.catalog, self.profiles, self.state_changelog)
+
+    def all(self) -> tuple[str, ...]:
+        return (self.interactions, self.dlq, self.catalog, self.profiles, self.models,
+                self.state_changelog)

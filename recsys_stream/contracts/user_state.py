@@ -1,0 +1,133 @@
+"""Per-user aggregation of interactions: the worker's RocksDB value and the changelog record.
+
+The worker applies events here, and the trainer replays the same code over a file of historical
+events or reads the changelog, so batch and nearline see identical strengths.
+
+Aggregation per item keeps ``(strength, last_seen_ms)`` with the strength referred to
+``last_seen_ms``. An event at ``t`` with strength ``w`` gives
+``s' = s * decay(t - last_seen) + w`` when ``t >= last_seen`` and ``s' = s + w * decay(last_seen - t)``
+otherwise, which equals ``sum_j w_j * decay(T - t_j)`` with ``T = max t_j`` in any arrival order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recsys_stream.contracts.confidence import SUPPRESSING_TYPES, ConfidenceSettings
+from recsys_stream.contracts.pb import state_pb2
+
+# Re-sent events are recognised among this many most recent event ids of the user.
+DEDUP_WINDOW = 64
+# Suppressions kept per user (oldest dropped first).
+MAX_SUPPRESSED = 1000
+
+
+@dataclass
+class UserHistory:
+    """Mutable aggregate of one user's interactions.
+
+    ``items`` maps item id to ``[strength at last_seen, last_seen_ms]``.
+    """
+
+    tenant: str
+    user_id: str
+    items: dict[str, list] = field(default_factory=dict)
+    suppressed: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+    last_event_ms: int = 0
+    input_partition: int = -1
+    applied_offset: int = -1
+    recent_event_ids: list[str] = field(default_factory=list)
+    event_count: int = 0
+
+    # -- applying events -------------------------------------------------------------------
+    def apply(self, event_id: str, item_id: str, type_name: str, value: float | None,
+              timestamp_ms: int, settings: ConfidenceSettings, history_cap: int) -> bool:
+        """Fold one validated event in; returns False for a re-sent ``event_id``."""
+        if event_id:
+            if event_id in self.recent_event_ids:
+                return False
+            self.recent_event_ids.append(event_id)
+            if len(self.recent_event_ids) > DEDUP_WINDOW:
+                del self.recent_event_ids[0]
+        self.event_count += 1
+        if timestamp_ms > self.last_event_ms:
+            self.last_event_ms = timestamp_ms
+        if type_name in SUPPRESSING_TYPES:
+            # A hidden item stops counting as positive evidence; it is not a negative rating.
+            self.items.pop(item_id, None)
+            self.suppressed.pop(item_id, None)
+            self.suppressed[item_id] = None
+            if len(self.suppressed) > MAX_SUPPRESSED:
+                del self.suppressed[next(iter(self.suppressed))]
+            return True
+        if item_id in self.suppressed:
+            return True  # hide is explicit: later views do not bring the item back
+        w = settings.event_strength(type_name, value)
+        agg = self.items.get(item_id)
+        if agg is None:
+            self.items[item_id] = [w, timestamp_ms]
+        elif timestamp_ms >= agg[1]:
+            agg[0] = agg[0] * settings.decay(timestamp_ms - agg[1]) + w
+            agg[1] = timestamp_ms
+        else:
+            agg[0] += w * settings.decay(agg[1] - timestamp_ms)
+        if len(self.items) > history_cap:
+            self._cap(settings, history_cap)
+        return True
+
+    def _cap(self, settings: ConfidenceSettings, cap: int) -> None:
+        # Keep the `cap` strongest items at the user's latest event time (recent ones win ties).
+        ranked = sorted(self.items.items(),
+                        key=lambda kv: (kv[1][0] * settings.decay(self.last_event_ms - kv[1][1]),
+                                        kv[1][1]), reverse=True)
+        self.items = dict(ranked[:cap])
+
+    # -- reading ---------------------------------------------------------------------------
+    def strengths_now(self, settings: ConfidenceSettings) -> tuple[list[str], np.ndarray]:
+        """Item ids and strengths decayed to the user's latest event."""
+        ids = list(self.items)
+        if not ids:
+            return ids, np.zeros(0)
+        agg = np.array(list(self.items.values()), dtype=np.float64).reshape(-1, 2)
+        return ids, agg[:, 0] * settings.decay(self.last_event_ms - agg[:, 1])
+
+    def confidences(self, settings: ConfidenceSettings) -> tuple[list[str], np.ndarray]:
+        """Item ids and ``c = 1 + alpha * log1p(strength)`` for every positive item."""
+        ids, s = self.strengths_now(settings)
+        return ids, settings.confidence(s)
+
+    # -- encoding --------------------------------------------------------------------------
+    def to_proto(self) -> state_pb2.UserState:
+        msg = state_pb2.UserState(
+            tenant=self.tenant, user_id=self.user_id,
+            suppressed_item_ids=list(self.suppressed), last_event_ms=self.last_event_ms,
+            input_partition=self.input_partition, applied_offset=self.applied_offset,
+            recent_event_ids=self.recent_event_ids, event_count=self.event_count)
+        if self.items:
+            msg.item_ids.extend(self.items.keys())
+            vals = list(self.items.values())
+            msg.strengths.extend(v[0] for v in vals)
+            msg.item_last_seen_ms.extend(v[1] for v in vals)
+        return msg
+
+    def encode(self) -> bytes:
+        return self.to_proto().SerializeToString()
+
+    @classmethod
+    def from_proto(cls, msg: state_pb2.UserState) -> UserHistory:
+        return cls(
+            tenant=msg.tenant, user_id=msg.user_id,
+            items={i: [s, t] for i, s, t in zip(msg.item_ids, msg.strengths,
+                                                msg.item_last_seen_ms)},
+            suppressed=dict.fromkeys(msg.suppressed_item_ids),
+            last_event_ms=msg.last_event_ms, input_partition=msg.input_partition,
+            applied_offset=msg.applied_offset, recent_event_ids=list(msg.recent_event_ids),
+            event_count=msg.event_count)
+
+    @classmethod
+    def decode(cls, data: bytes) -> UserHistory:
+        msg = state_pb2.UserState()
+        msg.ParseFromString(data)
+        return cls.from_proto(msg)

@@ -1,0 +1,162 @@
+"""Kafka clients (confluent-kafka) configured once for every process, and topic tailing.
+
+``TopicTail`` follows a topic from its beginning with manual assignment of every partition: the
+server and the worker use it for the compacted read models (profiles, catalog) and for model
+announcements, where each replica needs every record and a consumer-group join would only add
+seconds of waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, \
+    TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from recsys_stream.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def producer(cfg: Config, **overrides) -> Producer:
+    conf = {
+        "bootstrap.servers": cfg.kafka.bootstrap_servers,
+        "linger.ms": 5,                 # small batches: freshness matters more than a few %
+        "enable.idempotence": True,     # a retried send is written once
+        "queue.buffering.max.messages": 500_000,
+    }
+    conf.update(overrides)
+    return Producer(conf)
+
+
+def consumer(cfg: Config, group_id: str, **overrides) -> Consumer:
+    conf = {
+        "bootstrap.servers": cfg.kafka.bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": False,    # offsets live with the state (RocksDB), not in Kafka
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 10,
+    }
+    conf.update(overrides)
+    return Consumer(conf)
+
+
+def ensure_topics(cfg: Config, timeout_s: float = 10.0) -> None:
+    """Create the deployment's topics if missing (compacted where the design says so)."""
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    topics = cfg.topics
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    rf = cfg.kafka.replication_factor
+    new = []
+    for name in topics.all():
+        if name in existing:
+            continue
+        parts = cfg.kafka.interaction_partitions if name in (
+            topics.interactions, topics.profiles, topics.state_changelog, topics.dlq) else 1
+        conf = {"cleanup.policy": "compact"} if name in topics.compacted() else {}
+        new.append(NewTopic(name, num_partitions=parts, replication_factor=rf, config=conf))
+    if not new:
+        return
+    for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
+        try:
+            fut.result()
+            log.info("created topic %s", name)
+        except KafkaException as e:
+            if "TOPIC_ALREADY_EXISTS" not in str(e):
+                raise
+
+
+def partitions_of(cfg: Config, topic: str, timeout_s: float = 10.0) -> list[int]:
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    md = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if md is None or md.error is not None or not md.partitions:
+        raise RuntimeError(f"topic {topic!r} not found on {cfg.kafka.bootstrap_servers}")
+    return sorted(md.partitions)
+
+
+class TopicTail:
+    """Follow whole topics from the beginning on a background thread.
+
+    Parameters
+    ----------
+    cfg : Config
+    handlers : mapping of topic name to ``handler(message)``; called on the tail's thread.
+    name : str
+        Used in the thread name and log lines.
+    """
+
+    def __init__(self, cfg: Config, handlers: dict[str, Callable[[Message], None]],
+                 name: str = "tail") -> None:
+        self.cfg, self.handlers, self.name = cfg, handlers, name
+        self._consumer = consumer(cfg, group_id=f"{name}-tail-unused")
+        self._stop = threading.Event()
+        self._caught_up = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{name}-tail", daemon=True)
+        self._targets: dict[tuple[str, int], int] = {}
+
+    def start(self) -> TopicTail:
+        assignment = []
+        for topic in self.handlers:
+            for p in partitions_of(self.cfg, topic):
+                assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if high > 0:
+                    self._targets[(topic, p)] = high
+        self._consumer.assign(assignment)
+        if not self._targets:
+            self._caught_up.set()
+        self._thread.start()
+        return self
+
+    def wait_caught_up(self, timeout_s: float | None = None) -> bool:
+        """True once every record that existed at ``start()`` has been handled."""
+        return self._caught_up.wait(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msgs = self._consumer.consume(1000, timeout=0.1)
+            except KafkaException as e:  # broker hiccup: keep following
+                log.warning("%s tail: %s", self.name, e)
+                time.sleep(0.5)
+                continue
+            for m in msgs:
+                if m.error():
+                    continue
+                try:
+                    self.handlers[m.topic()](m)
+                except Exception:  # a bad record must not stop the read model
+                    log.exception("%s tail: handler failed on %s[%d]@%d", self.name, m.topic(),
+                                  m.partition(), m.offset())
+                tp = (m.topic(), m.partition())
+                if tp in self._targets and m.offset() + 1 >= self._targets[tp]:
+                    del self._targets[tp]
+                    if not self._targets:
+                        self._caught_up.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._consumer.close()
+
+
+def produce_all(prod: Producer, topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
+    """Produce ``(key, value)`` pairs, waiting for queue space; returns the count (unflushed)."""
+    n = 0
+    for key, value in records:
+        while True:
+            try:
+                prod.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                prod.poll(0.05)
+        n += 1
+        if n % 10_000 == 0:
+            prod.poll(0)
+    return n

@@ -1,0 +1,80 @@
+"""Shared fixtures: one broker per test session, a fresh deployment (topic prefix, state and
+model directories) per test.
+
+The broker is ``$KAFKA_BOOTSTRAP_SERVERS`` when set, else a testcontainers Kafka when a Docker
+engine answers and ``RECSYS_TEST_DOCKER=1`` asks for it, else the embedded tansu broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+
+import pytest
+
+from recsys_stream.broker import EmbeddedBroker
+from recsys_stream.config import AlsConfig, BprConfig, Config, KafkaConfig, TenantConfig, \
+    TrainerConfig, WorkerConfig, hash_key
+
+logging.getLogger("recsys_stream").setLevel(logging.INFO)
+
+# Small, fast models for tests; benchmarks use the configured defaults.
+TEST_ALS = AlsConfig(factors=16, regularization=0.1, iterations=8)
+TEST_BPR = BprConfig(factors=16, iterations=30)
+KEYS = {"acme": "acme-test-key", "globex": "globex-test-key", "initech": "initech-test-key"}
+ADMIN_KEYS = {t: f"{t}-admin-key" for t in KEYS}
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    """Bootstrap servers of the session's broker."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    if os.environ.get("RECSYS_TEST_DOCKER") == "1" and docker_available():
+        from testcontainers.kafka import KafkaContainer
+        with KafkaContainer() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap_servers
+
+
+def make_config(tmp_path, bootstrap: str = "127.0.0.1:9", **tenant_overrides) -> Config:
+    tenants = {t: TenantConfig(api_key_sha256=(hash_key(k),),
+                               admin_key_sha256=(hash_key(ADMIN_KEYS[t]),),
+                               als=TEST_ALS, bpr=TEST_BPR, **tenant_overrides)
+               for t, k in KEYS.items()}
+    return Config(
+        model_store=str(tmp_path / "models"),
+        kafka=KafkaConfig(bootstrap_servers=bootstrap,
+                          topic_prefix=f"t{uuid.uuid4().hex[:10]}-", interaction_partitions=4),
+        worker=WorkerConfig(state_dir=str(tmp_path / "state")),
+        trainer=TrainerConfig(algorithms=("als",)),
+        tenants=tenants,
+    )
+
+
+@pytest.fixture
+def cfg(tmp_path, kafka_bootstrap) -> Config:
+    """A fresh deployment on the session broker: new topic prefix, empty state and model store."""
+    from recsys_stream.kafka import ensure_topics
+    c = make_config(tmp_path, kafka_bootstrap)
+    ensure_topics(c)
+    return c
+
+
+@pytest.fixture
+def offline_cfg(tmp_path) -> Config:
+    """The same configuration without a broker, for unit tests."""
+    return make_config(tmp_path)
