@@ -18,7 +18,11 @@ over the first ``k`` columns; the returned vector has the trailing 1 appended so
 score in the system is a plain inner product ``x . y``.
 
 Users are solved together: sorted by history length and cut into chunks of similar length, each
-chunk is one padded batched solve (no Python loop per user).
+chunk is one padded batched solve (no Python loop per user). Short histories (L <= k/2, the
+common case in a stream) use the Woodbury identity with ``A0 = YtY + lambda*I`` inverted once per
+model version, so each user costs an L x L solve instead of a k x k one::
+
+    A_u^-1 = A0^-1 - A0^-1 Y_u^T (I + W_u Y_u A0^-1 Y_u^T)^-1 W_u Y_u A0^-1,   W_u = C_u - I
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class FoldInSolver:
         k = self._Y.shape[1]
         # YtY + lambda*I, once per model version
         self._A0 = self._Y.T @ self._Y + regularization * np.eye(k)
+        self._A0inv = np.linalg.inv(self._A0)  # SPD and well conditioned thanks to lambda
         self.n_items, self.factors = self._Y.shape
         self.regularization = regularization
 
@@ -116,11 +121,18 @@ class FoldInSolver:
         c = np.where(mask, conf[pos], 0.0)
         w = np.where(mask, c - 1.0, 0.0)
         Yu = self._Y[idx]  # (B, L, k)
-        # A_u = YtY + lambda*I + Y_u^T (C_u - I) Y_u
-        A = self._A0 + np.matmul(Yu.transpose(0, 2, 1) * w[:, None, :], Yu)
         # b_u = Y_u^T C_u p_u   (p = 1 on the user's items)
         rhs += np.einsum("bl,blk->bk", c, Yu)
         if self._b is not None:
             # - Y_u^T (C_u - I) b_u  (the fixed bias moved to the right-hand side)
             rhs -= np.einsum("bl,blk->bk", w * self._b[idx], Yu)
+        if 2 * L <= k:
+            # Woodbury: x = z - G^T (I + W Y_u G^T)^-1 W Y_u z,  z = A0^-1 b,  G = Y_u A0^-1
+            z = rhs @ self._A0inv
+            G = Yu @ self._A0inv  # (B, L, k)
+            M = np.eye(L) + w[:, :, None] * np.matmul(G, Yu.transpose(0, 2, 1))
+            r = w * np.einsum("blk,bk->bl", Yu, z)
+            return z - np.einsum("bl,blk->bk", np.linalg.solve(M, r[..., None])[..., 0], G)
+        # A_u = YtY + lambda*I + Y_u^T (C_u - I) Y_u
+        A = self._A0 + np.matmul(Yu.transpose(0, 2, 1) * w[:, None, :], Yu)
         return np.linalg.solve(A, rhs[..., None])[..., 0]

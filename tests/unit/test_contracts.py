@@ -95,18 +95,22 @@ def test_fold_in_equals_implicit_recalculate_user():
     assert rel.max() < 1e-4
 
 
-def test_fold_in_equals_direct_dense_solve_with_bias_column():
+@pytest.mark.parametrize("k", [4, 12])  # 3 items: the direct solve for k=4, Woodbury for k=12
+@pytest.mark.parametrize("bias", [False, True])
+def test_fold_in_equals_direct_dense_solve(k, bias):
     rng = np.random.default_rng(2)
-    Y = rng.normal(size=(50, 6)).astype(np.float32)
+    width = k + int(bias)
+    Y = rng.normal(size=(50, width)).astype(np.float32)
     items, conf = np.array([3, 7, 11]), np.array([2.0, 5.0, 1.5])
-    x = FoldInSolver(Y, 0.3, bias_column=True).solve_one(items, conf)
+    x = FoldInSolver(Y, 0.3, bias_column=bias).solve_one(items, conf)
     c, p = np.ones(50), np.zeros(50)
     c[items], p[items] = conf, 1.0
-    Yk, b = Y[:, :5].astype(np.float64), Y[:, 5]
-    # full weighted least squares over every item with the bias fixed at 1
-    direct = np.linalg.solve(Yk.T @ (c[:, None] * Yk) + 0.3 * np.eye(5), Yk.T @ (c * (p - b)))
-    np.testing.assert_allclose(x[:5], direct, rtol=1e-4, atol=1e-6)
-    assert x[5] == 1.0
+    Yk = Y[:, :k].astype(np.float64)
+    b = Y[:, k] if bias else np.zeros(50)
+    # full weighted least squares over every item (with the bias held at 1 for BPR)
+    direct = np.linalg.solve(Yk.T @ (c[:, None] * Yk) + 0.3 * np.eye(k), Yk.T @ (c * (p - b)))
+    np.testing.assert_allclose(x[:k], direct, rtol=1e-4, atol=1e-6)
+    assert len(x) == width and (not bias or x[k] == 1.0)
 
 
 def test_fold_in_handles_empty_and_mixed_length_users():
