@@ -68,6 +68,7 @@ class WorkerConfig:
     batch_timeout_ms: int = 20            # wait for a micro-batch at most this long
     max_future_ms: int = 3_600_000        # events further in the future are rejected (DLQ)
     max_past_ms: int = 10 * 365 * 86_400_000  # events older than this are rejected (DLQ)
+    resolve_active_days: float = 7.0      # on a new model, re-solve users active this recently
     metrics_port: int = 0                 # Prometheus /metrics port; 0 = off
 
 

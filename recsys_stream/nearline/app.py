@@ -1,0 +1,53 @@
+"""Composition root of the nearline worker process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from recsys_stream.config import Config
+from recsys_stream.kafka import consumer, ensure_topics, producer
+from recsys_stream.nearline.models import ModelFollower
+from recsys_stream.nearline.state import StateStore
+from recsys_stream.nearline.worker import Worker
+from recsys_stream.observability import serve_metrics
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(cfg: Config) -> tuple[Worker, ModelFollower, StateStore]:
+    store = StateStore(cfg.worker.state_dir)
+    follower = ModelFollower(cfg)
+    worker = Worker(cfg, store, follower,
+                    consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}recsys-worker"),
+                    producer(cfg))
+    follower.on_new_model = worker.request_resolve
+    return worker, follower, store
+
+
+def run_worker(cfg: Config, stop: threading.Event | None = None,
+               on_start: Callable[[Worker], None] | None = None) -> None:
+    """Run the worker until ``stop`` is set (or SIGTERM / SIGINT in the main thread).
+
+    ``on_start(worker)`` is called once the worker is built (tests and benchmarks watch it).
+    """
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    ensure_topics(cfg)
+    serve_metrics(cfg.worker.metrics_port)
+    worker, follower, store = build_worker(cfg)
+    follower.start()
+    if on_start is not None:
+        on_start(worker)
+    try:
+        worker.run(stop)
+    finally:
+        worker.producer.flush(10)
+        worker.consumer.close()
+        follower.stop()
+        store.close()
+        log.info("worker stopped")

@@ -1,0 +1,22 @@
+"""Prometheus series of the nearline worker (one registry per process)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("recsys_worker_events_total", "Interaction records consumed, by outcome",
+                 ["outcome"])  # applied | duplicate | replayed | invalid
+DLQ = Counter("recsys_worker_dlq_total", "Records sent to the dead-letter topic, by reason",
+              ["reason"])
+BATCH_SIZE = Histogram("recsys_worker_batch_size", "Records per micro-batch",
+                       buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000))
+FOLDIN_SECONDS = Histogram("recsys_worker_foldin_seconds",
+                           "Fold-in time of one tenant/algorithm of a micro-batch",
+                           buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1))
+EVENT_TO_PROFILE = Histogram("recsys_worker_event_to_profile_seconds",
+                             "Event timestamp to its profile being published",
+                             buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+LAG = Gauge("recsys_worker_consumer_lag", "Records behind the end of an interactions partition",
+            ["partition"])
+MODEL_VERSION = Gauge("recsys_worker_model_version", "Model version the worker folds into",
+                      ["tenant", "algorithm"])
+USERS_RESOLVED = Counter("recsys_worker_users_resolved_total",
+                         "Users re-solved in the background after a new model version")

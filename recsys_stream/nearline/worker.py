@@ -1,0 +1,236 @@
+"""The nearline worker loop: micro-batches of interactions -> state -> fold-in -> profiles.
+
+Per micro-batch:
+
+1. decode and validate every record; rejects go to the DLQ with their reason;
+2. apply each user's events in offset order, skipping offsets at or below the user's applied
+   offset (so a replayed prefix changes nothing) and re-sent event ids;
+3. fold in every touched user, one vectorised solve per tenant and algorithm;
+4. publish profiles and the state changelog and wait for the broker's acknowledgement;
+5. commit states and next offsets to RocksDB in one WriteBatch.
+
+A crash between 4 and 5 replays the batch: the state is unchanged by the replay and the outputs
+are re-published with the same content (compacted topics keep the last).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+
+from recsys_stream.config import Config
+from recsys_stream.contracts.confidence import ConfidenceSettings
+from recsys_stream.contracts.events import Event, InvalidEvent, decode_event
+from recsys_stream.contracts.pb import profiles_pb2
+from recsys_stream.contracts.user_state import UserHistory
+from recsys_stream.kafka import partitions_of
+from recsys_stream.nearline.dlq import dead_letter
+from recsys_stream.nearline.metrics import BATCH_SIZE, EVENT_TO_PROFILE, EVENTS, FOLDIN_SECONDS, \
+    LAG, USERS_RESOLVED
+from recsys_stream.nearline.models import ModelFollower
+from recsys_stream.nearline.state import StateStore
+
+log = logging.getLogger(__name__)
+_LOG_EVERY_S = 5.0
+_RESOLVE_CHUNK = 2000
+
+
+class Worker:
+    """One worker process's loop over its assigned interaction partitions."""
+
+    def __init__(self, cfg: Config, store: StateStore, models: ModelFollower,
+                 consumer: Consumer, producer: Producer) -> None:
+        self.cfg, self.store, self.models = cfg, store, models
+        self.consumer, self.producer = consumer, producer
+        self.topic = cfg.topics.interactions
+        self._tenants = frozenset(cfg.tenants)
+        self._resolve_pending: set[str] = set()
+        self._resolve_lock = threading.Lock()
+        self._resolve_keys: list[bytes] = []
+        self._stats = defaultdict(int)
+        self._last_log = time.monotonic()
+        self._last_lag = 0.0
+        self.partitions: list[int] = []
+
+    # -- assignment ------------------------------------------------------------------------
+    def assign(self) -> None:
+        """Own the configured partitions, resuming from the offsets stored with the state."""
+        self.partitions = list(self.cfg.worker.partitions) or partitions_of(self.cfg, self.topic)
+        stored = self.store.offsets(self.topic)
+        self.consumer.assign([TopicPartition(self.topic, p, stored.get(p, OFFSET_BEGINNING))
+                              for p in self.partitions])
+        log.info("assigned %s partitions %s; resuming at %s", self.topic, self.partitions,
+                 {p: stored.get(p, 0) for p in self.partitions})
+
+    def request_resolve(self, tenant: str, algorithm: str, version: int) -> None:
+        """Called by the model follower: re-solve the tenant's recent users in the background."""
+        with self._resolve_lock:
+            self._resolve_pending.add(tenant)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self.assign()
+        wc = self.cfg.worker
+        while not stop.is_set():
+            msgs = self.consumer.consume(wc.batch_max_events, timeout=wc.batch_timeout_ms / 1000)
+            msgs = [m for m in msgs if not m.error()]
+            if msgs:
+                self.process(msgs)
+            self._resolve_step()
+            self._housekeeping()
+
+    def process(self, msgs: list[Message]) -> None:
+        """Apply one micro-batch end to end (see the module docstring)."""
+        BATCH_SIZE.observe(len(msgs))
+        now = int(time.time() * 1000)
+        wc = self.cfg.worker
+        offsets: dict[tuple[str, int], int] = {}
+        by_user: dict[bytes, list[tuple[Event, Message]]] = defaultdict(list)
+        for m in msgs:
+            tp = (m.topic(), m.partition())
+            offsets[tp] = max(offsets.get(tp, 0), m.offset() + 1)
+            try:
+                ev = decode_event(m.key(), m.value(), self._tenants, now, wc.max_future_ms,
+                                  wc.max_past_ms)
+            except InvalidEvent as err:
+                dead_letter(self.producer, self.cfg.topics.dlq, m, err)
+                self._stats["invalid"] += 1
+                continue
+            by_user[ev.key].append((ev, m))
+
+        states = self.store.get_many(list(by_user))
+        touched: dict[bytes, UserHistory] = {}
+        produced_ms: dict[bytes, int] = {}
+        for key, items in by_user.items():
+            ev0 = items[0][0]
+            h = states.get(key) or UserHistory(ev0.tenant, ev0.user_id)
+            settings = self._settings(ev0.tenant)
+            cap = self.cfg.tenants[ev0.tenant].history_cap
+            changed = False
+            for ev, m in items:
+                if m.offset() <= h.applied_offset and m.partition() == h.input_partition:
+                    EVENTS.labels("replayed").inc()
+                    continue
+                applied = h.apply(ev.event_id, ev.item_id, ev.type, ev.value, ev.timestamp_ms,
+                                  settings, cap)
+                h.applied_offset, h.input_partition = m.offset(), m.partition()
+                EVENTS.labels("applied" if applied else "duplicate").inc()
+                changed = True
+                produced_ms[key] = max(produced_ms.get(key, 0), m.timestamp()[1])
+            if changed:
+                touched[key] = h
+
+        if touched:
+            self._publish(touched)
+        self.producer.flush()
+        published = time.time() * 1000
+        self.store.commit(touched, offsets)
+        for ts in produced_ms.values():
+            if ts > 0:
+                EVENT_TO_PROFILE.observe(max(published - ts, 0) / 1000)
+        self._stats["events"] += len(msgs)
+        self._stats["users"] += len(touched)
+        self._stats["batches"] += 1
+
+    # -- fold-in and publishing ------------------------------------------------------------
+    def _settings(self, tenant: str) -> ConfidenceSettings:
+        """The aggregation settings: the manifest's of the model folded into, else the config's."""
+        models = self.models.models(tenant)
+        model = models.get("als") or next(iter(models.values()), None)
+        return model.confidence if model is not None else self.cfg.tenants[tenant].confidence
+
+    def _publish(self, users: dict[bytes, UserHistory]) -> None:
+        now = int(time.time() * 1000)
+        by_tenant: dict[str, list[bytes]] = defaultdict(list)
+        for key, h in users.items():
+            by_tenant[h.tenant].append(key)
+        for tenant, keys in by_tenant.items():
+            settings = self._settings(tenant)
+            conf = {k: users[k].confidences(settings) for k in keys}
+            vectors = self._fold_in(tenant, keys, users)
+            for key in keys:
+                h = users[key]
+                ids, c = conf[key]
+                profile = profiles_pb2.UserProfile(
+                    tenant=h.tenant, user_id=h.user_id, item_ids=ids, confidences=c.tolist(),
+                    suppressed_item_ids=list(h.suppressed), last_event_ms=h.last_event_ms,
+                    updated_ms=now, vectors=vectors.get(key, []))
+                self._produce(self.cfg.topics.profiles, key, profile.SerializeToString())
+                self._produce(self.cfg.topics.state_changelog, key, h.encode())
+
+    def _fold_in(self, tenant: str, keys: list[bytes], users: dict[bytes, UserHistory]
+                 ) -> dict[bytes, list[profiles_pb2.ProfileVector]]:
+        """One vectorised solve per algorithm over every user in ``keys``."""
+        out: dict[bytes, list] = defaultdict(list)
+        for algorithm, model in self.models.models(tenant).items():
+            t0 = time.perf_counter()
+            solved, indptr, indices, confs = [], [0], [], []
+            for key in keys:
+                ids, c = users[key].confidences(model.confidence)
+                rows, cr = model.rows(ids, c)
+                if not len(rows):
+                    continue  # nothing this model knows: the server falls back, no fake vector
+                solved.append(key)
+                indices.append(rows)
+                confs.append(cr)
+                indptr.append(indptr[-1] + len(rows))
+            if not solved:
+                continue
+            X = model.solver.solve(np.array(indptr), np.concatenate(indices),
+                                   np.concatenate(confs))
+            for key, x in zip(solved, X):
+                out[key].append(profiles_pb2.ProfileVector(
+                    algorithm=algorithm, model_version=model.version, values=x.tolist()))
+            FOLDIN_SECONDS.observe(time.perf_counter() - t0)
+        return out
+
+    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    # -- background re-solve after a new model ---------------------------------------------
+    def _resolve_step(self) -> None:
+        """Re-solve one chunk of recently active users of tenants with a new model."""
+        if not self._resolve_keys:
+            with self._resolve_lock:
+                tenants, self._resolve_pending = self._resolve_pending, set()
+            if not tenants:
+                return
+            horizon = int(time.time() * 1000) - int(self.cfg.worker.resolve_active_days
+                                                    * 86_400_000)
+            # keys only: the chunk is read fresh below, after any batch committed meanwhile
+            self._resolve_keys = [k for k, h in self.store.users()
+                                  if h.tenant in tenants and h.last_event_ms >= horizon]
+            log.info("re-solving %d recently active users of %s against the new model",
+                     len(self._resolve_keys), sorted(tenants))
+        chunk, self._resolve_keys = (self._resolve_keys[:_RESOLVE_CHUNK],
+                                     self._resolve_keys[_RESOLVE_CHUNK:])
+        users = self.store.get_many(chunk)
+        if users:
+            self._publish(users)
+            self.producer.flush()
+            USERS_RESOLVED.inc(len(users))
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag > 5.0:
+            self._last_lag = now
+            for tp in self.consumer.position(
+                    [TopicPartition(self.topic, p) for p in self.partitions]):
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    LAG.labels(str(tp.partition)).set(max(high - tp.offset, 0))
+        if now - self._last_log > _LOG_EVERY_S and self._stats["batches"]:
+            s, self._stats = self._stats, defaultdict(int)
+            log.info("committed %d batches: %d records, %d users updated, %d to the DLQ",
+                     s["batches"], s["events"], s["users"], s["invalid"])
+            self._last_log = now
