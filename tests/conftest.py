@@ -21,7 +21,7 @@ logging.getLogger("recsys_stream").setLevel(logging.INFO)
 
 # Small, fast models for tests; benchmarks use the configured defaults.
 TEST_ALS = AlsConfig(factors=16, regularization=0.1, iterations=8)
-TEST_BPR = BprConfig(factors=16, iterations=30)
+TEST_BPR = BprConfig(factors=16, learning_rate=0.01, iterations=100)
 KEYS = {"acme": "acme-test-key", "globex": "globex-test-key", "initech": "initech-test-key"}
 ADMIN_KEYS = {t: f"{t}-admin-key" for t in KEYS}
 

@@ -28,7 +28,7 @@ MAX_SUPPRESSED = 1000
 class UserHistory:
     """Mutable aggregate of one user's interactions.
 
-    ``items`` maps item id to ``[strength at last_seen, last_seen_ms]``.
+    ``items`` maps item id to ``[strength at last_seen, last_seen_ms, first_seen_ms]``.
     """
 
     tenant: str
@@ -67,12 +67,13 @@ class UserHistory:
         w = settings.event_strength(type_name, value)
         agg = self.items.get(item_id)
         if agg is None:
-            self.items[item_id] = [w, timestamp_ms]
+            self.items[item_id] = [w, timestamp_ms, timestamp_ms]
         elif timestamp_ms >= agg[1]:
             agg[0] = agg[0] * settings.decay(timestamp_ms - agg[1]) + w
             agg[1] = timestamp_ms
         else:
             agg[0] += w * settings.decay(agg[1] - timestamp_ms)
+            agg[2] = min(agg[2], timestamp_ms)
         if len(self.items) > history_cap:
             self._cap(settings, history_cap)
         return True
@@ -90,7 +91,7 @@ class UserHistory:
         ids = list(self.items)
         if not ids:
             return ids, np.zeros(0)
-        agg = np.array(list(self.items.values()), dtype=np.float64).reshape(-1, 2)
+        agg = np.array([v[:2] for v in self.items.values()], dtype=np.float64).reshape(-1, 2)
         return ids, agg[:, 0] * settings.decay(self.last_event_ms - agg[:, 1])
 
     def confidences(self, settings: ConfidenceSettings) -> tuple[list[str], np.ndarray]:
@@ -110,6 +111,7 @@ class UserHistory:
             vals = list(self.items.values())
             msg.strengths.extend(v[0] for v in vals)
             msg.item_last_seen_ms.extend(v[1] for v in vals)
+            msg.item_first_seen_ms.extend(v[2] for v in vals)
         return msg
 
     def encode(self) -> bytes:
@@ -119,8 +121,9 @@ class UserHistory:
     def from_proto(cls, msg: state_pb2.UserState) -> UserHistory:
         return cls(
             tenant=msg.tenant, user_id=msg.user_id,
-            items={i: [s, t] for i, s, t in zip(msg.item_ids, msg.strengths,
-                                                msg.item_last_seen_ms)},
+            items={i: [s, t, f] for i, s, t, f in zip(
+                msg.item_ids, msg.strengths, msg.item_last_seen_ms,
+                msg.item_first_seen_ms or msg.item_last_seen_ms)},
             suppressed=dict.fromkeys(msg.suppressed_item_ids),
             last_event_ms=msg.last_event_ms, input_partition=msg.input_partition,
             applied_offset=msg.applied_offset, recent_event_ids=list(msg.recent_event_ids),
