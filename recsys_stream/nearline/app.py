@@ -8,8 +8,9 @@ import threading
 from collections.abc import Callable
 
 from recsys_stream.config import Config
+from recsys_stream.follow import ModelFollower
 from recsys_stream.kafka import consumer, ensure_topics, producer
-from recsys_stream.nearline.models import ModelFollower
+from recsys_stream.nearline.models import model_follower
 from recsys_stream.nearline.state import StateStore
 from recsys_stream.nearline.worker import Worker
 from recsys_stream.observability import serve_metrics
@@ -19,11 +20,10 @@ log = logging.getLogger(__name__)
 
 def build_worker(cfg: Config) -> tuple[Worker, ModelFollower, StateStore]:
     store = StateStore(cfg.worker.state_dir)
-    follower = ModelFollower(cfg)
-    worker = Worker(cfg, store, follower,
+    worker = Worker(cfg, store, None,
                     consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}recsys-worker"),
                     producer(cfg))
-    follower.on_new_model = worker.request_resolve
+    worker.models = follower = model_follower(cfg, on_new_model=worker.request_resolve)
     return worker, follower, store
 
 

@@ -32,7 +32,7 @@ from recsys_stream.kafka import partitions_of
 from recsys_stream.nearline.dlq import dead_letter
 from recsys_stream.nearline.metrics import BATCH_SIZE, EVENT_TO_PROFILE, EVENTS, FOLDIN_SECONDS, \
     LAG, USERS_RESOLVED
-from recsys_stream.nearline.models import ModelFollower
+from recsys_stream.follow import ModelFollower
 from recsys_stream.nearline.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ _RESOLVE_CHUNK = 2000
 class Worker:
     """One worker process's loop over its assigned interaction partitions."""
 
-    def __init__(self, cfg: Config, store: StateStore, models: ModelFollower,
+    def __init__(self, cfg: Config, store: StateStore, models: ModelFollower | None,
                  consumer: Consumer, producer: Producer) -> None:
         self.cfg, self.store, self.models = cfg, store, models
         self.consumer, self.producer = consumer, producer
