@@ -37,8 +37,9 @@ def write_config(path: Path, bootstrap: str, workdir: Path, server_address: str,
     ]
     for tenant, key in keys.items():
         lines += [f"[tenants.{tenant}]", f'api_key_sha256 = ["{hash_key(key)}"]',
-                  f"[tenants.{tenant}.als]", "factors = 32", "iterations = 10",
-                  "regularization = 0.1"]
+                  # the generated worlds have 8 latent genres: small k, strong lambda
+                  f"[tenants.{tenant}.als]", "factors = 8", "iterations = 10",
+                  "regularization = 5.0"]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
 

@@ -53,7 +53,7 @@ def test_events_to_personalised_recommendations_across_processes(stack):
     cfg = stack.cfg
     stack.start("worker", "worker")
     worlds = {t: make_world(t, ITEMS) for t in DEMO_KEYS}
-    start = int(time.time() * 1000) - 20 * 86_400_000
+    start = int(time.time() * 1000) - 31 * 86_400_000  # generate_events spans 30 days
     produce_events(cfg, [e for i, t in enumerate(DEMO_KEYS)
                          for e in generate_events(worlds[t], USERS, EVENTS, start, seed=i)],
                    progress=False)

@@ -1,0 +1,1 @@
+"""The serving layer: immutable per-tenant snapshots, read models and the gRPC Recommender."""

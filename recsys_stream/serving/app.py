@@ -1,0 +1,101 @@
+"""Composition root of the gRPC server process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from recsys_stream.config import Config
+from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
+from recsys_stream.follow import ModelFollower
+from recsys_stream.kafka import ensure_topics
+from recsys_stream.observability import serve_metrics
+from recsys_stream.serving.metrics import MODEL_CREATED, MODEL_VERSION, REJECTIONS, SWAPS
+from recsys_stream.serving.read_models import ReadModels
+from recsys_stream.serving.service import RecommenderService
+from recsys_stream.serving.snapshots import TenantSnapshot
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
+
+
+def _swapped(tenant: str, algorithm: str, snap: TenantSnapshot) -> None:
+    SWAPS.labels(tenant, algorithm).inc()
+    MODEL_VERSION.labels(tenant, algorithm).set(snap.version)
+    MODEL_CREATED.labels(tenant, algorithm).set(snap.created_ms / 1000)
+
+
+def _rejected(tenant: str, algorithm: str, version: int, error: Exception) -> None:
+    REJECTIONS.labels(tenant, algorithm).inc()
+
+
+class Server:
+    """The gRPC server with its read models and model follower; ``port`` once started."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.models = ModelFollower(cfg, TenantSnapshot.from_artifacts, "server",
+                                    on_swap=_swapped, on_reject=_rejected)
+        self.read = ReadModels(cfg)
+        self.health = health.aio.HealthServicer()
+        self.grpc = grpc.aio.server()
+        self.port = 0
+
+    async def start(self, catch_up_s: float = 30.0) -> None:
+        ensure_topics(self.cfg)
+        loop = asyncio.get_running_loop()
+        # loading models and replaying the read models is blocking I/O: off the event loop
+        await loop.run_in_executor(None, self.models.start)
+        await loop.run_in_executor(None, self.read.start)
+        recommender_pb2_grpc.add_RecommenderServicer_to_server(
+            RecommenderService(self.cfg, self.models, self.read), self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), self.grpc)
+        self.port = self.grpc.add_insecure_port(self.cfg.server.address)
+        await self.grpc.start()
+        t0 = time.monotonic()
+        caught_up = await loop.run_in_executor(None, self.read.wait_caught_up, catch_up_s)
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving on port %d (profiles %s in %.1fs)", self.port,
+                 "caught up" if caught_up else "still catching up", time.monotonic() - t0)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.grpc.stop(grace)
+        self.models.stop()
+        self.read.stop()
+
+
+def build_server(cfg: Config) -> Server:
+    return Server(cfg)
+
+
+def run_server(cfg: Config, stop: threading.Event | None = None) -> None:
+    """Serve until ``stop`` is set (or SIGTERM / SIGINT in the main thread)."""
+    stop = stop or threading.Event()
+    serve_metrics(cfg.server.metrics_port)
+
+    async def main() -> None:
+        server = build_server(cfg)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+        await server.stop()
+        log.info("server stopped")
+
+    asyncio.run(main())

@@ -1,0 +1,39 @@
+"""A small synchronous client of the Recommender service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+
+from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
+from recsys_stream.serving.auth import METADATA_KEY
+
+
+class RecommenderClient:
+    """``RecommenderClient(address, api_key).recommend(user_id, k=10)``.
+
+    Raises ``grpc.RpcError`` with the server's status code and message on any refusal.
+    """
+
+    def __init__(self, address: str, api_key: str, timeout: float = 5.0) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = recommender_pb2_grpc.RecommenderStub(self.channel)
+        self.metadata = ((METADATA_KEY, api_key),)
+        self.timeout = timeout
+
+    def recommend(self, user_id: str, k: int = 10, exclude: Iterable[str] = (), tenant: str = "",
+                  algorithm: str = "") -> recommender_pb2.RecommendResponse:
+        req = recommender_pb2.RecommendRequest(tenant=tenant, user_id=user_id, k=k,
+                                               exclude_item_ids=list(exclude),
+                                               algorithm=algorithm)
+        return self.stub.Recommend(req, metadata=self.metadata, timeout=self.timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> RecommenderClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,22 @@
+"""Prometheus series of the gRPC server."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter("recsys_server_requests_total", "Requests by method, status and source",
+                   ["method", "status", "source"])
+LATENCY = Histogram("recsys_server_request_seconds", "Request latency by method and source",
+                    ["method", "source"],
+                    buckets=(.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1))
+FALLBACKS = Counter("recsys_server_fallback_total",
+                    "Answers not served from a nearline vector, by source", ["tenant", "source"])
+SUPPRESSED = Counter("recsys_server_suppressed_items_total",
+                     "Items suppressed for a request (seen, hidden, banned, excluded)", ["tenant"])
+MODEL_VERSION = Gauge("recsys_server_model_version", "Live model version",
+                      ["tenant", "algorithm"])
+MODEL_CREATED = Gauge("recsys_server_model_created_seconds",
+                      "Creation time of the live model (model age = time() - this)",
+                      ["tenant", "algorithm"])
+SWAPS = Counter("recsys_server_model_swaps_total", "Models swapped in", ["tenant", "algorithm"])
+REJECTIONS = Counter("recsys_server_model_rejections_total",
+                     "Announced models that failed verification and were not served",
+                     ["tenant", "algorithm"])

@@ -1,0 +1,55 @@
+"""An immutable, verified view of one model version: everything a request needs to score.
+
+Built off the request path by the model follower; a request takes the tenant's snapshot
+reference once and uses nothing else, so a swap can never mix two versions in one answer
+(invariant 2: a user vector is scored only against item factors of its own model version).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys_stream.contracts.ann_index import ItemIndex
+from recsys_stream.contracts.foldin import FoldInSolver
+from recsys_stream.contracts.model_store import ModelArtifacts
+
+
+@dataclass(frozen=True)
+class TenantSnapshot:
+    tenant: str
+    algorithm: str
+    version: int
+    created_ms: int
+    item_ids: np.ndarray
+    item_row: dict[str, int]
+    user_row: dict[str, int]
+    user_factors: np.ndarray
+    popular_order: np.ndarray  # item rows, most popular first
+    index: ItemIndex
+    solver: FoldInSolver
+
+    @classmethod
+    def from_artifacts(cls, art: ModelArtifacts) -> TenantSnapshot:
+        """Build and check a snapshot (raises on anything a request could trip over)."""
+        info = art.manifest.get("index") or {"n_items": len(art.item_ids), "exact": True}
+        if info.get("n_items") != len(art.item_ids):
+            raise ValueError(f"index holds {info.get('n_items')} items, model "
+                             f"{len(art.item_ids)}")
+        index = ItemIndex.load(art.index_path, art.item_factors, info)
+        hp = art.manifest.get("hyperparameters", {})
+        reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
+        return cls(
+            tenant=art.tenant, algorithm=art.algorithm, version=art.version,
+            created_ms=int(art.manifest.get("created_ms", 0)),
+            item_ids=art.item_ids,
+            item_row={item: i for i, item in enumerate(art.item_ids.tolist())},
+            user_row={u: i for i, u in enumerate(art.user_ids.tolist())},
+            user_factors=art.user_factors,
+            popular_order=np.argsort(-art.popularity, kind="stable"),
+            index=index, solver=FoldInSolver(art.item_factors, reg, art.bias_column))
+
+    @property
+    def width(self) -> int:
+        return self.index.item_factors.shape[1]
