@@ -5,7 +5,7 @@ Chain (DESIGN.md "Serving"), the first step that can answer wins and names ``sou
 1. NEARLINE - the profile's vector for this algorithm *and this model version*;
 2. BATCH - the user's vector in the model itself;
 3. PROFILE_FOLD_IN - solved now from the profile's items and confidences;
-4. POPULARITY - the model's most popular items;
+4. POPULARITY - the model's most popular items (score = interactions in the training window);
 5. EMPTY - with the reason.
 
 Suppression applies on every step: the user's seen and hidden items, banned or removed catalog
@@ -58,7 +58,7 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
         source = POPULARITY
         order = snap.popular_order
         keep = order[~np.isin(order, blocked)][:k]
-        picked, scores = keep, np.zeros(len(keep), dtype=np.float32)
+        picked, scores = keep, snap.popularity[keep]
     if not len(picked):
         return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=len(blocked),
                       reason="every item of the model is suppressed for this user")

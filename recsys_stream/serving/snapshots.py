@@ -26,6 +26,7 @@ class TenantSnapshot:
     item_row: dict[str, int]
     user_row: dict[str, int]
     user_factors: np.ndarray
+    popularity: np.ndarray     # interactions per item row in the training window
     popular_order: np.ndarray  # item rows, most popular first
     index: ItemIndex
     solver: FoldInSolver
@@ -47,6 +48,7 @@ class TenantSnapshot:
             item_row={item: i for i, item in enumerate(art.item_ids.tolist())},
             user_row={u: i for i, u in enumerate(art.user_ids.tolist())},
             user_factors=art.user_factors,
+            popularity=art.popularity,
             popular_order=np.argsort(-art.popularity, kind="stable"),
             index=index, solver=FoldInSolver(art.item_factors, reg, art.bias_column))
 
