@@ -132,6 +132,14 @@ def test_events_to_personalised_recommendations_across_processes(stack):
     with pytest.raises(grpc.RpcError) as e:
         acme.recommend(newcomer, k=0)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "k" in e.value.details()
+    # the operator's CLI client sees the same answer
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "recsys_stream.cli", "recommend", "--address",
+                          stack.address, "--api-key", DEMO_KEYS["acme"], "--user", newcomer,
+                          "--k", "3"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "source=NEARLINE" in out.stdout and got[0] in out.stdout
     stack.check_alive()  # the garbage record did not stop anything
     acme.close()
     globex.close()
