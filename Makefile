@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo up test test-unit test-integration bench protos clean
+.PHONY: demo up test test-unit test-integration bench protos clean test-tools
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,18 @@ demo: $(VENV)/.installed
 up: $(VENV)/.installed
 	$(VENV)/bin/recsys-stream demo --keep-running
 
+# Tools the tests run for real: Prometheus (Debian's package) scrapes the services in
+# tests/integration/test_operations.py. Installed when missing and we may (root + apt).
+test-tools:
+	@command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's prometheus for the operations test"; \
+	    apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "prometheus is missing: install it (Debian: apt-get install prometheus)"; fi; }
+
 ## make test: unit and integration tests (the integration tests start their own broker).
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev test-tools
 	$(PY) -m pytest -q -ra
 
 test-unit: $(VENV)/.installed-dev

@@ -124,6 +124,12 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from recsys_stream.status import render
+    print(render(_config(args), host=args.host, interval_s=args.interval))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from recsys_stream.demo import run_demo
     return run_demo(keep_running=args.keep_running, workdir=args.workdir)
@@ -196,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("tenant")
     rb.add_argument("version", nargs="?", type=int)
     rb.add_argument("--algorithm", choices=["als", "bpr"])
+
+    p = add("status", cmd_status, "One screen for operators: health, event and request rates, "
+            "lag, DLQ counts, freshness, live model versions and ages, last training metrics.")
+    p.add_argument("--host", default="127.0.0.1", help="where the services' metrics ports are")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between the two scrapes")
 
     p = add("demo", cmd_demo, "Run the whole system locally on the embedded broker with "
             "generated events and show live recommendations.", config=False)

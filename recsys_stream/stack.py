@@ -21,8 +21,13 @@ DEMO_KEYS = {"acme": "acme-demo-key", "globex": "globex-demo-key"}
 
 def write_config(path: Path, bootstrap: str, workdir: Path, server_address: str,
                  keys: dict[str, str] = DEMO_KEYS, topic_prefix: str = "",
-                 extra: str = "") -> Path:
-    """A TOML config for a local deployment with one API key per tenant (stored hashed)."""
+                 metrics_ports: tuple[int, int, int] = (0, 0, 0),
+                 trainer_interval_s: float = 300.0) -> Path:
+    """A TOML config for a local deployment with one API key per tenant (stored hashed).
+
+    ``metrics_ports`` are the worker's, trainer's and server's /metrics ports (0 = off).
+    """
+    worker_port, trainer_port, server_port = metrics_ports
     lines = [
         f'model_store = "{workdir / "models"}"',
         "[kafka]",
@@ -30,17 +35,21 @@ def write_config(path: Path, bootstrap: str, workdir: Path, server_address: str,
         f'topic_prefix = "{topic_prefix}"',
         "[worker]",
         f'state_dir = "{workdir / "state"}"',
+        f"metrics_port = {worker_port}",
         "[server]",
         f'address = "{server_address}"',
+        f"metrics_port = {server_port}",
         "[trainer]",
         'algorithms = ["als"]',
+        f"metrics_port = {trainer_port}",
+        f"interval_s = {trainer_interval_s}",
     ]
     for tenant, key in keys.items():
         lines += [f"[tenants.{tenant}]", f'api_key_sha256 = ["{hash_key(key)}"]',
                   # the generated worlds have 8 latent genres: small k, strong lambda
                   f"[tenants.{tenant}.als]", "factors = 8", "iterations = 10",
                   "regularization = 5.0"]
-    path.write_text("\n".join(lines) + "\n" + extra)
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

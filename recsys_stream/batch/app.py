@@ -115,11 +115,16 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
     if not once and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    if not once:
-        serve_metrics(cfg.trainer.metrics_port)
     store = ModelStore(cfg.model_store)
     last_count: dict[str, int] = {}
     results: list[dict] = []
+    last_round = {"finished": None}
+    http = None
+    if not once:
+        http = serve_metrics(cfg.trainer.metrics_port, lambda: {
+            "status": "ok", "last_round_finished": last_round["finished"],
+            "published": {t: {a: store.current_version(t, a) for a in cfg.trainer.algorithms}
+                          for t in cfg.tenants}})
     while True:
         for data in load_data(cfg, events_file, tenant):
             new = data.event_count - last_count.get(data.tenant, 0)
@@ -130,7 +135,10 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
             results += train_tenant(cfg, data, store, progress=once and sys.stderr.isatty())
             last_count[data.tenant] = data.event_count
             RUNS.labels(data.tenant, "trained").inc()
+        last_round["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if once or stop.wait(cfg.trainer.interval_s):
+            if http is not None:
+                http.shutdown()
             return results
 
 

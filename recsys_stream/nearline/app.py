@@ -38,8 +38,8 @@ def run_worker(cfg: Config, stop: threading.Event | None = None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     ensure_topics(cfg)
-    serve_metrics(cfg.worker.metrics_port)
     worker, follower, store = build_worker(cfg)
+    http = serve_metrics(cfg.worker.metrics_port, worker.health)
     follower.start()
     if on_start is not None:
         on_start(worker)
@@ -50,4 +50,6 @@ def run_worker(cfg: Config, stop: threading.Event | None = None,
         worker.consumer.close()
         follower.stop()
         store.close()
+        if http is not None:
+            http.shutdown()
         log.info("worker stopped")

@@ -56,6 +56,7 @@ class Worker:
         self._last_log = time.monotonic()
         self._last_lag = 0.0
         self.partitions: list[int] = []
+        self.last_poll = time.monotonic()
 
     # -- assignment ------------------------------------------------------------------------
     def assign(self) -> None:
@@ -77,6 +78,7 @@ class Worker:
         self.assign()
         wc = self.cfg.worker
         while not stop.is_set():
+            self.last_poll = time.monotonic()
             msgs = self.consumer.consume(wc.batch_max_events, timeout=wc.batch_timeout_ms / 1000)
             msgs = [m for m in msgs if not m.error()]
             if msgs:
@@ -196,6 +198,13 @@ class Worker:
                 return
             except BufferError:
                 self.producer.poll(0.05)
+
+    def health(self) -> dict:
+        """``/healthz``: stalled when the loop has not polled for 30 s."""
+        stalled = time.monotonic() - self.last_poll > 30
+        return {"status": "stalled" if stalled else "ok", "partitions": self.partitions,
+                "models": {t: {a: m.version for a, m in self.models.models(t).items()}
+                           for t in self.cfg.tenants}}
 
     # -- background re-solve after a new model ---------------------------------------------
     def _resolve_step(self) -> None:

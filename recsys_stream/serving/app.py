@@ -69,6 +69,14 @@ class Server:
         log.info("serving on port %d (profiles %s in %.1fs)", self.port,
                  "caught up" if caught_up else "still catching up", time.monotonic() - t0)
 
+    def health_view(self) -> dict:
+        """``/healthz``: ok once the gRPC port is serving; the live versions per tenant."""
+        return {"status": "ok" if self.port else "starting", "port": self.port,
+                "models": {t: {a: s.version for a, s in self.models.models(t).items()}
+                           for t in self.cfg.tenants},
+                "default_algorithm": {t: self.models.default_algorithm(t)
+                                      for t in self.cfg.tenants}}
+
     async def stop(self, grace: float = 2.0) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -84,10 +92,10 @@ def build_server(cfg: Config) -> Server:
 def run_server(cfg: Config, stop: threading.Event | None = None) -> None:
     """Serve until ``stop`` is set (or SIGTERM / SIGINT in the main thread)."""
     stop = stop or threading.Event()
-    serve_metrics(cfg.server.metrics_port)
 
     async def main() -> None:
         server = build_server(cfg)
+        http = serve_metrics(cfg.server.metrics_port, server.health_view)
         await server.start()
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():
@@ -96,6 +104,8 @@ def run_server(cfg: Config, stop: threading.Event | None = None) -> None:
         while not stop.is_set():
             await asyncio.sleep(0.2)
         await server.stop()
+        if http is not None:
+            http.shutdown()
         log.info("server stopped")
 
     asyncio.run(main())

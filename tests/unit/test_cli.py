@@ -10,7 +10,7 @@ import pytest
 from recsys_stream.cli import build_parser
 
 COMMANDS = ["broker", "topics", "worker", "trainer", "serve", "produce", "recommend", "models",
-            "demo"]
+            "demo", "status"]
 
 
 def test_all_commands_are_registered():
