@@ -93,6 +93,8 @@ class ServerConfig:
     max_k: int = 1000                 # largest k a request may ask for
     max_excludes: int = 1000          # most exclude_item_ids a request may carry
     max_id_bytes: int = 256           # longest user / item id
+    trending_half_life_s: float = 3600.0  # an interaction this old counts half in trending
+    trending_backfill: int = 50_000   # interactions per partition replayed into trending at start
 
 
 @dataclass(frozen=True)

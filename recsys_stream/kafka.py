@@ -88,11 +88,14 @@ class TopicTail:
     handlers : mapping of topic name to ``handler(message)``; called on the tail's thread.
     name : str
         Used in the thread name and log lines.
+    backfill : int, optional
+        Start each partition this many records before its end instead of at its beginning
+        (for streams whose old records do not matter, like trending counts).
     """
 
     def __init__(self, cfg: Config, handlers: dict[str, Callable[[Message], None]],
-                 name: str = "tail") -> None:
-        self.cfg, self.handlers, self.name = cfg, handlers, name
+                 name: str = "tail", backfill: int | None = None) -> None:
+        self.cfg, self.handlers, self.name, self.backfill = cfg, handlers, name, backfill
         self._consumer = consumer(cfg, group_id=f"{name}-tail-unused")
         self._stop = threading.Event()
         self._caught_up = threading.Event()
@@ -103,9 +106,11 @@ class TopicTail:
         assignment = []
         for topic in self.handlers:
             for p in partitions_of(self.cfg, topic):
-                assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                if high > 0:
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                                 timeout=10)
+                start = OFFSET_BEGINNING if self.backfill is None else max(low, high - self.backfill)
+                assignment.append(TopicPartition(topic, p, start))
+                if high > 0 and (self.backfill is None or high > start):
                     self._targets[(topic, p)] = high
         self._consumer.assign(assignment)
         if not self._targets:

@@ -21,6 +21,7 @@ from recsys_stream.serving.metrics import MODEL_CREATED, MODEL_VERSION, REJECTIO
 from recsys_stream.serving.read_models import ReadModels
 from recsys_stream.serving.service import RecommenderService
 from recsys_stream.serving.snapshots import TenantSnapshot
+from recsys_stream.serving.trending import Trending
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -44,6 +45,7 @@ class Server:
         self.models = ModelFollower(cfg, TenantSnapshot.from_artifacts, "server",
                                     on_swap=_swapped, on_reject=_rejected)
         self.read = ReadModels(cfg)
+        self.trending = Trending(cfg)
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server()
         self.port = 0
@@ -54,8 +56,9 @@ class Server:
         # loading models and replaying the read models is blocking I/O: off the event loop
         await loop.run_in_executor(None, self.models.start)
         await loop.run_in_executor(None, self.read.start)
+        await loop.run_in_executor(None, self.trending.start)
         recommender_pb2_grpc.add_RecommenderServicer_to_server(
-            RecommenderService(self.cfg, self.models, self.read), self.grpc)
+            RecommenderService(self.cfg, self.models, self.read, self.trending), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -83,6 +86,7 @@ class Server:
         await self.grpc.stop(grace)
         self.models.stop()
         self.read.stop()
+        self.trending.stop()
 
 
 def build_server(cfg: Config) -> Server:

@@ -5,8 +5,9 @@ Chain (DESIGN.md "Serving"), the first step that can answer wins and names ``sou
 1. NEARLINE - the profile's vector for this algorithm *and this model version*;
 2. BATCH - the user's vector in the model itself;
 3. PROFILE_FOLD_IN - solved now from the profile's items and confidences;
-4. POPULARITY - the model's most popular items (score = interactions in the training window);
-5. EMPTY - with the reason.
+4. TRENDING - the tenant's items by time-decayed recent interactions (topped up from 5 if short);
+5. POPULARITY - the model's most popular items (score = interactions in the training window);
+6. EMPTY - with the reason.
 
 Suppression applies on every step: the user's seen and hidden items, banned or removed catalog
 items, and the request's exclusions. Exactly ``k`` items come back whenever ``k`` eligible items
@@ -23,9 +24,9 @@ import numpy as np
 from recsys_stream.contracts.pb import profiles_pb2, recommender_pb2
 from recsys_stream.serving.snapshots import TenantSnapshot
 
-NEARLINE, BATCH, FOLD_IN, POPULARITY, EMPTY = (
+NEARLINE, BATCH, FOLD_IN, TRENDING, POPULARITY, EMPTY = (
     recommender_pb2.NEARLINE, recommender_pb2.BATCH, recommender_pb2.PROFILE_FOLD_IN,
-    recommender_pb2.POPULARITY, recommender_pb2.EMPTY)
+    recommender_pb2.TRENDING, recommender_pb2.POPULARITY, recommender_pb2.EMPTY)
 
 
 @dataclass
@@ -39,31 +40,70 @@ class Answer:
 
 
 def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | None,
-              user_id: str, k: int, exclude: set[str], banned: frozenset[str] | set[str]
-              ) -> Answer:
+              user_id: str, k: int, exclude: set[str], banned: frozenset[str] | set[str],
+              trending: list[tuple[str, float]] = ()) -> Answer:
     """Top-``k`` for a user from one snapshot (see the module docstring)."""
-    if snap is None:
-        return Answer(reason="no model has been published for this tenant yet")
     hidden = set(exclude) | set(banned)
     if profile is not None:
         hidden.update(profile.item_ids)
         hidden.update(profile.suppressed_item_ids)
+    if snap is None:
+        items = [(i, s) for i, s in trending if i not in hidden][:k]
+        if items:
+            return Answer(items, TRENDING, suppressed=len(hidden))
+        return Answer(reason="no model has been published for this tenant yet and nothing "
+                             "is trending")
     rows = [snap.item_row[i] for i in hidden if i in snap.item_row]
     blocked = np.array(sorted(rows), dtype=np.int64)
 
     x, source = _user_vector(snap, profile, user_id)
     if x is not None:
         picked, scores = _top_k(snap, x, k, blocked)
+        items = [(str(snap.item_ids[r]), float(s)) for r, s in zip(picked, scores)]
     else:
-        source = POPULARITY
-        order = snap.popular_order
-        keep = order[~np.isin(order, blocked)][:k]
-        picked, scores = keep, snap.popularity[keep]
-    if not len(picked):
-        return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=len(blocked),
+        items = [(i, s) for i, s in trending if i not in hidden][:k]
+        source = TRENDING if items else POPULARITY
+        if len(items) < k:  # top up from the model's popularity
+            taken = {snap.item_row[i] for i, _ in items if i in snap.item_row}
+            order = snap.popular_order
+            keep = order[~np.isin(order, np.concatenate([blocked, list(taken)]))]
+            items += [(str(snap.item_ids[r]), float(snap.popularity[r]))
+                      for r in keep[:k - len(items)]]
+    if not items:
+        return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=len(hidden),
                       reason="every item of the model is suppressed for this user")
-    return Answer([(str(snap.item_ids[r]), float(s)) for r, s in zip(picked, scores)],
-                  source, snap.algorithm, snap.version, suppressed=len(blocked))
+    return Answer(items, source, snap.algorithm, snap.version, suppressed=len(hidden))
+
+
+class UnknownItem(KeyError):
+    pass
+
+
+def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
+                  banned: frozenset[str] | set[str]) -> list[tuple[str, float]]:
+    """Items by cosine similarity of factors to ``item_id``'s, through the index.
+
+    The inner-product index proposes candidates (over-fetched); they are re-ranked by cosine
+    so that long, popular vectors do not crowd out the truly similar ones.
+    """
+    row = snap.item_row.get(item_id)
+    if row is None:
+        raise UnknownItem(item_id)
+    Y = snap.index.item_factors
+    hidden = {snap.item_row[i] for i in set(exclude) | set(banned) if i in snap.item_row}
+    hidden.add(row)
+    n_items = len(Y)
+    n = min(n_items, 4 * k + len(hidden))
+    while True:
+        rows, _ = snap.index.query(Y[row], n, exact=n >= n_items)
+        rows = np.array([r for r in rows if r not in hidden], dtype=np.int64)
+        if len(rows) >= 4 * k or n >= n_items:
+            break
+        n = min(n_items, 2 * n)
+    norms = np.linalg.norm(Y[rows], axis=1) * max(np.linalg.norm(Y[row]), 1e-12)
+    cos = (Y[rows] @ Y[row]) / np.maximum(norms, 1e-12)
+    order = np.argsort(-cos, kind="stable")[:k]
+    return [(str(snap.item_ids[rows[i]]), float(cos[i])) for i in order]
 
 
 def _user_vector(snap: TenantSnapshot, profile, user_id: str):

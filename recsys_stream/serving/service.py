@@ -1,9 +1,9 @@
 """The ``recsys.v1.Recommender`` gRPC service (grpc.aio): authentication, validation, metrics.
 
-Every request: identify the API key's tenant (UNAUTHENTICATED / PERMISSION_DENIED), validate
-(INVALID_ARGUMENT naming the field), take the tenant's models once, answer with
-``recommend()``. Nothing a client sends can raise out of a handler: an unexpected error is
-logged, counted and answered INTERNAL.
+Every request: identify the API key's tenant (UNAUTHENTICATED / NOT_FOUND / PERMISSION_DENIED),
+validate (INVALID_ARGUMENT naming the field), take the tenant's models once, answer. Nothing a
+client sends can raise out of a handler: an unexpected error is logged, counted and answered
+INTERNAL. A request whose deadline has already passed is answered DEADLINE_EXCEEDED unworked.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ import grpc
 from recsys_stream.config import Config
 from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
 from recsys_stream.follow import ModelFollower
-from recsys_stream.serving.auth import METADATA_KEY, KeyRing
+from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
 from recsys_stream.serving.metrics import FALLBACKS, LATENCY, REQUESTS, SUPPRESSED
 from recsys_stream.serving.read_models import ReadModels
-from recsys_stream.serving.recommend import NEARLINE, recommend
+from recsys_stream.serving.recommend import NEARLINE, UnknownItem, recommend, similar_items
 from recsys_stream.serving.snapshots import TenantSnapshot
+from recsys_stream.serving.trending import Trending
 
 log = logging.getLogger(__name__)
 ALGORITHMS = ("", "als", "bpr")
+_BAD = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class RequestError(Exception):
@@ -33,70 +35,128 @@ class RequestError(Exception):
 
 
 class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
-    def __init__(self, cfg: Config, models: ModelFollower[TenantSnapshot],
-                 read: ReadModels) -> None:
-        self.cfg, self.models, self.read = cfg, models, read
+    def __init__(self, cfg: Config, models: ModelFollower[TenantSnapshot], read: ReadModels,
+                 trending: Trending | None = None) -> None:
+        self.cfg, self.models, self.read, self.trending = cfg, models, read, trending
         self.keys = KeyRing(cfg)
 
+    # -- methods ---------------------------------------------------------------------------
     async def Recommend(self, request, context):
-        t0 = time.perf_counter()
-        source = "none"
+        return await self._handle("Recommend", request, context, self._recommend)
+
+    async def SimilarItems(self, request, context):
+        return await self._handle("SimilarItems", request, context, self._similar)
+
+    async def GetProfile(self, request, context):
+        return await self._handle("GetProfile", request, context, self._profile)
+
+    def _recommend(self, r, caller: Caller, meta: dict):
+        self._check_k(r.k)
+        self._check_id("user_id", r.user_id)
+        self._check_excludes(r.exclude_item_ids)
+        snap = self._snapshot(caller.tenant, r.algorithm)
+        answer = recommend(snap, self.read.profile(caller.tenant, r.user_id), r.user_id, r.k,
+                           set(r.exclude_item_ids), self.read.banned(caller.tenant),
+                           self.trending.ranked(caller.tenant) if self.trending else ())
+        meta["source"] = recommender_pb2.Source.Name(answer.source)
+        SUPPRESSED.labels(caller.tenant).inc(answer.suppressed)
+        if answer.source != NEARLINE:
+            FALLBACKS.labels(caller.tenant, meta["source"]).inc()
+        return recommender_pb2.RecommendResponse(
+            items=[recommender_pb2.ScoredItem(item_id=i, score=s) for i, s in answer.items],
+            tenant=caller.tenant, algorithm=answer.algorithm, model_version=answer.version,
+            source=answer.source, reason=answer.reason)
+
+    def _similar(self, r, caller: Caller, meta: dict):
+        self._check_k(r.k)
+        self._check_id("item_id", r.item_id)
+        self._check_excludes(r.exclude_item_ids)
+        snap = self._snapshot(caller.tenant, r.algorithm)
+        if snap is None:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               "no model has been published for this tenant yet")
         try:
-            tenant = self._tenant(request.tenant, context)
-            self._validate(request)
-            models = self.models.models(tenant)  # read once: one consistent set of versions
-            algorithm = request.algorithm or self.models.default_algorithm(tenant) or "als"
-            snap = models.get(algorithm)
-            if request.algorithm and snap is None and models:
-                raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                                   f"algorithm {algorithm!r} has no model for this tenant")
-            answer = recommend(snap, self.read.profile(tenant, request.user_id),
-                               request.user_id, request.k, set(request.exclude_item_ids),
-                               self.read.banned(tenant))
-            source = recommender_pb2.Source.Name(answer.source)
-            SUPPRESSED.labels(tenant).inc(answer.suppressed)
-            if answer.source != NEARLINE:
-                FALLBACKS.labels(tenant, source).inc()
-            REQUESTS.labels("Recommend", "OK", source).inc()
-            return recommender_pb2.RecommendResponse(
-                items=[recommender_pb2.ScoredItem(item_id=i, score=s) for i, s in answer.items],
-                tenant=tenant, algorithm=answer.algorithm or algorithm,
-                model_version=answer.version, source=answer.source, reason=answer.reason)
+            items = similar_items(snap, r.item_id, r.k, set(r.exclude_item_ids),
+                                  self.read.banned(caller.tenant))
+        except UnknownItem:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"item_id {r.item_id!r} is not in the tenant's model") from None
+        return recommender_pb2.SimilarItemsResponse(
+            items=[recommender_pb2.ScoredItem(item_id=i, score=s) for i, s in items],
+            tenant=caller.tenant, algorithm=snap.algorithm, model_version=snap.version)
+
+    def _profile(self, r, caller: Caller, meta: dict):
+        if not caller.admin:
+            raise RequestError(grpc.StatusCode.PERMISSION_DENIED,
+                               "GetProfile needs an operator (admin) API key")
+        self._check_id("user_id", r.user_id)
+        profile = self.read.profile(caller.tenant, r.user_id)
+        if profile is None:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"no profile for user_id {r.user_id!r}")
+        return profile
+
+    # -- the shared request path -----------------------------------------------------------
+    async def _handle(self, method: str, request, context, fn):
+        t0 = time.perf_counter()
+        meta = {"source": "none"}
+        status = "OK"
+        try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already passed")
+            caller = self._caller(request.tenant, context)
+            return fn(request, caller, meta)
         except RequestError as e:
-            REQUESTS.labels("Recommend", e.code.name, source).inc()
+            status = e.code.name
             await context.abort(e.code, e.message)
         except Exception:
-            log.exception("Recommend failed for a valid request")
-            REQUESTS.labels("Recommend", "INTERNAL", source).inc()
+            status = "INTERNAL"
+            log.exception("%s failed", method)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
-            LATENCY.labels("Recommend", source).observe(time.perf_counter() - t0)
+            REQUESTS.labels(method, status, meta["source"]).inc()
+            LATENCY.labels(method, meta["source"]).observe(time.perf_counter() - t0)
 
-    def _tenant(self, requested: str, context) -> str:
+    def _caller(self, requested: str, context) -> Caller:
         key = dict(context.invocation_metadata() or ()).get(METADATA_KEY)
         caller = self.keys.identify(key)
         if caller is None:
             raise RequestError(grpc.StatusCode.UNAUTHENTICATED,
                                f"missing or unknown API key (gRPC metadata {METADATA_KEY!r})")
         if requested and requested != caller.tenant:
+            if requested not in self.cfg.tenants:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown tenant {requested!r}")
             raise RequestError(grpc.StatusCode.PERMISSION_DENIED,
                                "the API key is not valid for the requested tenant")
-        return caller.tenant
+        return caller
 
-    def _validate(self, r) -> None:
-        sc, bad = self.cfg.server, grpc.StatusCode.INVALID_ARGUMENT
-        if not 1 <= r.k <= sc.max_k:
-            raise RequestError(bad, f"k must be between 1 and {sc.max_k}, got {r.k}")
-        if not r.user_id:
-            raise RequestError(bad, "user_id is required")
-        if len(r.user_id.encode()) > sc.max_id_bytes:
-            raise RequestError(bad, f"user_id is longer than {sc.max_id_bytes} bytes")
-        if len(r.exclude_item_ids) > sc.max_excludes:
-            raise RequestError(bad, f"exclude_item_ids has {len(r.exclude_item_ids)} ids; "
-                                    f"at most {sc.max_excludes}")
-        if any(not i or len(i.encode()) > sc.max_id_bytes for i in r.exclude_item_ids):
-            raise RequestError(bad, f"exclude_item_ids must be non-empty ids of at most "
-                                    f"{sc.max_id_bytes} bytes")
-        if r.algorithm not in ALGORITHMS:
-            raise RequestError(bad, f"algorithm must be one of als, bpr (or empty), "
-                                    f"got {r.algorithm!r}")
+    def _snapshot(self, tenant: str, algorithm: str) -> TenantSnapshot | None:
+        if algorithm not in ALGORITHMS:
+            raise RequestError(_BAD, f"algorithm must be one of als, bpr (or empty), "
+                                     f"got {algorithm!r}")
+        models = self.models.models(tenant)  # read once: one consistent set of versions
+        name = algorithm or self.models.default_algorithm(tenant) or "als"
+        snap = models.get(name)
+        if algorithm and snap is None and models:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"algorithm {algorithm!r} has no model for this tenant")
+        return snap
+
+    def _check_k(self, k: int) -> None:
+        if not 1 <= k <= self.cfg.server.max_k:
+            raise RequestError(_BAD, f"k must be between 1 and {self.cfg.server.max_k}, got {k}")
+
+    def _check_id(self, field: str, value: str) -> None:
+        if not value:
+            raise RequestError(_BAD, f"{field} is required")
+        if len(value.encode()) > self.cfg.server.max_id_bytes:
+            raise RequestError(_BAD, f"{field} is longer than {self.cfg.server.max_id_bytes} "
+                                     "bytes")
+
+    def _check_excludes(self, ids) -> None:
+        limit = self.cfg.server.max_excludes
+        if len(ids) > limit:
+            raise RequestError(_BAD, f"exclude_item_ids has {len(ids)} ids; at most {limit}")
+        if any(not i or len(i.encode()) > self.cfg.server.max_id_bytes for i in ids):
+            raise RequestError(_BAD, "exclude_item_ids must be non-empty ids of at most "
+                                     f"{self.cfg.server.max_id_bytes} bytes")

@@ -91,7 +91,7 @@ def test_events_to_personalised_recommendations_across_processes(stack):
 
     newcomer = f"new-{uuid.uuid4().hex[:6]}"
     before = acme.recommend(newcomer, k=10)
-    assert before.source == recommender_pb2.POPULARITY
+    assert before.source == recommender_pb2.TRENDING  # cold start: the tenant's live trending
     globex_before = globex.recommend(newcomer, k=10)
 
     world = worlds["acme"]
@@ -122,7 +122,7 @@ def test_events_to_personalised_recommendations_across_processes(stack):
 
     # the same user id under the other tenant is unaffected
     globex_after = globex.recommend(newcomer, k=10)
-    assert globex_after.source == recommender_pb2.POPULARITY
+    assert globex_after.source == recommender_pb2.TRENDING
     assert [i.item_id for i in globex_after.items] == [i.item_id for i in globex_before.items]
 
     # a key of the other tenant is refused; a bad request is INVALID_ARGUMENT naming the field

@@ -1,3 +1,4 @@
+from recsys_stream.contracts.pb import profiles_pb2 as _profiles_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -15,12 +16,14 @@ class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROFILE_FOLD_IN: _ClassVar[Source]
     POPULARITY: _ClassVar[Source]
     EMPTY: _ClassVar[Source]
+    TRENDING: _ClassVar[Source]
 SOURCE_UNSPECIFIED: Source
 NEARLINE: Source
 BATCH: Source
 PROFILE_FOLD_IN: Source
 POPULARITY: Source
 EMPTY: Source
+TRENDING: Source
 
 class RecommendRequest(_message.Message):
     __slots__ = ("tenant", "user_id", "k", "exclude_item_ids", "algorithm")
@@ -59,3 +62,37 @@ class RecommendResponse(_message.Message):
     source: Source
     reason: str
     def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SimilarItemsRequest(_message.Message):
+    __slots__ = ("tenant", "item_id", "k", "exclude_item_ids", "algorithm")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    item_id: str
+    k: int
+    exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    algorithm: str
+    def __init__(self, tenant: _Optional[str] = ..., item_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., algorithm: _Optional[str] = ...) -> None: ...
+
+class SimilarItemsResponse(_message.Message):
+    __slots__ = ("items", "tenant", "algorithm", "model_version")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    tenant: str
+    algorithm: str
+    model_version: int
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class GetProfileRequest(_message.Message):
+    __slots__ = ("tenant", "user_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    user_id: str
+    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from recsys_stream.contracts.pb import profiles_pb2 as recsys_dot_v1_dot_profiles__pb2
 from recsys_stream.contracts.pb import recommender_pb2 as recsys_dot_v1_dot_recommender__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,6 +40,16 @@ class RecommenderStub:
                 request_serializer=recsys_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=recsys_dot_v1_dot_recommender__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.SimilarItems = channel.unary_unary(
+                '/recsys.v1.Recommender/SimilarItems',
+                request_serializer=recsys_dot_v1_dot_recommender__pb2.SimilarItemsRequest.SerializeToString,
+                response_deserializer=recsys_dot_v1_dot_recommender__pb2.SimilarItemsResponse.FromString,
+                _registered_method=True)
+        self.GetProfile = channel.unary_unary(
+                '/recsys.v1.Recommender/GetProfile',
+                request_serializer=recsys_dot_v1_dot_recommender__pb2.GetProfileRequest.SerializeToString,
+                response_deserializer=recsys_dot_v1_dot_profiles__pb2.UserProfile.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -51,6 +62,20 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimilarItems(self, request, context):
+        """Items whose factors are closest (cosine) to an item's, through the tenant's index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProfile(self, request, context):
+        """A user's profile as the server holds it. Operators only (admin API keys).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +83,16 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=recsys_dot_v1_dot_recommender__pb2.RecommendRequest.FromString,
                     response_serializer=recsys_dot_v1_dot_recommender__pb2.RecommendResponse.SerializeToString,
+            ),
+            'SimilarItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimilarItems,
+                    request_deserializer=recsys_dot_v1_dot_recommender__pb2.SimilarItemsRequest.FromString,
+                    response_serializer=recsys_dot_v1_dot_recommender__pb2.SimilarItemsResponse.SerializeToString,
+            ),
+            'GetProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProfile,
+                    request_deserializer=recsys_dot_v1_dot_recommender__pb2.GetProfileRequest.FromString,
+                    response_serializer=recsys_dot_v1_dot_profiles__pb2.UserProfile.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +122,60 @@ class Recommender:
             '/recsys.v1.Recommender/Recommend',
             recsys_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
             recsys_dot_v1_dot_recommender__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimilarItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/SimilarItems',
+            recsys_dot_v1_dot_recommender__pb2.SimilarItemsRequest.SerializeToString,
+            recsys_dot_v1_dot_recommender__pb2.SimilarItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/GetProfile',
+            recsys_dot_v1_dot_recommender__pb2.GetProfileRequest.SerializeToString,
+            recsys_dot_v1_dot_profiles__pb2.UserProfile.FromString,
             options,
             channel_credentials,
             insecure,
