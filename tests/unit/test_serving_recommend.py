@@ -1,0 +1,134 @@
+"""The serving logic on real model files: chain, suppression, exactly-k, invariant 2, tenancy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recsys_stream.contracts.ann_index import build_index
+from recsys_stream.contracts.confidence import ConfidenceSettings
+from recsys_stream.contracts.model_store import ModelStore
+from recsys_stream.contracts.pb import profiles_pb2, recommender_pb2 as pb
+from recsys_stream.serving.recommend import UnknownItem, recommend, similar_items
+from recsys_stream.serving.snapshots import TenantSnapshot
+
+# three tenants whose item and user ids overlap on purpose
+UNIVERSES = {"acme": range(0, 200), "globex": range(100, 300), "initech": range(50, 250)}
+
+
+def _snapshot(store, tenant, version=1, k=6, seed=0):
+    rng = np.random.default_rng(seed + hash(tenant) % 100)
+    items = [f"item-{i}" for i in UNIVERSES[tenant]]
+    basis = rng.normal(size=(3, k))
+    Y = rng.normal(size=(len(items), 3)) @ basis + 0.1 * rng.normal(size=(len(items), k))
+    X = rng.normal(size=(40, 3)) @ basis
+    store.write(tenant, "als", version, item_ids=items, item_factors=Y,
+                user_ids=[f"user-{u}" for u in range(40)], user_factors=X,
+                popularity=rng.integers(1, 100, len(items)).astype(float),
+                manifest={"hyperparameters": {"regularization": 0.5},
+                          "confidence": ConfidenceSettings().to_dict()},
+                index_writer=lambda p: build_index(Y, p, X, recall_floor=0.0))
+    return TenantSnapshot.from_artifacts(store.load(tenant, "als", version))
+
+
+@pytest.fixture(scope="module")
+def snaps(tmp_path_factory):
+    store = ModelStore(tmp_path_factory.mktemp("models"))
+    return {t: _snapshot(store, t) for t in UNIVERSES}
+
+
+def _profile(tenant, user, seen=(), hidden=(), vector=None, version=1):
+    p = profiles_pb2.UserProfile(tenant=tenant, user_id=user, item_ids=list(seen),
+                                 confidences=[3.0] * len(seen), suppressed_item_ids=list(hidden))
+    if vector is not None:
+        p.vectors.add(algorithm="als", model_version=version, values=list(vector))
+    return p
+
+
+def test_chain_order_and_sources(snaps):
+    s = snaps["acme"]
+    vec = np.ones(s.width)
+    assert recommend(s, _profile("acme", "u", vector=vec), "u", 5, set(), set()).source == \
+        pb.NEARLINE
+    # invariant 2: a vector of another version is never scored against this model
+    stale = _profile("acme", "user-3", vector=vec, version=99)
+    a = recommend(s, stale, "user-3", 5, set(), set())
+    assert a.source == pb.BATCH
+    top_batch = s.index.query(s.user_factors[3], 5, exact=True)[0]
+    assert [i for i, _ in a.items] == [str(s.item_ids[r]) for r in top_batch]
+    assert recommend(s, _profile("acme", "new", seen=["item-5"]), "new", 5, set(), set()
+                     ).source == pb.PROFILE_FOLD_IN
+    trending = [("item-7", 3.0), ("item-9", 2.0)]
+    t = recommend(s, None, "nobody", 5, set(), set(), trending)
+    assert t.source == pb.TRENDING and [i for i, _ in t.items][:2] == ["item-7", "item-9"]
+    assert len(t.items) == 5  # topped up from popularity
+    p = recommend(s, None, "nobody", 5, set(), set())
+    assert p.source == pb.POPULARITY
+    assert [i for i, _ in p.items] == [str(s.item_ids[r]) for r in s.popular_order[:5]]
+    e = recommend(None, None, "nobody", 5, set(), set())
+    assert e.source == pb.EMPTY and "no model" in e.reason
+
+
+def test_exactly_k_under_heavy_suppression_on_every_path(snaps):
+    s = snaps["acme"]
+    all_items = [str(i) for i in s.item_ids]
+    hidden = set(all_items[:150])
+    for profile, user in ((_profile("acme", "u", seen=all_items[150:180],
+                                    vector=np.ones(s.width)), "u"),
+                          (None, "user-1"), (_profile("acme", "n", seen=all_items[150:180]), "n"),
+                          (None, "nobody")):
+        a = recommend(s, profile, user, 15, hidden, {"item-195"})
+        got = {i for i, _ in a.items}
+        eligible = set(all_items) - hidden - {"item-195"} - set(profile.item_ids if profile
+                                                                  else ())
+        assert len(a.items) == min(15, len(eligible)) and got <= eligible, a.source
+    everything = recommend(s, None, "user-1", 5, set(all_items), set())
+    assert everything.items == [] and everything.source == pb.EMPTY and everything.reason
+
+
+def test_similar_items_are_cosine_neighbours_without_the_item_itself(snaps):
+    s = snaps["globex"]
+    got = similar_items(s, "item-150", 5, {"item-151"}, {"item-152"})
+    ids = [i for i, _ in got]
+    assert len(ids) == 5 and not {"item-150", "item-151", "item-152"} & set(ids)
+    Y = s.index.item_factors
+    y = Y[s.item_row["item-150"]]
+    cos = Y @ y / (np.linalg.norm(Y, axis=1) * np.linalg.norm(y))
+    cos[[s.item_row[i] for i in ("item-150", "item-151", "item-152")]] = -np.inf
+    assert ids[0] == str(s.item_ids[int(np.argmax(cos))])
+    with pytest.raises(UnknownItem):
+        similar_items(s, "item-999", 5, set(), set())
+
+
+ids = st.integers(0, 320).map(lambda i: f"item-{i}")
+
+
+@settings(max_examples=10_000, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(tenant=st.sampled_from(sorted(UNIVERSES)), user=st.integers(0, 60),
+       k=st.integers(1, 60), exclude=st.sets(ids, max_size=40), seen=st.lists(ids, max_size=30),
+       hidden=st.lists(ids, max_size=10), banned=st.sets(ids, max_size=40),
+       kind=st.sampled_from(["nearline", "stale", "none", "profile"]),
+       trending=st.lists(st.integers(0, 320), max_size=20))
+def test_property_no_foreign_or_suppressed_item_and_exactly_k(snaps, tenant, user, k, exclude,
+                                                               seen, hidden, banned, kind,
+                                                               trending):
+    s = snaps[tenant]
+    universe = {f"item-{i}" for i in UNIVERSES[tenant]}
+    vec = np.linspace(-1, 1, s.width)
+    profile = None if kind == "none" else _profile(
+        tenant, f"user-{user}", seen, hidden, vec if kind in ("nearline", "stale") else None,
+        version=1 if kind == "nearline" else 7)
+    # the tenant's own trending: only items of its own events
+    tr = [(f"item-{i}", 1.0 / (n + 1)) for n, i in enumerate(trending)
+          if f"item-{i}" in universe]
+    a = recommend(s, profile, f"user-{user}", k, exclude, banned, tr)
+    got = [i for i, _ in a.items]
+    suppressed = set(exclude) | set(banned)
+    if profile is not None:  # the server knows what the user saw and hid from the profile
+        suppressed |= set(seen) | set(hidden)
+    assert set(got) <= universe, "an item of another tenant"
+    assert not set(got) & suppressed, "a suppressed item"
+    assert len(got) == len(set(got)) == min(k, len(universe - suppressed))
