@@ -73,11 +73,11 @@ def cmd_trainer(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from recsys_stream.serving.app import run_server
+    from recsys_stream.serving.app import run_server_pool
     cfg = _config(args)
     if args.address:
         cfg = cfg.replace(server={"address": args.address})
-    run_server(cfg)
+    run_server_pool(cfg, args.workers)
     return 0
 
 
@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("serve", cmd_serve, "Run the gRPC Recommender server (health and reflection on).")
     p.add_argument("--address", help="listen address host:port (overrides server.address)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port (SO_REUSEPORT); metrics on "
+                        "metrics_port + i")
 
     p = add("produce", cmd_produce, "Produce interaction events to the interactions topic from "
             "a JSONL/CSV file or generated with latent structure.")

@@ -47,7 +47,9 @@ class Server:
         self.read = ReadModels(cfg)
         self.trending = Trending(cfg)
         self.health = health.aio.HealthServicer()
-        self.grpc = grpc.aio.server()
+        # SO_REUSEPORT: `serve --workers N` runs N such servers on one port, the kernel spreads
+        # connections between them (gRPC Python serves from one core per process)
+        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         self.port = 0
 
     async def start(self, catch_up_s: float = 30.0) -> None:
@@ -113,3 +115,45 @@ def run_server(cfg: Config, stop: threading.Event | None = None) -> None:
         log.info("server stopped")
 
     asyncio.run(main())
+
+
+def run_server_pool(cfg: Config, workers: int) -> None:
+    """``workers`` server processes on one port; worker i exposes metrics on ``metrics_port + i``.
+
+    The parent only supervises: SIGTERM / SIGINT stop every worker; a worker that dies stops
+    the pool (its supervisor restarts the whole service).
+    """
+    import multiprocessing as mp
+    import os
+
+    if workers <= 1:
+        run_server(cfg)
+        return
+    ctx = mp.get_context("spawn")
+    procs = []
+    for i in range(workers):
+        port = cfg.server.metrics_port + i if cfg.server.metrics_port else 0
+        p = ctx.Process(target=_pool_worker, args=(cfg.replace(server={"metrics_port": port}),),
+                        name=f"server-{i}", daemon=False)
+        p.start()
+        procs.append(p)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("server pool of %d processes on %s (pids %s)", workers, cfg.server.address,
+             [p.pid for p in procs])
+    while not stop.wait(0.5):
+        if any(not p.is_alive() for p in procs):
+            log.error("a server process exited; stopping the pool")
+            break
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
+    for p in procs:
+        p.join(15)
+
+
+def _pool_worker(cfg: Config) -> None:
+    from recsys_stream.observability import setup_logging
+    setup_logging("serve")
+    run_server(cfg)

@@ -199,3 +199,49 @@ def test_corrupt_model_is_refused_and_the_previous_keeps_serving(server):
     wait_until(lambda: client.recommend("stranger", k=5).model_version == v3, 15,
                what="the next good model")
     assert all(i.item_id.startswith("acme-2-") for i in client.recommend("stranger", k=5).items)
+
+
+def test_worker_pool_shares_one_port(cfg, tmp_path):
+    """`serve --workers 2`: two processes on one port; both answer (kernel-balanced)."""
+    import json
+    import urllib.request
+
+    from recsys_stream.stack import Stack, write_config
+    v, _ = write_model(cfg)
+    address = f"127.0.0.1:{free_port()}"
+    base = free_port()
+    path = write_config(tmp_path / "c.toml", cfg.kafka.bootstrap_servers, tmp_path, address,
+                        keys={"acme": KEYS["acme"]}, topic_prefix=cfg.kafka.topic_prefix,
+                        metrics_ports=(0, 0, base))
+    text = path.read_text().replace(f'model_store = "{tmp_path / "models"}"',
+                                    f'model_store = "{cfg.model_store}"')
+    path.write_text(text)
+    stack = Stack(path, tmp_path)
+    try:
+        stack.start("pool", "serve", "--workers", "2")
+
+        def served_by_both():
+            for _ in range(20):  # fresh connections: the kernel picks a process per connection
+                try:
+                    with RecommenderClient(address, KEYS["acme"], timeout=2) as c:
+                        assert c.recommend("u", k=3).model_version == v
+                except grpc.RpcError:
+                    return False
+            counts = []
+            for port in (base, base + 1):
+                try:
+                    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                                  timeout=2).read().decode()
+                except OSError:
+                    return False
+                counts.append(sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                                  if line.startswith("recsys_server_requests_total{")))
+            return all(c > 0 for c in counts) and counts
+        counts = wait_until(served_by_both, 60, interval_s=0.5, what="both pool processes",
+                            stack=stack)
+        assert len(counts) == 2
+        health = [json.loads(urllib.request.urlopen(f"http://127.0.0.1:{p}/healthz").read())
+                  for p in (base, base + 1)]
+        assert all(h["models"]["acme"]["als"] == v for h in health)
+    finally:
+        assert stack.stop("pool") is not None
