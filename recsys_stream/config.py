@@ -81,6 +81,7 @@ class TrainerConfig:
     holdout_fraction: float = 0.2   # last share of each user's events held out for evaluation
     seed: int = 42                  # random state of the trainers
     max_vector_norm: float = 1e3    # gate: any user or item vector longer than this rejects
+    min_mean_item_norm: float = 1e-4  # gate: mean item vector norm below this (collapsed) rejects
     ndcg_tolerance: float = 0.05    # gate: relative NDCG@10 drop allowed against the current model
     index_recall_floor: float = 0.9  # below this recall@10 at the largest ef, score exactly
     metrics_port: int = 0           # Prometheus /metrics port; 0 = off

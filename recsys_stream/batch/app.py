@@ -1,10 +1,22 @@
 """Composition root of the trainer: a round per tenant = data -> train -> evaluate -> gate ->
-publish. Once, or periodically; plus the operator commands ``models list`` / ``models rollback``.
+publish, once or periodically; plus the operator commands ``models list`` / ``models rollback``.
 
-The model evaluated on the holdout is trained on the events before the cut; the model published
-is retrained with the same hyperparameters and seed on all events, so the served vectors know
-every user's latest interactions. Gates judge the published model's factors and the evaluated
-model's metrics.
+Per tenant and algorithm in ``trainer.algorithms``:
+
+1. data: the worker's state changelog (default) or an events file, aggregated by
+   ``UserHistory`` with the tenant's confidence settings, split by the temporal holdout
+   (:mod:`recsys_stream.batch.data`);
+2. the evaluated model is trained on the train split and scored on the holdout against the
+   popularity baseline (:mod:`recsys_stream.batch.evaluate`);
+3. the published model is retrained with the same hyperparameters and seed on all events, so
+   the served vectors know every user's latest interactions;
+4. the gates judge the published factors and the evaluated metrics
+   (:mod:`recsys_stream.batch.gates`); the version is written, then made current and announced,
+   or rejected (:mod:`recsys_stream.batch.publish`).
+
+Periodic mode runs a round every ``trainer.interval_s`` and skips a tenant with fewer than
+``trainer.min_new_events`` new events since its last round (at start-up: since the data of its
+current model). SIGTERM / SIGINT end it after the step in progress.
 """
 
 from __future__ import annotations
@@ -15,157 +27,229 @@ import sys
 import threading
 import time
 
-import numpy as np
-
 from recsys_stream.batch import gates
 from recsys_stream.batch.algorithms import TRAINERS
 from recsys_stream.batch.data import TenantData, build_matrix, from_events, from_histories, \
     iter_events_file, read_changelog
 from recsys_stream.batch.evaluate import evaluate, factor_scorer, popularity_scorer
-from recsys_stream.batch.metrics import NDCG, PUBLISHED_VERSION, REJECTED, RUNS, TRAIN_SECONDS
-from recsys_stream.batch.publish import announce, choose_default, write_version
+from recsys_stream.batch.metrics import BASELINE_NDCG, LAST_ROUND, NDCG, RUNS, TRAIN_SECONDS
+from recsys_stream.batch.publish import Candidate, announce, current_ndcg, publish, \
+    write_version
 from recsys_stream.config import Config
-from recsys_stream.contracts.model_store import ModelStore
+from recsys_stream.contracts.model_store import ALGORITHMS, ModelStore
 from recsys_stream.observability import serve_metrics
 
 log = logging.getLogger(__name__)
 
 
-def _popularity(C) -> np.ndarray:
-    return np.diff(C.tocsc().indptr).astype(np.float32)  # users per item
-
-
+# -- one tenant ----------------------------------------------------------------------------------
 def train_tenant(cfg: Config, data: TenantData, store: ModelStore,
                  progress: bool = False) -> list[dict]:
-    """Train, evaluate, gate and publish every configured algorithm for one tenant."""
+    """Train, evaluate, gate and publish every configured algorithm for one tenant.
+
+    Returns one dict per algorithm: tenant, algorithm, version, metrics, baseline, rejected
+    (the gate's reasons; empty when published), seconds.
+    """
     tc = cfg.tenant(data.tenant)
     settings = tc.confidence
     train = build_matrix(data.train, settings)
     full = build_matrix(data.histories, settings)
-    pop_train, pop_full = _popularity(train.C), _popularity(full.C)
+    pop_train, pop_full = train.popularity, full.popularity
     baseline = evaluate(popularity_scorer(pop_train), train, data.test_items, pop_train)
-    log.info("%s: %d users, %d items, %d events; popularity NDCG@10 %.4f on %d test users",
-             data.tenant, len(full.user_ids), len(full.item_ids), data.n_events,
-             baseline["ndcg_at_10"], baseline["users_evaluated"])
-    results, passed = [], []
+    BASELINE_NDCG.labels(data.tenant).set(baseline["ndcg_at_10"])
+    log.info("%s: %d users, %d items, %d events (train nnz %d, %d test users); "
+             "popularity NDCG@10 %.4f", data.tenant, len(full.user_ids), len(full.item_ids),
+             data.n_events, train.C.nnz, baseline["users_evaluated"], baseline["ndcg_at_10"])
+    window = {"from_ms": int(data.window[0]), "to_ms": int(data.window[1]),
+              "n_events": int(data.n_events), "n_users": len(full.user_ids),
+              "n_items": len(full.item_ids)}
+    candidates = []
     for algorithm in cfg.trainer.algorithms:
         hp = getattr(tc, algorithm)
         t0 = time.perf_counter()
         evaluated = TRAINERS[algorithm](train.C, hp, cfg.trainer.seed, progress)
         metrics = evaluate(factor_scorer(evaluated.user_factors, evaluated.item_factors), train,
                            data.test_items, pop_train)
+        log.info("%s/%s evaluated: NDCG@10 %.4f, recall@20 %.4f, MAP@10 %.4f, coverage %.3f",
+                 data.tenant, algorithm, metrics["ndcg_at_10"], metrics["recall_at_20"],
+                 metrics["map_at_10"], metrics["coverage"])
         factors = TRAINERS[algorithm](full.C, hp, cfg.trainer.seed, progress)
         seconds = time.perf_counter() - t0
         TRAIN_SECONDS.labels(data.tenant, algorithm).observe(seconds)
         NDCG.labels(data.tenant, algorithm).set(metrics["ndcg_at_10"])
-        cur = store.current_version(data.tenant, algorithm)
-        current_ndcg = store.load(data.tenant, algorithm, cur, verify=False).manifest.get(
-            "metrics", {}).get("ndcg_at_10") if cur is not None else None
         reasons = gates.check(factors, len(full.user_ids), len(full.item_ids), metrics,
-                              baseline, current_ndcg, cfg.trainer)
-        manifest = {"confidence": settings.to_dict(), "metrics": metrics,
-                    "baseline_metrics": {"popularity": baseline}, "train_seconds": seconds,
-                    "data_window": {"from_ms": data.window[0], "to_ms": data.window[1],
-                                    "n_events": data.n_events, "n_users": len(full.user_ids),
-                                    "n_items": len(full.item_ids)}}
+                              baseline, current_ndcg(store, data.tenant, algorithm), cfg.trainer)
+        manifest = {"confidence": settings.to_dict(), "history_cap": tc.history_cap,
+                    "metrics": metrics, "baseline_metrics": {"popularity": baseline},
+                    "train_seconds": seconds, "data_window": window,
+                    "training": {"evaluated": "train split (events before each user's cut)",
+                                 "published": "retrained on all events",
+                                 "holdout_fraction": cfg.trainer.holdout_fraction}}
         version = write_version(store, cfg, data.tenant, factors, full.user_ids, full.item_ids,
                                 pop_full, manifest, verify=not reasons)
-        result = {"tenant": data.tenant, "algorithm": algorithm, "version": version,
-                  "metrics": metrics, "baseline": baseline, "rejected": reasons,
-                  "seconds": seconds}
-        if reasons:
-            store.reject(data.tenant, algorithm, version, reasons)
-            REJECTED.labels(data.tenant, algorithm).inc()
-            log.warning("%s/%s v%d rejected: %s", data.tenant, algorithm, version,
-                        "; ".join(reasons))
-        else:
-            store.set_current(data.tenant, algorithm, version)
-            passed.append((algorithm, version))
-            log.info("%s/%s v%d trained in %.1fs: NDCG@10 %.4f (popularity %.4f), "
-                     "recall@20 %.4f", data.tenant, algorithm, version, seconds,
-                     metrics["ndcg_at_10"], baseline["ndcg_at_10"], metrics["recall_at_20"])
-        results.append(result)
-    default = choose_default(store, data.tenant)
-    if default is not None:
-        store.set_default_algorithm(data.tenant, default)
-    for algorithm, version in passed:
-        announce(cfg, store, data.tenant, algorithm, version)
-        store.prune(data.tenant, algorithm, cfg.trainer.keep_versions)
-        PUBLISHED_VERSION.labels(data.tenant, algorithm).set(version)
-        log.info("%s/%s v%d published%s", data.tenant, algorithm, version,
-                 " (default)" if algorithm == default else "")
-    return results
+        log.info("%s/%s v%d written in %.1fs%s", data.tenant, algorithm, version, seconds,
+                 "" if not reasons else " (fails a gate)")
+        candidates.append(Candidate(data.tenant, algorithm, version, metrics, baseline,
+                                    reasons, seconds))
+    publish(cfg, store, candidates, announcer=announce)  # resolved here: injectable
+    return [c.as_dict() for c in candidates]
 
 
+# -- data ----------------------------------------------------------------------------------------
 def load_data(cfg: Config, events_file: str | None, tenant: str | None) -> list[TenantData]:
+    """Every requested tenant's data (configured tenants, or just ``tenant``)."""
     tenants = [tenant] if tenant else list(cfg.tenants)
+    for t in tenants:
+        cfg.tenant(t)  # unknown tenant: KeyError before any work
     frac = cfg.trainer.holdout_fraction
     if events_file:
+        t0 = time.perf_counter()
         events = list(iter_events_file(events_file, tenant=tenant))
-        return [from_events(t, events, cfg.tenant(t).confidence, cfg.tenant(t).history_cap, frac)
-                for t in tenants]
+        log.info("read %d events from %s in %.1fs", len(events), events_file,
+                 time.perf_counter() - t0)
+        out = []
+        for t in tenants:
+            tc = cfg.tenant(t)
+            out.append(from_events(t, events, tc.confidence, tc.history_cap, frac))
+        return out
     by_tenant = read_changelog(cfg)
+    unknown = set(by_tenant) - set(cfg.tenants)
+    if unknown:
+        log.warning("changelog holds unconfigured tenants %s: ignored", sorted(unknown))
     return [from_histories(t, by_tenant.get(t, {}), frac) for t in tenants]
 
 
+def _published_events(store: ModelStore, tenant: str) -> int:
+    """Events in the data window of the tenant's newest current model (0: none)."""
+    n = 0
+    for algorithm in ALGORITHMS:
+        v = store.current_version(tenant, algorithm)
+        if v is not None:
+            m = store.load(tenant, algorithm, v, verify=False).manifest
+            n = max(n, int(m.get("data_window", {}).get("n_events", 0)))
+    return n
+
+
+# -- the process ---------------------------------------------------------------------------------
 def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
                 tenant: str | None = None, stop: threading.Event | None = None) -> list[dict]:
-    """One round (``once``) or a round every ``trainer.interval_s`` until stopped."""
+    """One round (``once``) or a round every ``trainer.interval_s`` until ``stop`` is set.
+
+    Parameters
+    ----------
+    cfg : Config
+    once : one round and return; otherwise periodic (SIGTERM/SIGINT set ``stop`` when called
+        from the main thread; ``/metrics`` on ``trainer.metrics_port``)
+    events_file : train from this CSV/JSONL file instead of the state changelog
+    tenant : only this tenant (required for a MovieLens file)
+    stop : ends the periodic loop
+
+    Returns
+    -------
+    list of dict, one per trained model (see :func:`train_tenant`)
+
+    Raises
+    ------
+    RuntimeError
+        In ``once`` mode, when any tenant's round failed (after trying every tenant).
+    """
     stop = stop or threading.Event()
     if not once and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    store = ModelStore(cfg.model_store)
-    last_count: dict[str, int] = {}
-    results: list[dict] = []
-    last_round = {"finished": None}
-    http = None
     if not once:
-        http = serve_metrics(cfg.trainer.metrics_port, lambda: {
-            "status": "ok", "last_round_finished": last_round["finished"],
-            "published": {t: {a: store.current_version(t, a) for a in cfg.trainer.algorithms}
-                          for t in cfg.tenants}})
+        serve_metrics(cfg.trainer.metrics_port)
+    store = ModelStore(cfg.model_store)
+    seen: dict[str, int] = {}  # tenant -> events in the data of its last round
+    results: list[dict] = []
+    progress = once and sys.stderr.isatty()
     while True:
-        for data in load_data(cfg, events_file, tenant):
-            new = data.event_count - last_count.get(data.tenant, 0)
-            if not data.histories or new < cfg.trainer.min_new_events:
-                log.info("%s: skipped (%d new events)", data.tenant, new)
+        failed = []
+        try:
+            datasets = load_data(cfg, events_file, tenant)
+        except Exception as e:
+            if once:
+                raise
+            log.exception("loading training data failed; next round in %ss: %s",
+                          cfg.trainer.interval_s, e)
+            datasets = []
+        for data in datasets:
+            if stop.is_set():
+                break
+            if not data.histories:
+                log.info("%s: no data, skipped", data.tenant)
                 RUNS.labels(data.tenant, "skipped").inc()
                 continue
-            results += train_tenant(cfg, data, store, progress=once and sys.stderr.isatty())
-            last_count[data.tenant] = data.event_count
+            if not once:
+                if data.tenant not in seen:
+                    seen[data.tenant] = _published_events(store, data.tenant)
+                new = data.event_count - seen[data.tenant]
+                if new < cfg.trainer.min_new_events:
+                    log.info("%s: %d new events (< %d), skipped", data.tenant, new,
+                             cfg.trainer.min_new_events)
+                    RUNS.labels(data.tenant, "skipped").inc()
+                    LAST_ROUND.labels(data.tenant).set(time.time())
+                    continue
+            try:
+                results += train_tenant(cfg, data, store, progress=progress)
+            except Exception:
+                log.exception("%s: training round failed", data.tenant)
+                RUNS.labels(data.tenant, "failed").inc()
+                failed.append(data.tenant)
+                continue
+            seen[data.tenant] = data.event_count
             RUNS.labels(data.tenant, "trained").inc()
-        last_round["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        if once or stop.wait(cfg.trainer.interval_s):
-            if http is not None:
-                http.shutdown()
+            LAST_ROUND.labels(data.tenant).set(time.time())
+        if once:
+            if failed:
+                raise RuntimeError(f"training failed for tenants {failed} (see the log)")
+            return results
+        if stop.wait(cfg.trainer.interval_s):
+            log.info("trainer stopped")
             return results
 
 
+# -- operator commands ---------------------------------------------------------------------------
 def list_models(cfg: Config) -> list[dict]:
-    """Every stored version with its state, for ``recsys-stream models list``."""
+    """Every stored version with its state, for ``recsys-stream models list``.
+
+    Each row: tenant, algorithm, version, state (current | kept | rejected), default,
+    ndcg_at_10, created (UTC ISO), and the rejection reasons when rejected.
+    """
     store = ModelStore(cfg.model_store)
     rows = []
     for tenant in store.tenants():
         default = store.default_algorithm(tenant)
-        for algorithm in ("als", "bpr"):
+        for algorithm in ALGORITHMS:
             current = store.current_version(tenant, algorithm)
             for v in store.versions(tenant, algorithm):
                 m = store.load(tenant, algorithm, v, verify=False).manifest
                 rejected = store.rejected_reasons(tenant, algorithm, v)
-                rows.append({"tenant": tenant, "algorithm": algorithm, "version": v,
-                             "state": "rejected" if rejected else
-                             ("current" if v == current else "kept"),
-                             "default": algorithm == default and v == current,
-                             "ndcg_at_10": round(m.get("metrics", {}).get("ndcg_at_10", 0), 4),
-                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                      time.gmtime(m.get("created_ms", 0) / 1000))})
+                row = {"tenant": tenant, "algorithm": algorithm, "version": v,
+                       "state": "rejected" if rejected else
+                       ("current" if v == current else "kept"),
+                       "default": algorithm == default and v == current,
+                       "ndcg_at_10": round(m.get("metrics", {}).get("ndcg_at_10", 0), 4),
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                time.gmtime(m.get("created_ms", 0) / 1000))}
+                if rejected:
+                    row["reasons"] = rejected
+                rows.append(row)
     return rows
 
 
 def rollback(cfg: Config, tenant: str, version: int | None = None,
              algorithm: str | None = None) -> int:
-    """Serve an earlier good version again (default: the one before CURRENT) and announce it."""
+    """Serve an earlier good version again and re-announce it; returns that version.
+
+    ``version`` defaults to the newest non-rejected version before ``CURRENT``; ``algorithm``
+    to the tenant's default. The version is verified before ``CURRENT`` moves.
+
+    Raises
+    ------
+    SystemExit
+        No earlier version, or the given one is missing or rejected.
+    """
     store = ModelStore(cfg.model_store)
     algorithm = algorithm or store.default_algorithm(tenant) or "als"
     good = [v for v in store.versions(tenant, algorithm)
@@ -181,5 +265,5 @@ def rollback(cfg: Config, tenant: str, version: int | None = None,
     store.load(tenant, algorithm, version)  # verified before it is pointed to
     store.set_current(tenant, algorithm, version)
     announce(cfg, store, tenant, algorithm, version)
-    log.info("%s/%s rolled back to v%d", tenant, algorithm, version)
+    log.info("%s/%s rolled back from v%s to v%d", tenant, algorithm, current, version)
     return version

@@ -1,19 +1,28 @@
 """Training data of a tenant: histories from the worker's state changelog or from an events file.
 
 Both paths end in ``contracts.user_state.UserHistory`` objects built by the same aggregation the
-nearline worker runs, so batch and nearline confidences are identical for the same events.
+nearline worker runs (``UserHistory.apply`` with the tenant's ``ConfidenceSettings`` and history
+cap), so batch and nearline confidences are identical for the same events:
+
+    strength_ui = sum_j weight(type_j) * decay(T_u - t_j)       (T_u = the user's latest event)
+    c_ui        = 1 + alpha * log1p(strength_ui),   p_ui = 1
 
 Temporal holdout: for each user with at least ``MIN_EVENTS_FOR_HOLDOUT`` events, the last
-``fraction`` of their events by time are held out. Items that appear only in the held-out part
-are the user's test items; train histories are aggregated from the earlier events alone. From
-the changelog (where single events are gone) the items the user met last (``first_seen_ms``)
-are held out: the same "items discovered later" that the file path measures.
+``fraction`` of their events by time are held out; users with fewer events keep everything in
+train. The user's test items are the items of positive held-out events that are neither in the
+train history nor hidden by the user; the train history is aggregated from the earlier events
+alone (the same ``apply`` replay stopped at the cut). From the changelog, where single events are
+gone, each item's ``first_seen_ms`` is its event time: the items a user met last are held out,
+the same "items discovered later" the file path measures. (Holding out by ``last_seen_ms``
+instead favours popular items, which are re-seen often and therefore seen late, and makes the
+popularity baseline unbeatable for the wrong reason.)
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -22,173 +31,274 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from recsys_stream.config import Config
-from recsys_stream.contracts.confidence import ConfidenceSettings
+from recsys_stream.contracts.confidence import EVENT_TYPES, SUPPRESSING_TYPES, \
+    ConfidenceSettings
 from recsys_stream.contracts.events import Event
 from recsys_stream.contracts.keys import split_key
 from recsys_stream.contracts.user_state import UserHistory
 from recsys_stream.kafka import consumer, partitions_of
 
+log = logging.getLogger(__name__)
+
+# Users with fewer events (changelog: items) than this keep all of them in train.
 MIN_EVENTS_FOR_HOLDOUT = 5
+_MOVIELENS_COLUMNS = {"userId", "movieId", "rating", "timestamp"}
 
 
+# -- event files ---------------------------------------------------------------------------------
 def iter_events_file(path: str | Path, tenant: str | None = None) -> Iterator[Event]:
-    """Events of a JSONL or CSV file.
+    """Events of a JSONL or CSV file, in file order.
 
-    MovieLens ``ratings.csv`` (``userId,movieId,rating,timestamp`` in seconds) becomes rating
-    events of ``tenant``; other files carry the ``recsys.v1.Interaction`` columns
-    (``event_id,tenant,user_id,item_id,type,value,timestamp_ms``), ``tenant`` filling a missing one.
+    Parameters
+    ----------
+    path : str or Path
+        MovieLens ``ratings.csv`` (``userId,movieId,rating,timestamp`` in seconds) becomes
+        ``rating`` events of ``tenant`` (required) with ``timestamp_ms = timestamp * 1000`` and
+        ``event_id = ml-<user>-<movie>-<timestamp>``. Any other CSV, and JSONL (``.jsonl``,
+        ``.ndjson``, ``.json``: one object a line), carries the ``recsys.v1.Interaction``
+        columns ``event_id,tenant,user_id,item_id,type,value,timestamp_ms``.
+    tenant : str, optional
+        Tenant of a MovieLens file; for other files it fills a missing ``tenant`` column.
+
+    Raises
+    ------
+    ValueError
+        A MovieLens file without ``tenant``, or a row with a missing field or an unknown type
+        (the message names the file and line).
     """
     path = Path(path)
     with open(path, newline="") as f:
-        if path.suffix in (".jsonl", ".json", ".ndjson"):
-            for n, line in enumerate(f):
+        if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+            for n, line in enumerate(f, start=1):
                 if line.strip():
-                    yield _event(json.loads(line), tenant, n)
+                    yield _event(json.loads(line), tenant, path, n)
             return
         reader = csv.DictReader(f)
-        if reader.fieldnames and {"userId", "movieId", "rating"} <= set(reader.fieldnames):
+        if reader.fieldnames and _MOVIELENS_COLUMNS <= set(reader.fieldnames):
             if not tenant:
-                raise ValueError("a MovieLens file needs a tenant")
+                raise ValueError(f"{path}: a MovieLens file needs a tenant")
             for row in reader:
-                yield Event(f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}", tenant,
-                            row["userId"], row["movieId"], "rating", float(row["rating"]),
-                            int(row["timestamp"]) * 1000)
+                u, m, ts = row["userId"], row["movieId"], row["timestamp"]
+                yield Event(f"ml-{u}-{m}-{ts}", tenant, u, m, "rating", float(row["rating"]),
+                            int(ts) * 1000)
             return
-        for n, row in enumerate(reader):
-            yield _event(row, tenant, n)
+        for n, row in enumerate(reader, start=2):  # line 1 is the header
+            yield _event(row, tenant, path, n)
 
 
-def _event(d: dict, tenant: str | None, n: int) -> Event:
-    value = d.get("value")
-    return Event(str(d.get("event_id") or f"line-{n}"), str(d.get("tenant") or tenant or ""),
-                 str(d["user_id"]), str(d["item_id"]), str(d.get("type", "view")).lower(),
-                 float(value) if value not in (None, "") else None, int(d["timestamp_ms"]))
+def _event(d: dict, tenant: str | None, path: Path, line: int) -> Event:
+    try:
+        tname = str(d.get("type") or "view").strip().lower()
+        if tname not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {tname!r}")
+        value = d.get("value")
+        value = float(value) if value not in (None, "") else None
+        user, item, ts = str(d["user_id"]), str(d["item_id"]), int(d["timestamp_ms"])
+        t = str(d.get("tenant") or tenant or "")
+        if not (t and user and item):
+            raise ValueError("tenant, user_id and item_id must not be empty")
+        # Without an id, one derived from the content: re-reading the file re-sends the same ids.
+        eid = str(d.get("event_id") or f"{t}-{user}-{item}-{tname}-{ts}")
+        return Event(eid, t, user, item, tname, value, ts)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}:{line}: {type(e).__name__}: {e}") from None
 
 
+# -- per-user histories and the holdout ----------------------------------------------------------
 @dataclass
 class TenantData:
-    """Everything the trainer needs of one tenant."""
+    """Everything the trainer needs of one tenant.
+
+    ``histories`` (all data) feed the published model, ``train`` (before each user's cut) the
+    evaluated one; ``test_items`` are the held-out items per user.
+    """
 
     tenant: str
-    histories: dict[str, UserHistory]                  # all data: the published model
-    train: dict[str, UserHistory]                      # before the holdout cut
+    histories: dict[str, UserHistory]
+    train: dict[str, UserHistory]
     test_items: dict[str, set[str]] = field(default_factory=dict)
     n_events: int = 0
-    window: tuple[int, int] = (0, 0)                   # event time range, ms
+    window: tuple[int, int] = (0, 0)  # event time range, ms
 
     @property
     def event_count(self) -> int:
+        """Events the histories have absorbed (what "new events since the last round" counts)."""
         return sum(h.event_count for h in self.histories.values())
+
+
+def _copy(h: UserHistory) -> UserHistory:
+    return UserHistory.decode(h.encode())
 
 
 def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, cap: int,
                 fraction: float) -> TenantData:
-    """Aggregate a tenant's events per user, with the temporal holdout."""
+    """Aggregate a tenant's events per user through ``UserHistory.apply``, with the holdout.
+
+    Events of other tenants are ignored. Each user's events are replayed in time order (file
+    order among equal times); the train history is a copy taken at the cut.
+    """
     by_user: dict[str, list[Event]] = defaultdict(list)
     for e in events:
         if e.tenant == tenant:
             by_user[e.user_id].append(e)
     full, train, test = {}, {}, {}
-    lo, hi = None, None
+    lo = hi = None
     for user, evs in by_user.items():
         evs.sort(key=lambda e: e.timestamp_ms)
         lo = evs[0].timestamp_ms if lo is None else min(lo, evs[0].timestamp_ms)
         hi = evs[-1].timestamp_ms if hi is None else max(hi, evs[-1].timestamp_ms)
-        cut = len(evs) - int(round(len(evs) * fraction)) \
-            if len(evs) >= MIN_EVENTS_FOR_HOLDOUT else len(evs)
+        n_test = int(round(len(evs) * fraction)) if len(evs) >= MIN_EVENTS_FOR_HOLDOUT else 0
+        cut = len(evs) - min(n_test, len(evs) - 1)  # at least one event stays in train
         h = UserHistory(tenant, user)
         for i, e in enumerate(evs):
             h.apply(e.event_id, e.item_id, e.type, e.value, e.timestamp_ms, settings, cap)
             if i == cut - 1:
-                train[user] = UserHistory.decode(h.encode())  # a copy at the cut
+                train[user] = _copy(h) if cut < len(evs) else h
         full[user] = h
         if cut < len(evs):
-            held = {e.item_id for e in evs[cut:]} - set(train[user].items)
+            held = {e.item_id for e in evs[cut:] if e.type not in SUPPRESSING_TYPES}
+            held -= set(train[user].items)
+            held -= set(h.suppressed)  # hidden in the end: not something to recommend
             if held:
                 test[user] = held
     n = sum(len(v) for v in by_user.values())
     return TenantData(tenant, full, train, test, n, (lo or 0, hi or 0))
 
 
-def from_histories(tenant: str, histories: dict[str, UserHistory], fraction: float) -> TenantData:
-    """The changelog path: hold out the items each user met most recently."""
+def from_histories(tenant: str, histories: dict[str, UserHistory],
+                   fraction: float) -> TenantData:
+    """The changelog path: hold out the items each user met last (by ``first_seen_ms``)."""
     train, test = {}, {}
-    times = [v[1] for h in histories.values() for v in h.items.values()]
+    lo = hi = None
     for user, h in histories.items():
-        items = sorted(h.items.items(), key=lambda kv: kv[1][2])
+        items = sorted(h.items.items(), key=lambda kv: kv[1][2])  # stable: ties keep order
+        if items:
+            t0, t1 = min(v[2] for _, v in items), max(v[1] for _, v in items)
+            lo, hi = (t0, t1) if lo is None else (min(lo, t0), max(hi, t1))
         n_test = int(round(len(items) * fraction)) if len(items) >= MIN_EVENTS_FOR_HOLDOUT else 0
-        t = UserHistory.decode(h.encode())
-        if n_test:
-            t.items = dict(items[:-n_test])
-            test[user] = {i for i, _ in items[-n_test:]}
+        n_test = min(n_test, len(items) - 1)
+        if n_test <= 0:
+            train[user] = h
+            continue
+        t = _copy(h)
+        t.items = dict(items[:-n_test])
+        # decay refers to the latest train event, as a replay stopped at the cut would
+        t.last_event_ms = max(v[1] for v in t.items.values())
         train[user] = t
+        test[user] = {i for i, _ in items[-n_test:]}
     return TenantData(tenant, histories, train, test,
-                      sum(h.event_count for h in histories.values()),
-                      (min(times, default=0), max(times, default=0)))
+                      sum(h.event_count for h in histories.values()), (lo or 0, hi or 0))
 
 
-def read_changelog(cfg: Config, timeout_s: float = 30.0) -> dict[str, dict[str, UserHistory]]:
-    """The latest state of every user on the changelog, by tenant, up to the end seen at start."""
+# -- the worker's state changelog ----------------------------------------------------------------
+def read_changelog(cfg: Config, timeout_s: float = 60.0) -> dict[str, dict[str, UserHistory]]:
+    """The latest state of every user on the changelog, by tenant.
+
+    Every non-empty partition (by the watermarks at the start) is assigned manually from its
+    beginning and read to its end, as signalled by the client's partition-EOF event. (Stopping
+    at the high watermark's offset instead is not safe on every broker: the embedded tansu
+    broker reports the base offset of the last record batch + 1.) The topic is compacted: the
+    last value per key wins, and a tombstone deletes the user.
+
+    Raises
+    ------
+    TimeoutError
+        When the end of every partition is not reached within ``timeout_s``.
+    """
     topic = cfg.topics.state_changelog
-    cons = consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}trainer-read")
+    cons = consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}trainer-read",
+                    **{"enable.partition.eof": True})
+    latest: dict[bytes, bytes | None] = {}
     try:
-        targets = {}
+        pending = set()
         for p in partitions_of(cfg, topic):
-            _, high = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > 0:
-                targets[p] = high
-        cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in targets])
-        latest: dict[bytes, bytes] = {}
+            low, high = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > max(low, 0):
+                pending.add(p)
+        if pending:
+            cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
         deadline = time.monotonic() + timeout_s
-        while targets:
+        while pending:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} took over {timeout_s}s")
+                raise TimeoutError(f"reading {topic} took over {timeout_s}s "
+                                   f"(partitions left: {sorted(pending)})")
             for m in cons.consume(10_000, timeout=0.5):
-                if m.error():
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
                     continue
-                latest[m.key()] = m.value()  # compacted topic: the last value per key wins
-                if m.offset() + 1 >= targets.get(m.partition(), 0):
-                    targets.pop(m.partition(), None)
+                if m.key() is not None:
+                    latest[m.key()] = m.value()  # compacted: the last value per key wins
     finally:
         cons.close()
     out: dict[str, dict[str, UserHistory]] = defaultdict(dict)
+    bad = 0
     for key, value in latest.items():
-        tenant, user = split_key(key)
-        out[tenant][user] = UserHistory.decode(value)
+        if value is None:
+            continue  # tombstone: the user's state was deleted
+        try:
+            tenant, user = split_key(key)
+            out[tenant][user] = UserHistory.decode(value)
+        except Exception:  # a corrupt record must not stop training of everyone else
+            bad += 1
+    if bad:
+        log.warning("%s: %d undecodable records skipped", topic, bad)
+    log.info("read %d user states of %d tenants from %s", sum(map(len, out.values())),
+             len(out), topic)
     return out
 
 
+# -- matrices ------------------------------------------------------------------------------------
 @dataclass
 class Matrix:
-    """Users x items confidences ``c = 1 + alpha*log1p(strength)`` (CSR, float32)."""
+    """A tenant's users x items confidences ``c = 1 + alpha*log1p(strength)`` (CSR, float32).
+
+    ``event_counts[u]`` is how many events user row ``u`` absorbed.
+    """
 
     user_ids: list[str]
     item_ids: list[str]
     C: sp.csr_matrix
+    event_counts: np.ndarray | None = None
 
     @property
     def item_row(self) -> dict[str, int]:
         return {i: n for n, i in enumerate(self.item_ids)}
 
+    @property
+    def popularity(self) -> np.ndarray:
+        """Users who interacted with each item (the popularity baseline and fallback)."""
+        return np.bincount(self.C.indices, minlength=self.C.shape[1]).astype(np.float32)
+
 
 def build_matrix(histories: dict[str, UserHistory], settings: ConfidenceSettings,
                  item_ids: list[str] | None = None) -> Matrix:
-    """CSR of confidences; with ``item_ids`` the columns follow them (unknown items dropped)."""
+    """CSR of confidences, rows = users sorted by id, columns = items sorted by id.
+
+    With ``item_ids`` the columns follow them and unknown items are dropped.
+    """
     users = sorted(histories)
     if item_ids is None:
         item_ids = sorted({i for h in histories.values() for i in h.items})
     col = {i: n for n, i in enumerate(item_ids)}
-    indptr, indices, data = [0], [], []
-    for u in users:
+    indptr = np.zeros(len(users) + 1, dtype=np.int64)
+    indices, data = [], []
+    for n, u in enumerate(users):
         ids, c = histories[u].confidences(settings)
-        keep = [(col[i], x) for i, x in zip(ids, c) if i in col]
-        keep.sort()
-        indices.extend(k for k, _ in keep)
-        data.extend(x for _, x in keep)
-        indptr.append(len(indices))
-    C = sp.csr_matrix((np.array(data, dtype=np.float32), np.array(indices, dtype=np.int32),
-                       np.array(indptr, dtype=np.int64)), shape=(len(users), len(item_ids)))
-    return Matrix(users, list(item_ids), C)
+        cols = np.fromiter((col.get(i, -1) for i in ids), np.int64, len(ids))
+        keep = cols >= 0
+        cols, c = cols[keep], c[keep]
+        order = np.argsort(cols)
+        indices.append(cols[order])
+        data.append(c[order])
+        indptr[n + 1] = indptr[n] + len(order)
+    C = sp.csr_matrix((np.concatenate(data).astype(np.float32) if data else
+                       np.zeros(0, np.float32),
+                       np.concatenate(indices).astype(np.int32) if indices else
+                       np.zeros(0, np.int32), indptr), shape=(len(users), len(item_ids)))
+    counts = np.array([histories[u].event_count for u in users], dtype=np.int64)
+    return Matrix(users, list(item_ids), C, counts)

@@ -1,85 +1,120 @@
 """Offline evaluation on the temporal holdout.
 
 For every user with test items: rank all items by score, excluding the user's train items, and
-compare the top of the list with the held-out items.
+compare the top of the list with the held-out items ``T_u`` (hit ``rel_r = 1`` when the item at
+rank ``r`` is in ``T_u``). Averages over the evaluated users:
 
-- precision@10 = |top10 ∩ test| / 10
-- recall@20    = |top20 ∩ test| / |test|
-- NDCG@10      = sum_{r<=10, hit} 1/log2(r+1)  /  sum_{r<=min(10,|test|)} 1/log2(r+1)
-- MAP@10       = sum_{r<=10, hit} precision@r  /  min(10, |test|)
+- precision@10 = sum_{r<=10} rel_r / 10
+- recall@20    = sum_{r<=20} rel_r / |T_u|
+- NDCG@10      = sum_{r<=10} rel_r / log2(r+1)  /  sum_{r<=min(10,|T_u|)} 1 / log2(r+1)
+- MAP@10       = sum_{r<=10} rel_r * precision@r  /  min(10, |T_u|)
+
+and over all top-10 lists together:
+
 - coverage     = distinct items recommended in any top-10 / catalogue size
 - popularity concentration = share of all top-10 slots taken by the 10 % most popular items
+
+Test items outside the train catalogue cannot be ranked but count in ``|T_u|`` (a model is not
+rewarded for forgetting about new items). Everything is vectorised over chunks of users: one
+dense score block, one ``argpartition`` for the top 20, hits looked up in a dense block of the
+test matrix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import scipy.sparse as sp
 
 from recsys_stream.batch.data import Matrix
 
-_DISCOUNT = 1.0 / np.log2(np.arange(2, 22))
+_DISCOUNT = 1.0 / np.log2(np.arange(2, 22))   # 1/log2(r+1), r = 1..20
+_IDEAL = np.cumsum(_DISCOUNT)                  # IDCG for |T_u| = 1..20
 _CHUNK = 1024
+METRIC_KEYS = ("precision_at_10", "recall_at_20", "ndcg_at_10", "map_at_10", "coverage",
+               "popularity_concentration", "users_evaluated")
 
 
-def evaluate(score_rows, train: Matrix, test_items: dict[str, set[str]],
-             popularity: np.ndarray) -> dict[str, float]:
+def evaluate(score_rows: Callable[[np.ndarray], np.ndarray], train: Matrix,
+             test_items: dict[str, set[str]], popularity: np.ndarray) -> dict[str, float]:
     """Metrics of a scorer over the test users.
 
     Parameters
     ----------
-    score_rows : callable ``(user_rows: ndarray) -> (len(user_rows), n_items) scores``
-    train : the train matrix (its rows are excluded from each user's ranking)
-    test_items : held-out items per user id
-    popularity : interactions per item, aligned with ``train.item_ids``
+    score_rows : callable
+        ``(user_rows: ndarray) -> (len(user_rows), n_items)`` scores for rows of ``train``.
+    train : Matrix
+        The train matrix; a user's train items are excluded from their ranking.
+    test_items : dict of user id to set of item ids
+        Held-out items per user; users missing from ``train`` are not evaluated.
+    popularity : ndarray of shape (n_items,)
+        Interactions per item aligned with ``train.item_ids`` (for the concentration metric).
+
+    Returns
+    -------
+    dict with the keys of ``METRIC_KEYS``
     """
     user_row = {u: n for n, u in enumerate(train.user_ids)}
-    users = [u for u in test_items if u in user_row]
+    users = [u for u in test_items if u in user_row and test_items[u]]
     n_items = len(train.item_ids)
     if not users or n_items == 0:
-        return {"precision_at_10": 0.0, "recall_at_20": 0.0, "ndcg_at_10": 0.0,
-                "map_at_10": 0.0, "coverage": 0.0, "popularity_concentration": 0.0,
-                "users_evaluated": 0}
-    popular = set(np.argsort(-popularity)[:max(1, n_items // 10)].tolist())
+        return dict.fromkeys(METRIC_KEYS, 0.0) | {"users_evaluated": 0}
+    col = train.item_row
+    # test matrix (evaluated users x items) and |T_u| including items unknown to train
+    t_indptr = np.cumsum([0] + [sum(i in col for i in test_items[u]) for u in users])
+    t_indices = np.fromiter((col[i] for u in users for i in test_items[u] if i in col),
+                            np.int64, t_indptr[-1])
+    T = sp.csr_matrix((np.ones(len(t_indices), dtype=bool), t_indices, t_indptr),
+                      shape=(len(users), n_items))
+    n_rel = np.array([len(test_items[u]) for u in users], dtype=np.float64)
+    rows_all = np.array([user_row[u] for u in users])
+    popular = np.zeros(n_items, dtype=bool)
+    popular[np.argsort(-np.asarray(popularity), kind="stable")[:max(1, n_items // 10)]] = True
+
+    k = min(20, n_items)
     sums = np.zeros(4)
-    recommended: set[int] = set()
+    recommended = np.zeros(n_items, dtype=bool)
     popular_slots = total_slots = 0
     for start in range(0, len(users), _CHUNK):
-        chunk = users[start:start + _CHUNK]
-        rows = np.array([user_row[u] for u in chunk])
+        rows = rows_all[start:start + _CHUNK]
+        m = len(rows)
         scores = np.array(score_rows(rows), dtype=np.float32, copy=True)
         sub = train.C[rows]
-        scores[np.repeat(np.arange(len(rows)), np.diff(sub.indptr)), sub.indices] = -np.inf
-        k = min(20, n_items)
+        scores[np.repeat(np.arange(m), np.diff(sub.indptr)), sub.indices] = -np.inf
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
-        finite = np.isfinite(np.take_along_axis(scores, top, 1))
-        for u, ranked, ok in zip(chunk, top, finite):
-            ranked = ranked[ok]  # a small catalogue can pull excluded train items into the top
-            truth = test_items[u]
-            rel = np.array([train.item_ids[i] in truth for i in ranked])
-            n_rel = len(truth)
-            hits10 = rel[:10]
-            sums[0] += hits10.sum() / 10
-            sums[1] += rel[:20].sum() / n_rel
-            ideal = _DISCOUNT[:min(10, n_rel)].sum()
-            sums[2] += (_DISCOUNT[:len(hits10)] * hits10).sum() / ideal
-            prec_at = np.cumsum(hits10) / np.arange(1, len(hits10) + 1)
-            sums[3] += (prec_at * hits10).sum() / min(10, n_rel)
-            recommended.update(ranked[:10].tolist())
-            popular_slots += sum(1 for i in ranked[:10] if i in popular)
-            total_slots += min(10, len(ranked))
+        top_scores = np.take_along_axis(scores, top, 1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, 1)
+        # a small catalogue can pull excluded train items into the top: they are no slot
+        valid = np.isfinite(np.take_along_axis(top_scores, order, 1))
+        rel = T[start:start + m].toarray()[np.arange(m)[:, None], top] & valid
+        nr = n_rel[start:start + m]
+        rel10, valid10, top10 = rel[:, :10], valid[:, :10], top[:, :10]
+        w = rel10.shape[1]
+        sums[0] += (rel10.sum(1) / 10).sum()
+        sums[1] += (rel[:, :20].sum(1) / nr).sum()
+        ideal = _IDEAL[np.minimum(10, nr).astype(int) - 1]
+        sums[2] += ((rel10 * _DISCOUNT[:w]).sum(1) / ideal).sum()
+        prec_at = np.cumsum(rel10, axis=1) / np.arange(1, w + 1)
+        sums[3] += ((prec_at * rel10).sum(1) / np.minimum(10, nr)).sum()
+        recommended[top10[valid10]] = True
+        popular_slots += int(popular[top10][valid10].sum())
+        total_slots += int(valid10.sum())
     n = len(users)
-    return {"precision_at_10": sums[0] / n, "recall_at_20": sums[1] / n,
-            "ndcg_at_10": sums[2] / n, "map_at_10": sums[3] / n,
-            "coverage": len(recommended) / n_items,
-            "popularity_concentration": popular_slots / max(total_slots, 1),
+    return {"precision_at_10": float(sums[0] / n), "recall_at_20": float(sums[1] / n),
+            "ndcg_at_10": float(sums[2] / n), "map_at_10": float(sums[3] / n),
+            "coverage": float(recommended.sum() / n_items),
+            "popularity_concentration": float(popular_slots / max(total_slots, 1)),
             "users_evaluated": n}
 
 
 def factor_scorer(user_factors: np.ndarray, item_factors: np.ndarray):
+    """Scores ``x_u . y_i`` (with BPR's bias column this includes the item bias)."""
     return lambda rows: user_factors[rows] @ item_factors.T
 
 
 def popularity_scorer(popularity: np.ndarray):
+    """The baseline: every user gets the same ranking by train popularity."""
     p = np.asarray(popularity, dtype=np.float32)
     return lambda rows: np.broadcast_to(p, (len(rows), len(p)))

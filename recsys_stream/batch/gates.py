@@ -1,8 +1,17 @@
 """Quality gates: a model is published only if every check passes (invariant 6).
 
-Checks: factor shapes agree with the ids; no NaN/Inf; vector norms within bounds; holdout
-NDCG@10 above popularity's; and not below the currently published model's NDCG@10 by more than
-the configured relative tolerance.
+Checks, each adding a human-readable reason when it fails:
+
+- shapes: item factors ``(n_items, w)`` and user factors ``(n_users, w)`` of one width ``w``;
+- values: no NaN or Inf in either;
+- norms: no user or item vector longer than ``trainer.max_vector_norm``, and a mean item norm of
+  at least ``trainer.min_mean_item_norm`` (a collapsed model scores everything alike);
+- quality (only when the holdout evaluated anyone): NDCG@10 strictly above the popularity
+  baseline's, and not below the currently published model's by more than
+  ``trainer.ndcg_tolerance`` (relative: ``ndcg < current * (1 - tolerance)`` rejects).
+
+The server re-checks shapes, values and checksums when it loads a version; these gates add what
+only the trainer can judge.
 """
 
 from __future__ import annotations
@@ -15,22 +24,42 @@ from recsys_stream.config import TrainerConfig
 
 def check(f: Factors, n_users: int, n_items: int, metrics: dict, baseline: dict,
           current_ndcg: float | None, cfg: TrainerConfig) -> list[str]:
-    """Every reason the model must not be published (empty: it may)."""
+    """Every reason the model must not be published (empty: it may).
+
+    Parameters
+    ----------
+    f : the factors to publish
+    n_users, n_items : lengths of the user and item ids written with them
+    metrics, baseline : holdout metrics of the model and of popularity (``evaluate``)
+    current_ndcg : NDCG@10 in the manifest of the current version, None if there is none
+    cfg : the trainer's configuration (bounds and tolerance)
+    """
     reasons = []
-    if f.item_factors.ndim != 2 or f.item_factors.shape[0] != n_items:
-        reasons.append(f"item factors {f.item_factors.shape} do not match {n_items} items")
-    if f.user_factors.ndim != 2 or f.user_factors.shape[0] != n_users:
-        reasons.append(f"user factors {f.user_factors.shape} do not match {n_users} users")
-    for name, a in (("item", f.item_factors), ("user", f.user_factors)):
+    Y, X = np.asarray(f.item_factors), np.asarray(f.user_factors)
+    if Y.ndim != 2 or Y.shape[0] != n_items:
+        reasons.append(f"item factors {Y.shape} do not match {n_items} items")
+    if X.ndim != 2 or X.shape[0] != n_users:
+        reasons.append(f"user factors {X.shape} do not match {n_users} users")
+    if Y.ndim == 2 and X.ndim == 2 and Y.shape[1] != X.shape[1]:
+        reasons.append(f"item width {Y.shape[1]} differs from user width {X.shape[1]}")
+    for name, a in (("item", Y), ("user", X)):
+        if a.ndim != 2:
+            continue
         if not np.isfinite(a).all():
             reasons.append(f"{name} factors contain NaN or Inf")
-        elif a.size and np.linalg.norm(a, axis=1).max() > cfg.max_vector_norm:
-            reasons.append(f"{name} vector norm {np.linalg.norm(a, axis=1).max():.3g} exceeds "
-                           f"{cfg.max_vector_norm}")
+            continue
+        norms = np.linalg.norm(a, axis=1)
+        if norms.size and norms.max() > cfg.max_vector_norm:
+            reasons.append(f"{name} vector norm {norms.max():.3g} exceeds {cfg.max_vector_norm}")
+        if name == "item" and norms.size and norms.mean() < cfg.min_mean_item_norm:
+            reasons.append(f"mean item vector norm {norms.mean():.3g} is below "
+                           f"{cfg.min_mean_item_norm} (collapsed factors)")
+    if not metrics.get("users_evaluated", 0):
+        return reasons  # no holdout (tiny data or holdout_fraction = 0): nothing to compare
     ndcg, pop = metrics.get("ndcg_at_10", 0.0), baseline.get("ndcg_at_10", 0.0)
-    if metrics.get("users_evaluated", 0) and not ndcg > pop:
+    if not ndcg > pop:  # `not >`: NaN fails too
         reasons.append(f"NDCG@10 {ndcg:.4f} is not above popularity's {pop:.4f}")
-    if current_ndcg is not None and ndcg < current_ndcg * (1 - cfg.ndcg_tolerance):
+    if current_ndcg is not None and not ndcg >= current_ndcg * (1 - cfg.ndcg_tolerance):
         reasons.append(f"NDCG@10 {ndcg:.4f} is below the current model's {current_ndcg:.4f} "
                        f"by more than {cfg.ndcg_tolerance:.0%}")
     return reasons

@@ -1,51 +1,99 @@
-"""Writing, pointing to and announcing model versions.
+"""Writing, gating, pointing to and announcing model versions.
 
-Build and verify off to the side, then move one pointer (gorse): the version directory is written
-complete under a temporary name, re-read and verified through the same loader the server uses,
-and only then does ``CURRENT`` move and the ``models`` topic hear of it.
+Build and verify off to the side, then move one pointer: a version directory is written
+complete under a temporary name (``ModelStore.write``), re-read and verified through the same
+loader the server uses, and only then does ``CURRENT`` move and the ``models`` topic hear of it.
+
+What is published: the factors of a retrain on *all* of the tenant's data (every user's latest
+events included), with the hyperparameters and seed of the model that was evaluated on the
+temporal holdout (trained on the events before each user's cut). The manifest's ``metrics`` and
+``baseline_metrics`` are that evaluated model's and popularity's holdout numbers, and
+``training`` says so. The gates judge the published factors (shapes, values, norms) and the
+evaluated model's metrics.
+
+A version that fails a gate is still written, marked rejected with its reasons
+(``ModelStore.reject``) for inspection, never made ``CURRENT`` and never announced; it counts in
+``recsys_trainer_models_rejected_total{tenant,algorithm}``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from recsys_stream.batch.algorithms import Factors
+from recsys_stream.batch.metrics import PUBLISHED_VERSION, REJECTED
 from recsys_stream.config import Config
 from recsys_stream.contracts.ann_index import build_index
-from recsys_stream.contracts.model_store import ModelStore
+from recsys_stream.contracts.model_store import ALGORITHMS, ModelStore
 from recsys_stream.contracts.pb import models_pb2
 from recsys_stream.kafka import producer
 
 log = logging.getLogger(__name__)
-_INDEX_SAMPLE = 500
+# Users whose own vectors measure the index's recall@10 against exact scoring.
+INDEX_SAMPLE = 500
 
 
-def write_version(store: ModelStore, cfg: Config, tenant: str, factors, user_ids, item_ids,
-                  popularity: np.ndarray, manifest: dict, verify: bool = True) -> int:
-    """Write a new version directory (with its index); returns the version number.
+@dataclass
+class Candidate:
+    """One trained model of a round, written to the store, with its gate verdict."""
 
-    ``verify=False`` for a model already known to fail a gate: it is kept for inspection only.
+    tenant: str
+    algorithm: str
+    version: int
+    metrics: dict
+    baseline: dict
+    reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+    def as_dict(self) -> dict:
+        return {"tenant": self.tenant, "algorithm": self.algorithm, "version": self.version,
+                "metrics": self.metrics, "baseline": self.baseline, "rejected": self.reasons,
+                "seconds": self.seconds}
+
+
+def write_version(store: ModelStore, cfg: Config, tenant: str, factors: Factors, user_ids,
+                  item_ids, popularity: np.ndarray, manifest: dict, verify: bool = True) -> int:
+    """Write a new version directory with its index; returns the version number.
+
+    The index is tuned on a sample of the model's own user vectors (recall@10 against exact
+    scoring goes to ``manifest["index"]``). ``verify=False`` for a model already known to fail
+    a gate: it is kept for inspection only.
     """
     version = store.next_version(tenant)
     rng = np.random.default_rng(cfg.trainer.seed)
-    sample = factors.user_factors[rng.choice(len(user_ids), min(_INDEX_SAMPLE, len(user_ids)),
-                                             replace=False)] if len(user_ids) else None
+    n_users = len(user_ids)
+    sample = factors.user_factors[rng.choice(n_users, min(INDEX_SAMPLE, n_users),
+                                             replace=False)] if n_users else None
     store.write(tenant, factors.algorithm, version, item_ids=item_ids,
                 item_factors=factors.item_factors, user_ids=user_ids,
                 user_factors=factors.user_factors, popularity=popularity,
                 manifest={**manifest, "hyperparameters": factors.hyperparameters,
                           "bias_column": factors.bias_column},
                 index_writer=lambda p: build_index(factors.item_factors, p, sample,
-                                                   recall_floor=cfg.trainer.index_recall_floor))
+                                                   recall_floor=cfg.trainer.index_recall_floor,
+                                                   seed=cfg.trainer.seed))
     if verify:
         store.load(tenant, factors.algorithm, version)  # verify what was written, as readers do
     return version
 
 
 def announce(cfg: Config, store: ModelStore, tenant: str, algorithm: str, version: int) -> None:
-    """Tell workers and servers about the tenant's current version of ``algorithm``."""
+    """Publish ``recsys.v1.ModelPublished`` (key = tenant) for a version on ``models``.
+
+    Raises
+    ------
+    RuntimeError
+        When the broker did not acknowledge the announcement within 10 s.
+    """
     art = store.load(tenant, algorithm, version, verify=False)
     msg = models_pb2.ModelPublished(
         tenant=tenant, algorithm=algorithm, version=version, artifact_uri=art.uri,
@@ -60,9 +108,9 @@ def announce(cfg: Config, store: ModelStore, tenant: str, algorithm: str, versio
 
 
 def choose_default(store: ModelStore, tenant: str) -> str | None:
-    """The current algorithm with the best holdout NDCG@10."""
+    """The algorithm whose current version has the best holdout NDCG@10 (None: no model)."""
     best, best_ndcg = None, -1.0
-    for algorithm in ("als", "bpr"):
+    for algorithm in ALGORITHMS:
         v = store.current_version(tenant, algorithm)
         if v is None:
             continue
@@ -71,3 +119,51 @@ def choose_default(store: ModelStore, tenant: str) -> str | None:
         if ndcg > best_ndcg:
             best, best_ndcg = algorithm, ndcg
     return best
+
+
+def current_ndcg(store: ModelStore, tenant: str, algorithm: str) -> float | None:
+    """Holdout NDCG@10 of the current version (what a new model must not fall far below)."""
+    v = store.current_version(tenant, algorithm)
+    if v is None:
+        return None
+    return store.load(tenant, algorithm, v, verify=False).manifest.get(
+        "metrics", {}).get("ndcg_at_10")
+
+
+def publish(cfg: Config, store: ModelStore, candidates: list[Candidate],
+            announcer: Callable[[Config, ModelStore, str, str, int], None] = announce
+            ) -> str | None:
+    """Settle one tenant's round: reject failures, point to and announce the rest.
+
+    Passing versions become ``CURRENT``; then ``DEFAULT`` is set to the algorithm with the best
+    holdout NDCG@10 among the current versions, each passing version is announced (with
+    ``is_default``) and old versions are pruned to ``trainer.keep_versions``. Returns the
+    tenant's default algorithm. ``announcer`` is :func:`announce` (injected by the
+    composition root; tests without a broker record the calls instead).
+    """
+    if not candidates:
+        return None
+    tenant = candidates[0].tenant
+    for c in candidates:
+        if c.passed:
+            store.set_current(tenant, c.algorithm, c.version)
+        else:
+            store.reject(tenant, c.algorithm, c.version, c.reasons)
+            REJECTED.labels(tenant, c.algorithm).inc()
+            log.warning("%s/%s v%d rejected: %s", tenant, c.algorithm, c.version,
+                        "; ".join(c.reasons))
+    default = choose_default(store, tenant)
+    if default is not None and default != store.default_algorithm(tenant):
+        store.set_default_algorithm(tenant, default)
+        log.info("%s: default algorithm is now %s", tenant, default)
+    for c in candidates:
+        if not c.passed:
+            continue
+        announcer(cfg, store, tenant, c.algorithm, c.version)
+        PUBLISHED_VERSION.labels(tenant, c.algorithm).set(c.version)
+        pruned = store.prune(tenant, c.algorithm, cfg.trainer.keep_versions)
+        log.info("%s/%s v%d published%s (NDCG@10 %.4f, popularity %.4f)%s", tenant,
+                 c.algorithm, c.version, " as default" if c.algorithm == default else "",
+                 c.metrics.get("ndcg_at_10", 0.0), c.baseline.get("ndcg_at_10", 0.0),
+                 f"; pruned {pruned}" if pruned else "")
+    return default
