@@ -26,7 +26,8 @@ import pytest
 from recsys_stream.broker import free_port
 from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.contracts.pb import recommender_pb2
-from recsys_stream.kafka import ensure_topics
+from recsys_stream.contracts.keys import make_key
+from recsys_stream.kafka import ensure_topics, producer
 from recsys_stream.produce import produce_events
 from recsys_stream.serving.client import RecommenderClient
 from recsys_stream.stack import DEMO_KEYS, Stack, load, wait_until, write_config
@@ -131,6 +132,12 @@ def test_retrain_hot_swap_under_load_and_prometheus_scrapes_every_service(
             assert {i.item_id for i in a.items} <= items_of[a.model_version]
         assert {a.source for a in answers} <= {recommender_pb2.NEARLINE, recommender_pb2.BATCH}
 
+        # a bad record and a cold user, so the DLQ and fallback series have something to say
+        bad = producer(cfg)
+        bad.produce(cfg.topics.interactions, key=make_key("acme", "w0-1"), value=b"\xff\x00junk")
+        assert bad.flush(10) == 0
+        assert client.recommend("nobody-knows-me", k=3).source == recommender_pb2.TRENDING
+
         # every service answers /healthz and /metrics; a real Prometheus scrapes all three
         for port in ports:
             assert _get_json(f"http://127.0.0.1:{port}/healthz")["status"] == "ok"
@@ -143,6 +150,10 @@ def test_retrain_hot_swap_under_load_and_prometheus_scrapes_every_service(
         q = lambda e: sum(v for _, v in _query(prom, e))  # noqa: E731
         assert q('sum(recsys_worker_events_total{outcome="applied"})') >= 4 * 2 * 60 * 10
         assert q("sum(recsys_worker_event_to_profile_seconds_count)") > 0
+        assert q("sum(recsys_worker_foldin_seconds_count)") > 0
+        wait_until(lambda: _safe(lambda: q('recsys_worker_dlq_total{reason="undecodable"}')
+                                 >= 1), 30, interval_s=0.5, what="the DLQ series")
+        assert q('sum(recsys_server_fallback_total{tenant="acme",source="TRENDING"})') >= 1
         assert q("sum(recsys_worker_consumer_lag)") >= 0 and _query(prom,
                                                                      "recsys_worker_consumer_lag")
         assert q('sum(recsys_server_requests_total{method="Recommend",status="OK"})') >= 100
