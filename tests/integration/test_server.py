@@ -256,3 +256,36 @@ def test_worker_pool_shares_one_port(cfg, tmp_path):
         assert all(h["models"]["acme"]["als"] == v for h in health)
     finally:
         assert stack.stop("pool") is not None
+
+
+def test_health_reflection_and_a_single_event_user(server, cfg):
+    """grpcurl's view (health + reflection) and the chain's fold-in step for a one-item user."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    c, address, client, v1 = server
+    channel = grpc.insecure_channel(address)
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "recsys.v1.Recommender"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+        assert status == health_pb2.HealthCheckResponse.SERVING, service
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answers = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+        list_services="")])))
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert {"recsys.v1.Recommender", "grpc.health.v1.Health"} <= names
+
+    # One event, no vector yet (as before the worker's fold-in lands): the server solves it
+    # from the profile's single item, and the item itself is not recommended back.
+    one = profiles_pb2.UserProfile(tenant="acme", user_id="one-event", item_ids=["acme-0-9"],
+                                   confidences=[3.0])
+    prod = producer(c)
+    prod.produce(c.topics.profiles, key=make_key("acme", "one-event"),
+                 value=one.SerializeToString())
+    assert prod.flush(10) == 0
+    got = wait_until(lambda: (lambda r: r if r.source == pb.PROFILE_FOLD_IN else None)(
+        client.recommend("one-event", k=10)), 15, what="the one-event profile")
+    ids = [i.item_id for i in got.items]
+    assert len(ids) == 10 and "acme-0-9" not in ids and got.model_version == v1
+    popular = [i.item_id for i in client.recommend("nobody", k=10).items]
+    assert ids != popular, "a single event must personalise the answer"
+    channel.close()
