@@ -37,7 +37,7 @@ from recsys_stream.config import Config
 from recsys_stream.contracts.confidence import EVENT_TYPES, SUPPRESSING_TYPES, \
     ConfidenceSettings
 from recsys_stream.contracts.events import Event
-from recsys_stream.contracts.keys import split_key
+from recsys_stream.contracts.keys import is_offset_marker, split_key
 from recsys_stream.contracts.user_state import UserHistory
 from recsys_stream.kafka import consumer, partitions_of
 
@@ -129,6 +129,16 @@ class TenantData:
         return sum(h.event_count for h in self.histories.values())
 
 
+def holdout_cut(n_events: int, fraction: float) -> int:
+    """How many of a user's ``n_events`` (in time order) stay in train.
+
+    All of them below ``MIN_EVENTS_FOR_HOLDOUT``; else all but the last
+    ``round(n_events * fraction)``, and at least one.
+    """
+    n_test = int(round(n_events * fraction)) if n_events >= MIN_EVENTS_FOR_HOLDOUT else 0
+    return n_events - min(n_test, n_events - 1)
+
+
 def _copy(h: UserHistory) -> UserHistory:
     return UserHistory.decode(h.encode())
 
@@ -150,8 +160,7 @@ def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, 
         evs.sort(key=lambda e: e.timestamp_ms)
         lo = evs[0].timestamp_ms if lo is None else min(lo, evs[0].timestamp_ms)
         hi = evs[-1].timestamp_ms if hi is None else max(hi, evs[-1].timestamp_ms)
-        n_test = int(round(len(evs) * fraction)) if len(evs) >= MIN_EVENTS_FOR_HOLDOUT else 0
-        cut = len(evs) - min(n_test, len(evs) - 1)  # at least one event stays in train
+        cut = holdout_cut(len(evs), fraction)
         h = UserHistory(tenant, user)
         for i, e in enumerate(evs):
             h.apply(e.event_id, e.item_id, e.type, e.value, e.timestamp_ms, settings, cap)
@@ -231,7 +240,7 @@ def read_changelog(cfg: Config, timeout_s: float = 60.0) -> dict[str, dict[str, 
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(m.partition())
                     continue
-                if m.key() is not None:
+                if m.key() is not None and not is_offset_marker(m.key()):
                     latest[m.key()] = m.value()  # compacted: the last value per key wins
     finally:
         cons.close()
