@@ -63,7 +63,8 @@ class TenantConfig:
 @dataclass(frozen=True)
 class WorkerConfig:
     state_dir: str = "var/worker-state"   # RocksDB directory (one per worker process)
-    partitions: tuple[int, ...] = ()      # manual assignment; () = all partitions of the topic
+    partitions: tuple[int, ...] = ()      # manual assignment; () = share them in the worker group
+    session_timeout_ms: int = 10_000      # group: a worker killed without leaving keeps its partitions so long
     batch_max_events: int = 5000          # events per micro-batch at most
     batch_timeout_ms: int = 20            # wait for a micro-batch at most this long
     max_future_ms: int = 3_600_000        # events further in the future are rejected (DLQ)

@@ -21,3 +21,19 @@ def split_key(key: bytes) -> tuple[str, str]:
     if not sep:
         raise ValueError(f"key {key[:64]!r} has no tenant separator")
     return tenant.decode(), entity_id.decode()
+
+
+# The worker's state changelog also carries, per partition, the next input offset its states
+# cover (``nearline.restore``). A tenant cannot start with a control character, so these keys
+# never collide with a user's.
+_OFFSET_MARKER = b"\x00offset" + _SEP_B
+
+
+def offset_marker_key(partition: int) -> bytes:
+    """Changelog key of the offset marker of input ``partition``."""
+    return _OFFSET_MARKER + str(partition).encode()
+
+
+def is_offset_marker(key: bytes | None) -> bool:
+    """True for a changelog offset marker (not a user's state): readers of states skip it."""
+    return key is not None and key.startswith(_OFFSET_MARKER)

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 def build_worker(cfg: Config) -> tuple[Worker, ModelFollower, StateStore]:
     store = StateStore(cfg.worker.state_dir)
     worker = Worker(cfg, store, None,
-                    consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}recsys-worker"),
+                    consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}recsys-worker",
+                             **{"session.timeout.ms": cfg.worker.session_timeout_ms}),
                     producer(cfg))
     worker.models = follower = model_follower(cfg, on_new_model=worker.request_resolve)
     return worker, follower, store

@@ -4,11 +4,16 @@ Keys: ``b"u" + tenant\\x1fuser`` -> ``recsys.v1.UserState`` bytes, and
 ``b"o" + topic\\x1fpartition`` -> next offset (decimal). One ``WriteBatch`` per micro-batch holds
 both, so after any crash the stored offsets and the stored state describe the same prefix of the
 input (bytewax / faust's "offsets stored with state").
+
+The store may also hold users of partitions this worker no longer owns (scale-out moved them).
+They are left alone: when such a partition comes back, ``nearline.restore`` either finds the
+local snapshot still current (its stored offset is at or beyond the changelog's offset marker)
+or overwrites the partition's users from the changelog with ``restore``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
@@ -52,14 +57,23 @@ class StateStore:
             wb.put(_OFFSET + f"{topic}\x1f{partition}".encode(), str(nxt).encode())
         self._db.write(wb)
 
-    def put_raw(self, items: Iterable[tuple[bytes, bytes]]) -> int:
-        """Restore users from state changelog records (key, UserState bytes); returns the count."""
-        wb, n = WriteBatch(raw_mode=True), 0
-        for key, value in items:
-            wb.put(_USER + key, value)
-            n += 1
+    def restore(self, topic: str, partition: int, states: dict[bytes, bytes | None],
+                next_offset: int) -> None:
+        """Take a partition's users from the state changelog, with its offset, atomically.
+
+        ``states`` maps ``tenant\\x1fuser`` to ``UserState`` bytes (``None``: a tombstone,
+        the user is deleted). The offset is written in the same ``WriteBatch``, so the store
+        is again a consistent snapshot of the partition's input prefix ``[0, next_offset)``
+        (plus, per user, any later events its ``applied_offset`` says it holds).
+        """
+        wb = WriteBatch(raw_mode=True)
+        for key, value in states.items():
+            if value is None:
+                wb.delete(_USER + key)
+            else:
+                wb.put(_USER + key, value)
+        wb.put(_OFFSET + f"{topic}\x1f{partition}".encode(), str(next_offset).encode())
         self._db.write(wb)
-        return n
 
     def offsets(self, topic: str) -> dict[int, int]:
         """Next offset to read per partition of ``topic``."""

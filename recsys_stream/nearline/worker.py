@@ -6,11 +6,19 @@ Per micro-batch:
 2. apply each user's events in offset order, skipping offsets at or below the user's applied
    offset (so a replayed prefix changes nothing) and re-sent event ids;
 3. fold in every touched user, one vectorised solve per tenant and algorithm;
-4. publish profiles and the state changelog and wait for the broker's acknowledgement;
-5. commit states and next offsets to RocksDB in one WriteBatch.
+4. publish profiles and the state changelog (each user's record to the changelog partition
+   numbered like its input partition) and wait for the broker's acknowledgement;
+5. commit states and next offsets to RocksDB in one WriteBatch;
+6. append an offset marker per input partition to the changelog (delivered with the next flush).
 
 A crash between 4 and 5 replays the batch: the state is unchanged by the replay and the outputs
 are re-published with the same content (compacted topics keep the last).
+
+Partitions: with ``worker.partitions`` set, the worker assigns them manually; otherwise it joins
+the consumer group ``<prefix>recsys-worker`` (eager rebalancing) and workers share the
+partitions. Either way a partition is taken through ``nearline.restore.resume`` (the recovery
+protocol is described there): the local RocksDB state if it is current, else the partition's
+users from the state changelog, then the consumer is positioned at the resumed offset.
 """
 
 from __future__ import annotations
@@ -26,17 +34,20 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from recsys_stream.config import Config
 from recsys_stream.contracts.confidence import ConfidenceSettings
 from recsys_stream.contracts.events import Event, InvalidEvent, decode_event
+from recsys_stream.contracts.keys import offset_marker_key
 from recsys_stream.contracts.pb import profiles_pb2
 from recsys_stream.contracts.user_state import UserHistory
-from recsys_stream.kafka import partitions_of
 from recsys_stream.nearline.dlq import dead_letter
 from recsys_stream.nearline.metrics import BATCH_SIZE, EVENT_TO_PROFILE, EVENTS, FOLDIN_SECONDS, \
     LAG, USERS_RESOLVED
 from recsys_stream.follow import ModelFollower
+from recsys_stream.nearline.restore import resume
 from recsys_stream.nearline.state import StateStore
 
 log = logging.getLogger(__name__)
 _LOG_EVERY_S = 5.0
+# On stop, how long to keep polling for a pending group join to complete before leaving anyway.
+_SETTLE_S = 15.0
 _RESOLVE_CHUNK = 2000
 
 
@@ -56,17 +67,44 @@ class Worker:
         self._last_log = time.monotonic()
         self._last_lag = 0.0
         self.partitions: list[int] = []
+        self._settled = True  # False while a group (re)join is pending: see run()
         self.last_poll = time.monotonic()
 
     # -- assignment ------------------------------------------------------------------------
     def assign(self) -> None:
-        """Own the configured partitions, resuming from the offsets stored with the state."""
-        self.partitions = list(self.cfg.worker.partitions) or partitions_of(self.cfg, self.topic)
-        stored = self.store.offsets(self.topic)
-        self.consumer.assign([TopicPartition(self.topic, p, stored.get(p, OFFSET_BEGINNING))
-                              for p in self.partitions])
-        log.info("assigned %s partitions %s; resuming at %s", self.topic, self.partitions,
-                 {p: stored.get(p, 0) for p in self.partitions})
+        """Assign ``worker.partitions`` manually when configured, else join the worker group."""
+        if self.cfg.worker.partitions:
+            self.consumer.assign(self._take(list(self.cfg.worker.partitions)))
+        else:
+            self._settled = False
+            self.consumer.subscribe([self.topic], on_assign=self._on_assign,
+                                    on_revoke=self._on_revoke, on_lost=self._on_revoke)
+            log.info("joining consumer group for %s", self.topic)
+
+    def _take(self, partitions: list[int]) -> list[TopicPartition]:
+        """Restore what is not current (``nearline.restore``); the positions to consume from."""
+        resumed = resume(self.cfg, self.store, partitions)
+        if resumed.republish:
+            self._publish(resumed.republish)
+            self.producer.flush()
+        self.partitions = sorted(partitions)
+        return [TopicPartition(self.topic, p, resumed.offsets[p] or OFFSET_BEGINNING)
+                for p in self.partitions]
+
+    def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        # eager protocol: ``tps`` is the whole new assignment; assigning it here with our own
+        # offsets replaces the client's automatic assignment from group-committed offsets
+        consumer.assign(self._take([tp.partition for tp in tps]))
+        self._settled = True
+
+    def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        # The loop is synchronous: the last batch is committed. Deliver its offset markers so
+        # the next owner need not restore; re-solve keys of these partitions are dropped lazily.
+        self.producer.flush(10)
+        self._settled = False
+        gone = {tp.partition for tp in tps}
+        self.partitions = [p for p in self.partitions if p not in gone]
+        log.info("partitions %s revoked; owning %s", sorted(gone), self.partitions)
 
     def request_resolve(self, tenant: str, algorithm: str, version: int) -> None:
         """Called by the model follower: re-solve the tenant's recent users in the background."""
@@ -77,7 +115,16 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         self.assign()
         wc = self.cfg.worker
-        while not stop.is_set():
+        settle_until = None
+        while not stop.is_set() or not self._settled:
+            if stop.is_set():
+                # Leave only once a pending join completed: tansu 0.6 wedges the group for good
+                # when a member sends LeaveGroup while its JoinGroup is pending (the next
+                # generation names the departed member leader; nobody ever gets an assignment).
+                settle_until = settle_until or time.monotonic() + _SETTLE_S
+                if time.monotonic() > settle_until:
+                    log.warning("stopping with a group join still pending")
+                    break
             self.last_poll = time.monotonic()
             msgs = self.consumer.consume(wc.batch_max_events, timeout=wc.batch_timeout_ms / 1000)
             msgs = [m for m in msgs if not m.error()]
@@ -132,6 +179,9 @@ class Worker:
         self.producer.flush()
         published = time.time() * 1000
         self.store.commit(touched, offsets)
+        for (_, partition), nxt in offsets.items():
+            self._produce(self.cfg.topics.state_changelog, offset_marker_key(partition),
+                          str(nxt).encode(), partition)
         for ts in produced_ms.values():
             if ts > 0:
                 EVENT_TO_PROFILE.observe(max(published - ts, 0) / 1000)
@@ -163,7 +213,8 @@ class Worker:
                     suppressed_item_ids=list(h.suppressed), last_event_ms=h.last_event_ms,
                     updated_ms=now, vectors=vectors.get(key, []))
                 self._produce(self.cfg.topics.profiles, key, profile.SerializeToString())
-                self._produce(self.cfg.topics.state_changelog, key, h.encode())
+                self._produce(self.cfg.topics.state_changelog, key, h.encode(),
+                              h.input_partition)
 
     def _fold_in(self, tenant: str, keys: list[bytes], users: dict[bytes, UserHistory]
                  ) -> dict[bytes, list[profiles_pb2.ProfileVector]]:
@@ -191,10 +242,11 @@ class Worker:
             FOLDIN_SECONDS.observe(time.perf_counter() - t0)
         return out
 
-    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
+    def _produce(self, topic: str, key: bytes, value: bytes, partition: int = -1) -> None:
+        """Produce, waiting for queue space; ``partition=-1`` lets the key partitioner choose."""
         while True:
             try:
-                self.producer.produce(topic, key=key, value=value)
+                self.producer.produce(topic, key=key, value=value, partition=partition)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -217,13 +269,17 @@ class Worker:
             horizon = int(time.time() * 1000) - int(self.cfg.worker.resolve_active_days
                                                     * 86_400_000)
             # keys only: the chunk is read fresh below, after any batch committed meanwhile
+            owned = set(self.partitions)
             self._resolve_keys = [k for k, h in self.store.users()
-                                  if h.tenant in tenants and h.last_event_ms >= horizon]
+                                  if h.tenant in tenants and h.last_event_ms >= horizon
+                                  and h.input_partition in owned]
             log.info("re-solving %d recently active users of %s against the new model",
                      len(self._resolve_keys), sorted(tenants))
         chunk, self._resolve_keys = (self._resolve_keys[:_RESOLVE_CHUNK],
                                      self._resolve_keys[_RESOLVE_CHUNK:])
-        users = self.store.get_many(chunk)
+        owned = set(self.partitions)  # a rebalance may have taken some away since
+        users = {k: h for k, h in self.store.get_many(chunk).items()
+                 if h.input_partition in owned}
         if users:
             self._publish(users)
             self.producer.flush()

@@ -1,0 +1,132 @@
+"""Taking over interaction partitions: local RocksDB if current, else the state changelog.
+
+The recovery protocol (scale-out and crash safety):
+
+- Every changelog record of a user goes to the changelog partition with the *number of the input
+  partition* its events came from (explicit ``partition=``; the key partitioner of whoever
+  produced ``interactions`` may differ from ours). Changelog partition ``p`` therefore holds the
+  state of every user of input partition ``p``, and nothing else.
+- After a micro-batch's outputs are acknowledged and its state is committed, the worker appends
+  to changelog partition ``p`` an *offset marker* (key ``contracts.keys.offset_marker_key(p)``,
+  value the next input offset, decimal) for every input partition ``p`` of the batch. Being
+  produced only after the acknowledgement, a marker never overtakes the outputs it certifies: the
+  last marker ``M`` of ``p`` says that the changelog holds every user's state at the input prefix
+  ``[0, M)``, and that the profiles of that prefix were published. States past ``M`` (a batch
+  whose worker died before its marker) may also be there; each carries its ``applied_offset``.
+- A worker that takes partition ``p`` reads changelog partition ``p`` to its end (the partition
+  EOF event, not the high watermark, which the embedded broker reports per record batch). With
+  ``L`` its local stored offset for ``p``: if ``L >= M`` the local snapshot is current (it is the
+  exact state at the prefix ``[0, L)``, and replaying from ``L`` recomputes anything the
+  changelog holds beyond it). Otherwise the partition's users and ``M`` are written to RocksDB in
+  one ``WriteBatch`` and the worker resumes at ``M``. Events of users restored past ``M`` are
+  skipped by the per-user offset check on replay, so those users (whose profiles may be missing
+  from the dead worker's last batch) are re-published at once.
+
+Markers only move forward: a worker resumes at ``max(L, M)`` and every marker it writes is at or
+past that point.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+from recsys_stream.config import Config
+from recsys_stream.contracts.keys import is_offset_marker
+from recsys_stream.contracts.user_state import UserHistory
+from recsys_stream.kafka import consumer
+from recsys_stream.nearline.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChangelogPartition:
+    """What one changelog partition says: the latest value per user key and the last marker."""
+
+    states: dict[bytes, bytes | None] = field(default_factory=dict)
+    marker: int | None = None
+
+
+@dataclass
+class Resumed:
+    """Where to resume each taken partition, and the restored users to re-publish."""
+
+    offsets: dict[int, int] = field(default_factory=dict)
+    republish: dict[bytes, UserHistory] = field(default_factory=dict)
+    restored: dict[int, int] = field(default_factory=dict)  # partition -> users restored
+
+
+def read_changelog_partitions(cfg: Config, partitions: list[int], timeout_s: float = 120.0
+                              ) -> dict[int, ChangelogPartition]:
+    """Read the given partitions of the state changelog from their beginning to their end.
+
+    Raises
+    ------
+    TimeoutError
+        When the end of every partition is not reached within ``timeout_s``.
+    """
+    topic = cfg.topics.state_changelog
+    out = {p: ChangelogPartition() for p in partitions}
+    cons = consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}worker-restore-unused",
+                    **{"enable.partition.eof": True})
+    try:
+        pending = set()
+        for p in partitions:
+            low, high = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > max(low, 0):
+                pending.add(p)
+        if pending:
+            cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took over {timeout_s}s "
+                                   f"(partitions left: {sorted(pending)})")
+            for m in cons.consume(10_000, timeout=0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
+                    continue
+                part, key = out[m.partition()], m.key()
+                if key is None:
+                    continue
+                if is_offset_marker(key):
+                    part.marker = int(m.value())  # compacted: the last one wins
+                else:
+                    part.states[key] = m.value()
+    finally:
+        cons.close()
+    return out
+
+
+def resume(cfg: Config, store: StateStore, partitions: list[int]) -> Resumed:
+    """Decide, per partition, between the local snapshot and the changelog (module docstring)."""
+    topic = cfg.topics.interactions
+    local = store.offsets(topic)
+    t0 = time.monotonic()
+    logged = read_changelog_partitions(cfg, partitions)
+    out = Resumed()
+    for p in partitions:
+        marker = logged[p].marker or 0
+        if p in local and local[p] >= marker:
+            out.offsets[p] = local[p]
+            continue
+        states = logged[p].states
+        store.restore(topic, p, states, marker)
+        out.offsets[p] = marker
+        out.restored[p] = len(states)
+        for key, value in states.items():
+            if value is None:
+                continue
+            h = UserHistory.decode(value)
+            if h.input_partition == p and h.applied_offset >= marker:
+                out.republish[key] = h
+    log.info("took partitions %s in %.1fs: resuming at %s; restored from the changelog: %s; "
+             "%d users past the marker re-published", partitions, time.monotonic() - t0,
+             out.offsets, out.restored or "none", len(out.republish))
+    return out
