@@ -19,7 +19,7 @@ import numpy as np
 
 from recsys_stream.broker import EmbeddedBroker, free_port
 from recsys_stream.contracts.events import Event
-from recsys_stream.contracts.keys import split_key
+from recsys_stream.contracts.keys import is_offset_marker, split_key
 from recsys_stream.contracts.pb import recommender_pb2
 from recsys_stream.kafka import TopicTail, ensure_topics
 from recsys_stream.produce import produce_events
@@ -53,6 +53,8 @@ class _ChangelogCounter:
         self._lock = threading.Lock()
 
     def _on(self, msg) -> None:
+        if is_offset_marker(msg.key()):
+            return
         with self._lock:
             self.users.add(split_key(msg.key()))
 

@@ -13,7 +13,7 @@ import pytest
 
 from recsys_stream.broker import free_port
 from recsys_stream.contracts.events import Event
-from recsys_stream.contracts.keys import make_key, split_key
+from recsys_stream.contracts.keys import is_offset_marker, make_key, split_key
 from recsys_stream.contracts.pb import recommender_pb2
 from recsys_stream.kafka import TopicTail, ensure_topics, producer
 from recsys_stream.produce import produce_events
@@ -43,6 +43,8 @@ def _changelog_users(cfg):
     users, lock = set(), threading.Lock()
 
     def on(msg):
+        if is_offset_marker(msg.key()):
+            return
         with lock:
             users.add(split_key(msg.key()))
     tail = TopicTail(cfg, {cfg.topics.state_changelog: on}, name="test").start()
