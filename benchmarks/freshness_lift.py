@@ -1,0 +1,236 @@
+"""Freshness lift: how much of a retrain's gain the nearline worker's fold-in recovers.
+
+    cd /work/main && OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/freshness_lift.py \\
+        [--data /work/shared/data/movielens-latest-small-ratings.csv] \\
+        [--config config/movielens.toml] [--window-days 30] [--splits 40]
+
+For each global time split T1 < T2:
+
+1. the batch model: ``train_tenant`` (the trainer's real round: evaluate, gate, write, verify,
+   ``CURRENT``, announce on an embedded broker) on the events before T1, ALS only, with the
+   tenant settings of ``config/movielens.toml``;
+2. the nearline worker (``run_worker`` on a thread: real RocksDB, real broker, its own fold-in;
+   ``worker.max_past_ms`` widened to 60 years for 1996 data) consumes every event before T2,
+   produced to ``interactions`` in time order, folding each user in against the T1 model
+   (users of [T1, T2) get their window's events; the others end where the batch model saw
+   them); their ``profiles`` are read back from the topic until every user's profile carries
+   the user's latest event time;
+3. the retrain: the same ALS, hyperparameters and seed on every event before T2.
+
+Users with events before and after T2 are tested on the items they first met after T2; items
+seen before T2 are excluded from every ranking. Two test sets, both printed: the items met in
+the ``--window-days`` after T2 (the period the next model would serve) and every item met after
+T2. Users are scored by
+
+- stale: the T1 model's batch vector (popularity of T1 when the user is new since T1);
+- nearline: the worker's vector of the T1 model for users active in [T1, T2), else as stale
+  (the server's fallback chain: fresh nearline vector, then the batch vector);
+- retrain: the T2 model's vector.
+
+How T1/T2 are chosen (from event counts only, not from results): MovieLens users rate mostly
+in one burst, so any one T2 leaves only ~20-30 users with events on both sides. T2 therefore
+runs over ``--splits`` event-time quantiles evenly spaced in [0.5, 0.975] and the user-splits
+are pooled; T1 = T2 - ``--window-days`` (default 30: a monthly batch cadence, the worker
+carrying the month since the last retrain). Prints recall@20 per split and pooled, and the
+share of the stale->retrain gain the nearline vectors recover; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import _batch
+from _batch import TENANT, load, movielens_config, read_events
+
+from recsys_stream.batch.algorithms import train_als
+from recsys_stream.batch.app import train_tenant
+from recsys_stream.batch.data import build_matrix, from_events
+from recsys_stream.batch.evaluate import evaluate
+from recsys_stream.broker import EmbeddedBroker
+from recsys_stream.contracts.confidence import SUPPRESSING_TYPES
+from recsys_stream.contracts.model_store import ModelStore
+from recsys_stream.contracts.pb import profiles_pb2
+from recsys_stream.kafka import TopicTail, ensure_topics
+from recsys_stream.nearline.app import run_worker
+from recsys_stream.produce import produce_events
+from recsys_stream.stack import wait_until
+
+DAY_MS = 86_400_000
+VARIANTS = ("stale", "nearline", "retrain")
+
+
+def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: int) -> dict:
+    """One T1/T2 split end to end; returns recall@20 per test protocol and variant."""
+    tc = cfg.tenant(TENANT)
+    cfg = cfg.replace(model_store=str(workdir / "models"),
+                      kafka={"topic_prefix": f"fresh{n}-"},
+                      worker={"state_dir": str(workdir / "state"),
+                              "max_past_ms": 60 * 365 * DAY_MS},  # MovieLens starts in 1996
+                      trainer={"algorithms": ("als",)})
+    ensure_topics(cfg)
+    before_t1 = [e for e in events if e.timestamp_ms < t1]
+    before_t2 = [e for e in events if e.timestamp_ms < t2]
+    after_t2 = [e for e in events if e.timestamp_ms >= t2]
+    active = {e.user_id for e in before_t2 if e.timestamp_ms >= t1}
+
+    # 1. the batch model at T1, through the trainer's round
+    store = ModelStore(cfg.model_store)
+    data_t1 = from_events(TENANT, before_t1, tc.confidence, tc.history_cap,
+                          cfg.trainer.holdout_fraction)
+    (result,) = train_tenant(cfg, data_t1, store)
+    if result["rejected"]:
+        raise RuntimeError(f"the T1 model was rejected: {result['rejected']}")
+    stale = store.load(TENANT, "als")
+
+    # 2. the worker folds every event before T2 in against the T1 model
+    t = time.perf_counter()
+    profiles = worker_profiles(cfg, before_t2)
+    worker_s = time.perf_counter() - t
+
+    # 3. the retrain at T2
+    hist_t2 = from_events(TENANT, before_t2, tc.confidence, tc.history_cap, 0.0).histories
+    full_t2 = build_matrix(hist_t2, tc.confidence)
+    retrain = train_als(full_t2.C, tc.als, cfg.trainer.seed)
+
+    stale_row = {u: i for i, u in enumerate(stale.user_ids.tolist())}
+    retrain_row = {u: i for i, u in enumerate(full_t2.user_ids)}
+
+    def vector(variant: str, u: str) -> np.ndarray | None:
+        if variant == "retrain":
+            return retrain.user_factors[retrain_row[u]]
+        if variant == "nearline" and u in active:
+            x = next((np.array(v.values, np.float32) for v in profiles[u].vectors
+                      if v.algorithm == "als" and v.model_version == stale.version), None)
+            if x is not None:  # none when the T1 model knows none of the user's items
+                return x
+        return stale.user_factors[stale_row[u]] if u in stale_row else None
+
+    out = {"window_events": len(before_t2) - len(before_t1), "worker_s": worker_s}
+    for protocol, horizon in (("next", horizon_ms), ("all", None)):
+        test = test_items(hist_t2, after_t2, None if horizon is None else t2 + horizon)
+        seen_hist = {u: hist_t2[u] for u in test}
+        out[protocol] = {"users": len(test), "active": len(active & set(test)),
+                         "new": len((active & set(test)) - set(stale_row))}
+        for variant in VARIANTS:
+            if variant == "retrain":
+                ids, Y, pop = full_t2.item_ids, retrain.item_factors, full_t2.popularity
+            else:
+                ids, Y, pop = stale.item_ids.tolist(), stale.item_factors, stale.popularity
+            seen = build_matrix(seen_hist, tc.confidence, item_ids=ids)
+            X = [vector(variant, u) for u in seen.user_ids]
+            out[protocol][variant] = evaluate(_scorer(X, Y, pop), seen, test,
+                                              pop)["recall_at_20"]
+    return out
+
+
+def worker_profiles(cfg, events: list) -> dict[str, profiles_pb2.UserProfile]:
+    """Run the nearline worker over ``events``; the last profile of every user, from the topic.
+
+    Done when every user's profile says the user's latest event time (all events applied).
+    """
+    profiles: dict[str, profiles_pb2.UserProfile] = {}
+    tail = TopicTail(cfg, {cfg.topics.profiles: lambda m: _keep(profiles, m)},
+                     name="fresh-profiles").start()
+    stop = threading.Event()
+    worker = threading.Thread(target=run_worker, args=(cfg, stop), daemon=True)
+    worker.start()
+    last: dict[str, int] = {}
+    for e in events:
+        last[e.user_id] = max(last.get(e.user_id, 0), e.timestamp_ms)
+    try:
+        produce_events(cfg, events, progress=False)
+        wait_until(lambda: all(u in profiles and profiles[u].last_event_ms == ts
+                               for u, ts in last.items()),
+                   timeout_s=600, what="a profile of every user with events before T2")
+    finally:
+        stop.set()
+        worker.join(30)
+        tail.stop()
+    return profiles
+
+
+def test_items(histories: dict, after: list, until_ms: int | None) -> dict[str, set[str]]:
+    """Items first met after T2 (before ``until_ms``) by users with a history before T2."""
+    test: dict[str, set[str]] = {}
+    for e in after:
+        if until_ms is not None and e.timestamp_ms >= until_ms:
+            continue
+        h = histories.get(e.user_id)
+        if h is not None and e.type not in SUPPRESSING_TYPES and e.item_id not in h.items:
+            test.setdefault(e.user_id, set()).add(e.item_id)
+    return test
+
+
+def _keep(profiles: dict, msg) -> None:
+    p = profiles_pb2.UserProfile.FromString(msg.value())
+    profiles[p.user_id] = p  # compacted topic: the last profile of a user wins
+
+
+def _scorer(X: list, Y: np.ndarray, popularity: np.ndarray):
+    """Scores ``x_u . y_i``; a user without a vector gets the popularity ranking (fallback)."""
+    def score(rows):
+        s = np.empty((len(rows), len(Y)), dtype=np.float32)
+        for j, r in enumerate(rows):
+            s[j] = Y @ X[r] if X[r] is not None else popularity
+        return s
+    return score
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(_batch.MOVIELENS))
+    ap.add_argument("--config", default=str(_batch.MOVIELENS_CONFIG))
+    ap.add_argument("--window-days", type=float, default=30.0)
+    ap.add_argument("--splits", type=int, default=40)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    cfg = movielens_config(args.config)
+    events = read_events(args.data)
+    times = np.array([e.timestamp_ms for e in events])
+    quantiles = np.linspace(0.5, 0.975, args.splits)
+    window_ms = int(args.window_days * DAY_MS)
+    print(f"{len(events)} events; {args.splits} splits, T2 at event-time quantiles "
+          f"{quantiles[0]:.3f}..{quantiles[-1]:.3f}, T1 = T2 - {args.window_days:g} d; "
+          f"{load()}", flush=True)
+    print(f"{'T2':>10} {'window':>6} {'worker':>6} | test in the next {args.window_days:g} d: "
+          f"users active new  recall@20 {'/'.join(VARIANTS)} | test all after T2: users  "
+          f"recall@20", flush=True)
+    pooled = {p: dict.fromkeys(VARIANTS + ("users", "active"), 0.0) for p in ("next", "all")}
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="fresh-") as tmp:
+        cfg = cfg.replace(kafka={"bootstrap_servers": broker.bootstrap_servers})
+        for n, q in enumerate(quantiles):
+            t2 = int(np.quantile(times, q))
+            r = run_split(cfg, events, t2 - window_ms, t2, window_ms, Path(tmp) / f"s{n}", n)
+            nx, al = r["next"], r["all"]
+            print(f"{time.strftime('%Y-%m-%d', time.gmtime(t2 / 1000)):>10} "
+                  f"{r['window_events']:>6} {r['worker_s']:>5.1f}s | {nx['users']:>5} "
+                  f"{nx['active']:>6} {nx['new']:>3}  " + " ".join(f"{nx[v]:.4f}" for v in VARIANTS)
+                  + f" | {al['users']:>5}  " + " ".join(f"{al[v]:.4f}" for v in VARIANTS),
+                  flush=True)
+            for protocol, res in (("next", nx), ("all", al)):
+                for v in VARIANTS:
+                    pooled[protocol][v] += res[v] * res["users"]
+                pooled[protocol]["users"] += res["users"]
+                pooled[protocol]["active"] += res["active"]
+    print(f"\n{load()}")
+    for protocol, what in (("next", f"items met in the {args.window_days:g} d after T2"),
+                           ("all", "items met any time after T2")):
+        p = pooled[protocol]
+        rec = {v: p[v] / max(p["users"], 1) for v in VARIANTS}
+        gain = rec["retrain"] - rec["stale"]
+        share = f"{(rec['nearline'] - rec['stale']) / gain:.0%}" if gain > 0 else "n/a"
+        print(f"test = {what}: {int(p['users'])} user-splits ({int(p['active'])} active in "
+              f"[T1, T2)); recall@20 stale {rec['stale']:.4f}, nearline {rec['nearline']:.4f}, "
+              f"retrain {rec['retrain']:.4f}; nearline recovers {share} of the stale->retrain "
+              f"gain")
+
+
+if __name__ == "__main__":
+    main()
