@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, \
-    TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, \
+    Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from recsys_stream.config import Config
@@ -149,6 +149,44 @@ class TopicTail:
         if self._thread.is_alive():
             self._thread.join(5)
         self._consumer.close()
+
+
+def read_to_end(cfg: Config, topic: str, partitions: Iterable[int] | None = None,
+                timeout_s: float = 60.0) -> Iterator[Message]:
+    """Every record of ``partitions`` (default: all) of ``topic``, from the beginning to the end.
+
+    The end is the client's partition-EOF event, not the high watermark (the embedded tansu
+    broker reports the base offset of the last record batch + 1 there). Partitions empty at the
+    start are not read.
+
+    Raises
+    ------
+    TimeoutError
+        When the end of every partition is not reached within ``timeout_s``.
+    """
+    cons = consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}read-to-end-unused",
+                    **{"enable.partition.eof": True})
+    try:
+        pending = set()
+        for p in partitions_of(cfg, topic) if partitions is None else partitions:
+            low, high = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > max(low, 0):
+                pending.add(p)
+        if pending:
+            cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took over {timeout_s}s "
+                                   f"(partitions left: {sorted(pending)})")
+            for m in cons.consume(10_000, timeout=0.5):
+                err = m.error()
+                if err is None:
+                    yield m
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(m.partition())
+    finally:
+        cons.close()
 
 
 def produce_all(prod: Producer, topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:

@@ -32,12 +32,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
-
 from recsys_stream.config import Config
 from recsys_stream.contracts.keys import is_offset_marker
 from recsys_stream.contracts.user_state import UserHistory
-from recsys_stream.kafka import consumer
+from recsys_stream.kafka import read_to_end
 from recsys_stream.nearline.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -62,45 +60,14 @@ class Resumed:
 
 def read_changelog_partitions(cfg: Config, partitions: list[int], timeout_s: float = 120.0
                               ) -> dict[int, ChangelogPartition]:
-    """Read the given partitions of the state changelog from their beginning to their end.
-
-    Raises
-    ------
-    TimeoutError
-        When the end of every partition is not reached within ``timeout_s``.
-    """
-    topic = cfg.topics.state_changelog
+    """Read the given partitions of the state changelog from their beginning to their end."""
     out = {p: ChangelogPartition() for p in partitions}
-    cons = consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}worker-restore-unused",
-                    **{"enable.partition.eof": True})
-    try:
-        pending = set()
-        for p in partitions:
-            low, high = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > max(low, 0):
-                pending.add(p)
-        if pending:
-            cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} took over {timeout_s}s "
-                                   f"(partitions left: {sorted(pending)})")
-            for m in cons.consume(10_000, timeout=0.5):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                    continue
-                part, key = out[m.partition()], m.key()
-                if key is None:
-                    continue
-                if is_offset_marker(key):
-                    part.marker = int(m.value())  # compacted: the last one wins
-                else:
-                    part.states[key] = m.value()
-    finally:
-        cons.close()
+    for m in read_to_end(cfg, cfg.topics.state_changelog, partitions, timeout_s):
+        part, key = out[m.partition()], m.key()
+        if is_offset_marker(key):
+            part.marker = int(m.value())  # compacted: the last one wins
+        elif key is not None:
+            part.states[key] = m.value()
     return out
 
 
