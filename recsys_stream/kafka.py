@@ -152,12 +152,13 @@ class TopicTail:
 
 
 def read_to_end(cfg: Config, topic: str, partitions: Iterable[int] | None = None,
-                timeout_s: float = 60.0) -> Iterator[Message]:
+                timeout_s: float = 60.0, tail: int | None = None) -> Iterator[Message]:
     """Every record of ``partitions`` (default: all) of ``topic``, from the beginning to the end.
 
     The end is the client's partition-EOF event, not the high watermark (the embedded tansu
     broker reports the base offset of the last record batch + 1 there). Partitions empty at the
-    start are not read.
+    start are not read. With ``tail``, each partition is read from ``tail`` records before its
+    high watermark instead of from its beginning.
 
     Raises
     ------
@@ -167,19 +168,21 @@ def read_to_end(cfg: Config, topic: str, partitions: Iterable[int] | None = None
     cons = consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}read-to-end-unused",
                     **{"enable.partition.eof": True})
     try:
-        pending = set()
+        start = {}
         for p in partitions_of(cfg, topic) if partitions is None else partitions:
             low, high = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             if high > max(low, 0):
-                pending.add(p)
+                start[p] = OFFSET_BEGINNING if tail is None else max(low, high - tail)
+        pending = set(start)
         if pending:
-            cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
+            cons.assign([TopicPartition(topic, p, o) for p, o in sorted(start.items())])
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic} took over {timeout_s}s "
                                    f"(partitions left: {sorted(pending)})")
-            for m in cons.consume(10_000, timeout=0.5):
+            # a short wait: consume() returns early only once it has all 10k records
+            for m in cons.consume(10_000, timeout=0.05):
                 err = m.error()
                 if err is None:
                     yield m

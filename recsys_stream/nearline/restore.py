@@ -21,6 +21,11 @@ The recovery protocol (scale-out and crash safety):
   one ``WriteBatch`` and the worker resumes at ``M``. Events of users restored past ``M`` are
   skipped by the per-user offset check on replay, so those users (whose profiles may be missing
   from the dead worker's last batch) are re-published at once.
+- Reading a whole partition costs as much as the partition's users; a restart of a worker
+  whose state is current need not pay it. The last ``_TAIL`` records are read first: a marker
+  follows every batch, so the newest one is nearly always there, and the last marker of a tail
+  read to the end is the partition's last marker. Only without one, or when it shows the local
+  state stale, is the whole partition read.
 
 Markers only move forward: a worker resumes at ``max(L, M)`` and every marker it writes is at or
 past that point.
@@ -39,6 +44,7 @@ from recsys_stream.kafka import read_to_end
 from recsys_stream.nearline.state import StateStore
 
 log = logging.getLogger(__name__)
+_TAIL = 1000  # changelog records read from the end first, to find the last offset marker
 
 
 @dataclass
@@ -58,11 +64,11 @@ class Resumed:
     restored: dict[int, int] = field(default_factory=dict)  # partition -> users restored
 
 
-def read_changelog_partitions(cfg: Config, partitions: list[int], timeout_s: float = 120.0
-                              ) -> dict[int, ChangelogPartition]:
-    """Read the given partitions of the state changelog from their beginning to their end."""
+def read_changelog_partitions(cfg: Config, partitions: list[int], timeout_s: float = 120.0,
+                              tail: int | None = None) -> dict[int, ChangelogPartition]:
+    """Read the given partitions of the state changelog to their end (``kafka.read_to_end``)."""
     out = {p: ChangelogPartition() for p in partitions}
-    for m in read_to_end(cfg, cfg.topics.state_changelog, partitions, timeout_s):
+    for m in read_to_end(cfg, cfg.topics.state_changelog, partitions, timeout_s, tail):
         part, key = out[m.partition()], m.key()
         if is_offset_marker(key):
             part.marker = int(m.value())  # compacted: the last one wins
@@ -76,9 +82,18 @@ def resume(cfg: Config, store: StateStore, partitions: list[int]) -> Resumed:
     topic = cfg.topics.interactions
     local = store.offsets(topic)
     t0 = time.monotonic()
-    logged = read_changelog_partitions(cfg, partitions)
     out = Resumed()
-    for p in partitions:
+    # Cheap first: a marker follows every batch, so the newest one is nearly always among the
+    # last records; the last marker of the tail is the partition's last marker.
+    known = [p for p in partitions if p in local]
+    near_end = read_changelog_partitions(cfg, known, tail=_TAIL) if known else {}
+    for p in known:
+        marker = near_end[p].marker
+        if marker is not None and local[p] >= marker:
+            out.offsets[p] = local[p]
+    rest = [p for p in partitions if p not in out.offsets]
+    logged = read_changelog_partitions(cfg, rest) if rest else {}
+    for p in rest:
         marker = logged[p].marker or 0
         if p in local and local[p] >= marker:
             out.offsets[p] = local[p]
@@ -95,5 +110,5 @@ def resume(cfg: Config, store: StateStore, partitions: list[int]) -> Resumed:
                 out.republish[key] = h
     log.info("took partitions %s in %.1fs: resuming at %s; restored from the changelog: %s; "
              "%d users past the marker re-published", partitions, time.monotonic() - t0,
-             out.offsets, out.restored or "none", len(out.republish))
+             dict(sorted(out.offsets.items())), out.restored or "none", len(out.republish))
     return out
