@@ -80,6 +80,7 @@ class TrainerConfig:
     keep_versions: int = 5          # versions kept per tenant and algorithm (rollback)
     algorithms: tuple[str, ...] = ("als",)  # trained per round
     holdout_fraction: float = 0.2   # last share of each user's events held out for evaluation
+    eval_max_users: int = 10_000    # holdout metrics over at most this many test users; 0 = all
     seed: int = 42                  # random state of the trainers
     max_vector_norm: float = 1e3    # gate: any user or item vector longer than this rejects
     min_mean_item_norm: float = 1e-4  # gate: mean item vector norm below this (collapsed) rejects

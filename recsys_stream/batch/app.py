@@ -31,7 +31,8 @@ from recsys_stream.batch import gates
 from recsys_stream.batch.algorithms import TRAINERS
 from recsys_stream.batch.data import TenantData, build_matrix, from_events, from_histories, \
     iter_events_file, read_changelog
-from recsys_stream.batch.evaluate import evaluate, factor_scorer, popularity_scorer
+from recsys_stream.batch.evaluate import evaluate, factor_scorer, popularity_scorer, \
+    sample_users
 from recsys_stream.batch.metrics import BASELINE_NDCG, LAST_ROUND, NDCG, RUNS, TRAIN_SECONDS
 from recsys_stream.batch.publish import Candidate, announce, current_ndcg, publish, \
     write_version
@@ -55,7 +56,8 @@ def train_tenant(cfg: Config, data: TenantData, store: ModelStore,
     train = build_matrix(data.train, settings)
     full = build_matrix(data.histories, settings)
     pop_train, pop_full = train.popularity, full.popularity
-    baseline = evaluate(popularity_scorer(pop_train), train, data.test_items, pop_train)
+    test = sample_users(data.test_items, cfg.trainer.eval_max_users, cfg.trainer.seed)
+    baseline = evaluate(popularity_scorer(pop_train), train, test, pop_train)
     BASELINE_NDCG.labels(data.tenant).set(baseline["ndcg_at_10"])
     log.info("%s: %d users, %d items, %d events (train nnz %d, %d test users); "
              "popularity NDCG@10 %.4f", data.tenant, len(full.user_ids), len(full.item_ids),
@@ -69,7 +71,7 @@ def train_tenant(cfg: Config, data: TenantData, store: ModelStore,
         t0 = time.perf_counter()
         evaluated = TRAINERS[algorithm](train.C, hp, cfg.trainer.seed, progress)
         metrics = evaluate(factor_scorer(evaluated.user_factors, evaluated.item_factors), train,
-                           data.test_items, pop_train)
+                           test, pop_train)
         log.info("%s/%s evaluated: NDCG@10 %.4f, recall@20 %.4f, MAP@10 %.4f, coverage %.3f",
                  data.tenant, algorithm, metrics["ndcg_at_10"], metrics["recall_at_20"],
                  metrics["map_at_10"], metrics["coverage"])

@@ -109,6 +109,22 @@ def evaluate(score_rows: Callable[[np.ndarray], np.ndarray], train: Matrix,
             "users_evaluated": n}
 
 
+def sample_users(test_items: dict[str, set[str]], max_users: int,
+                 seed: int) -> dict[str, set[str]]:
+    """At most ``max_users`` test users, a seeded uniform sample (``0``: all of them).
+
+    Ranking every item for every test user costs ``O(users x items)``: at 1M users and 100k
+    items, hours per model. The metrics are means over users, so a sample of ``n`` users
+    estimates each with a standard error of ``sd / sqrt(n)`` (NDCG@10 per user has
+    ``sd <= 0.5``: <= 0.005 at 10k users). Coverage counts the sampled users' lists only.
+    """
+    if not max_users or len(test_items) <= max_users:
+        return test_items
+    users = sorted(test_items)
+    pick = np.random.default_rng(seed).choice(len(users), max_users, replace=False)
+    return {users[i]: test_items[users[i]] for i in sorted(pick)}
+
+
 def factor_scorer(user_factors: np.ndarray, item_factors: np.ndarray):
     """Scores ``x_u . y_i`` (with BPR's bias column this includes the item bias)."""
     return lambda rows: user_factors[rows] @ item_factors.T

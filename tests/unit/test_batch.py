@@ -10,7 +10,7 @@ import pytest
 from recsys_stream.batch.algorithms import TRAINERS, Factors, train_als
 from recsys_stream.batch.app import rollback, train_tenant
 from recsys_stream.batch.data import Matrix, build_matrix, from_events, iter_events_file
-from recsys_stream.batch.evaluate import evaluate, popularity_scorer
+from recsys_stream.batch.evaluate import evaluate, popularity_scorer, sample_users
 from recsys_stream.batch.gates import check
 from recsys_stream.config import TrainerConfig
 from recsys_stream.contracts.foldin import FoldInSolver
@@ -110,6 +110,19 @@ def test_metrics_on_a_hand_checked_case():
     assert m["precision_at_10"] == pytest.approx(0.1)
     assert m["recall_at_20"] == 1.0 and m["map_at_10"] == pytest.approx(0.5)
     assert m["coverage"] == pytest.approx(3 / 4)
+
+
+def test_evaluation_samples_at_most_eval_max_users(events, offline_cfg):
+    test = {f"u{j}": {f"i{j}"} for j in range(50)}
+    a, b = sample_users(test, 20, seed=1), sample_users(test, 20, seed=1)
+    assert len(a) == 20 and a == b and all(test[u] == a[u] for u in a)
+    assert sample_users(test, 20, seed=2) != a
+    assert sample_users(test, 0, seed=1) == test == sample_users(test, 50, seed=1)
+    cfg = offline_cfg.replace(trainer={"eval_max_users": 7, "max_vector_norm": 1e-6})
+    data = from_events("acme", events, cfg.tenant("acme").confidence, 500, 0.2)
+    assert len(data.test_items) > 7
+    (res,) = train_tenant(cfg, data, ModelStore(cfg.model_store))
+    assert res["metrics"]["users_evaluated"] == res["baseline"]["users_evaluated"] == 7
 
 
 def test_gates_reject_nan_shape_and_worse_than_popularity():
