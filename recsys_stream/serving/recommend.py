@@ -17,6 +17,7 @@ the last resort scores every item exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,45 +44,73 @@ class Answer:
 
 def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | None,
               user_id: str, k: int, exclude: set[str], banned: frozenset[str] | set[str],
-              trending: list[tuple[str, float]] = ()) -> Answer:
-    """Top-``k`` for a user from one snapshot (see the module docstring)."""
-    hidden = set(exclude) | set(banned)
+              trending: Sequence[tuple[str, float]] | Callable[[], Sequence] = ()) -> Answer:
+    """Top-``k`` for a user from one snapshot (see the module docstring).
+
+    ``trending`` may be a callable: it is only called when no user vector answers.
+    """
+    # suppressed = own | banned; ``own`` (request + profile) is kept apart from the catalog's
+    # bans so that a request never copies the tenant's whole ban list
+    own = set(exclude)
     if profile is not None:
-        hidden.update(profile.item_ids)
-        hidden.update(profile.suppressed_item_ids)
+        own.update(profile.item_ids)
+        own.update(profile.suppressed_item_ids)
+    if banned:
+        own = {i for i in own if i not in banned}
+    n_hidden = len(own) + len(banned)
     if snap is None:
-        items = _take(trending, hidden, k)
+        items = _take(_ranked(trending), own, banned, k)
         if items:
-            return Answer(items, TRENDING, suppressed=len(hidden))
+            return Answer(items, TRENDING, suppressed=n_hidden)
         return Answer(reason="no model has been published for this tenant yet and nothing "
                              "is trending")
-    rows = [snap.item_row[i] for i in hidden if i in snap.item_row]
-    blocked = np.array(sorted(rows), dtype=np.int64)
+    row_of = snap.item_row
+    own_rows = {row_of[i] for i in own if i in row_of}
+    banned_rows = _banned_rows(snap, banned)
 
     x, source = _user_vector(snap, profile, user_id)
     if x is not None:
-        picked, scores = _top_k(snap, x, k, blocked)
-        items = [(str(snap.item_ids[r]), float(s)) for r, s in zip(picked, scores)]
+        items = _top_k(snap, x, k, own_rows, banned_rows)
     else:
-        items = _take(trending, hidden, k)
+        items = _take(_ranked(trending), own, banned, k)
         source = TRENDING if items else POPULARITY
         if len(items) < k:  # top up from the model's popularity
-            taken = {snap.item_row[i] for i, _ in items if i in snap.item_row}
+            taken = {row_of[i] for i, _ in items if i in row_of}
+            blocked = np.fromiter(own_rows | banned_rows | taken, np.int64)
             order = snap.popular_order
-            keep = order[~np.isin(order, np.concatenate([blocked, list(taken)]))]
-            items += [(str(snap.item_ids[r]), float(snap.popularity[r]))
+            keep = order[~np.isin(order, blocked)]
+            items += [(snap.item_id_list[r], float(snap.popularity[r]))
                       for r in keep[:k - len(items)]]
     if not items:
-        return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=len(hidden),
+        return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=n_hidden,
                       reason="every item of the model is suppressed for this user")
-    return Answer(items, source, snap.algorithm, snap.version, suppressed=len(hidden))
+    return Answer(items, source, snap.algorithm, snap.version, suppressed=n_hidden)
 
 
-def _take(ranked, hidden: set[str], k: int) -> list[tuple[str, float]]:
-    """The first ``k`` distinct, unsuppressed items of a ranked list."""
-    out, seen = [], set(hidden)
+def _ranked(trending) -> Sequence[tuple[str, float]]:
+    return trending() if callable(trending) else trending
+
+
+def _banned_rows(snap: TenantSnapshot, banned: frozenset[str] | set[str]) -> frozenset[int]:
+    """Model rows of the banned items, memoised per snapshot for an unchanged ban set.
+
+    The read model replaces a tenant's frozenset on every catalog change, so the object itself
+    identifies the version of the ban list (a mutable set is never memoised).
+    """
+    hit = snap.cache.get("banned")
+    if hit is not None and hit[0] is banned:
+        return hit[1]
+    rows = frozenset(snap.item_row[i] for i in banned if i in snap.item_row)
+    if isinstance(banned, frozenset):
+        snap.cache["banned"] = (banned, rows)  # holds ``banned``: its id cannot be reused
+    return rows
+
+
+def _take(ranked, own: set[str], banned, k: int) -> list[tuple[str, float]]:
+    """The first ``k`` distinct items of a ranked list that are in neither suppression set."""
+    out, seen = [], set()
     for item, score in ranked:
-        if item not in seen:
+        if item not in seen and item not in own and item not in banned:
             seen.add(item)
             out.append((item, score))
             if len(out) == k:
@@ -105,7 +134,8 @@ def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
     if row is None:
         raise UnknownItem(item_id)
     Y = snap.index.item_factors
-    hidden = {snap.item_row[i] for i in set(exclude) | set(banned) if i in snap.item_row}
+    hidden = {snap.item_row[i] for i in exclude if i in snap.item_row}
+    hidden.update(_banned_rows(snap, banned))
     hidden.add(row)
     if Y.size <= _EXACT_SIMILAR_VALUES:
         rows = np.arange(len(Y))
@@ -137,13 +167,20 @@ def _user_vector(snap: TenantSnapshot, profile, user_id: str):
     return None, POPULARITY
 
 
-def _top_k(snap: TenantSnapshot, x: np.ndarray, k: int, blocked: np.ndarray):
+def _top_k(snap: TenantSnapshot, x: np.ndarray, k: int, own_rows: set[int],
+           banned_rows: frozenset[int]) -> list[tuple[str, float]]:
+    """The ``k`` best unsuppressed items: over-fetch by the suppressed count, double while short.
+
+    A few dozen candidates are filtered with set lookups (cheaper than ``np.isin`` at this size).
+    """
     n_items = len(snap.item_ids)
-    n = min(n_items, k + len(blocked))
+    n = min(n_items, k + len(own_rows) + len(banned_rows))
+    ids = snap.item_id_list
     while True:
         exact = n >= n_items
         rows, scores = snap.index.query(x, n, exact=exact)
-        keep = ~np.isin(rows, blocked)
-        if keep.sum() >= k or exact:
-            return rows[keep][:k], scores[keep][:k]
+        picked = [(ids[r], s) for r, s in zip(rows.tolist(), scores.tolist())
+                  if r not in own_rows and r not in banned_rows]
+        if len(picked) >= k or exact:
+            return picked[:k]
         n = min(n_items, n * 2)

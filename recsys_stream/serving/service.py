@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import grpc
 
@@ -17,7 +18,7 @@ from recsys_stream.config import Config
 from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
 from recsys_stream.follow import ModelFollower
 from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
-from recsys_stream.serving.metrics import FALLBACKS, LATENCY, REQUESTS, SUPPRESSED
+from recsys_stream.serving.metrics import FALLBACKS, LATENCY, REQUESTS, SUPPRESSED, child
 from recsys_stream.serving.read_models import ReadModels
 from recsys_stream.serving.recommend import NEARLINE, UnknownItem, recommend, similar_items
 from recsys_stream.serving.snapshots import TenantSnapshot
@@ -26,6 +27,7 @@ from recsys_stream.serving.trending import Trending
 log = logging.getLogger(__name__)
 ALGORITHMS = ("", "als", "bpr")
 _BAD = grpc.StatusCode.INVALID_ARGUMENT
+_SOURCE_NAME = {v.number: v.name for v in recommender_pb2.Source.DESCRIPTOR.values}
 
 
 class RequestError(Exception):
@@ -55,13 +57,14 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         self._check_id("user_id", r.user_id)
         self._check_excludes(r.exclude_item_ids)
         snap = self._snapshot(caller.tenant, r.algorithm)
+        # trending is ranked only when no user vector answers (a lazy callable)
         answer = recommend(snap, self.read.profile(caller.tenant, r.user_id), r.user_id, r.k,
                            set(r.exclude_item_ids), self.read.banned(caller.tenant),
-                           self.trending.ranked(caller.tenant) if self.trending else ())
-        meta["source"] = recommender_pb2.Source.Name(answer.source)
-        SUPPRESSED.labels(caller.tenant).inc(answer.suppressed)
+                           partial(self.trending.ranked, caller.tenant) if self.trending else ())
+        meta["source"] = _SOURCE_NAME[answer.source]
+        child(SUPPRESSED, caller.tenant).inc(answer.suppressed)
         if answer.source != NEARLINE:
-            FALLBACKS.labels(caller.tenant, meta["source"]).inc()
+            child(FALLBACKS, caller.tenant, meta["source"]).inc()
         return recommender_pb2.RecommendResponse(
             items=[recommender_pb2.ScoredItem(item_id=i, score=s) for i, s in answer.items],
             tenant=caller.tenant, algorithm=answer.algorithm, model_version=answer.version,
@@ -114,8 +117,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             log.exception("%s failed", method)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
-            REQUESTS.labels(method, status, meta["source"]).inc()
-            LATENCY.labels(method, meta["source"]).observe(time.perf_counter() - t0)
+            child(REQUESTS, method, status, meta["source"]).inc()
+            child(LATENCY, method, meta["source"]).observe(time.perf_counter() - t0)
 
     def _caller(self, requested: str, context) -> Caller:
         key = dict(context.invocation_metadata() or ()).get(METADATA_KEY)

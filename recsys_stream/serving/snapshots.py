@@ -7,7 +7,7 @@ reference once and uses nothing else, so a swap can never mix two versions in on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,12 +24,15 @@ class TenantSnapshot:
     created_ms: int
     item_ids: np.ndarray
     item_row: dict[str, int]
+    item_id_list: list[str]    # item_ids as Python strings (the item_row keys), for answers
     user_row: dict[str, int]
     user_factors: np.ndarray
     popularity: np.ndarray     # interactions per item row in the training window
     popular_order: np.ndarray  # item rows, most popular first
     index: ItemIndex
     solver: FoldInSolver
+    # derived lookups memoised per snapshot by the request path (e.g. rows of the banned items)
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_artifacts(cls, art: ModelArtifacts) -> TenantSnapshot:
@@ -41,11 +44,12 @@ class TenantSnapshot:
         index = ItemIndex.load(art.index_path, art.item_factors, info)
         hp = art.manifest.get("hyperparameters", {})
         reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
+        ids = art.item_ids.tolist()
         return cls(
             tenant=art.tenant, algorithm=art.algorithm, version=art.version,
             created_ms=int(art.manifest.get("created_ms", 0)),
             item_ids=art.item_ids,
-            item_row={item: i for i, item in enumerate(art.item_ids.tolist())},
+            item_row={item: i for i, item in enumerate(ids)}, item_id_list=ids,
             user_row={u: i for i, u in enumerate(art.user_ids.tolist())},
             user_factors=art.user_factors,
             popularity=art.popularity,
