@@ -12,6 +12,7 @@ otherwise, which equals ``sum_j w_j * decay(T - t_j)`` with ``T = max t_j`` in a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from recsys_stream.contracts.pb import state_pb2
 DEDUP_WINDOW = 64
 # Suppressions kept per user (oldest dropped first).
 MAX_SUPPRESSED = 1000
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
 @dataclass
@@ -83,12 +85,18 @@ class UserHistory:
         # Keys (strength decayed to last_event_ms, last_seen_ms) computed in one vectorised step;
         # a stable lexsort on the negated keys gives exactly the order of
         # sorted(..., reverse=True) (ties keep insertion order), ~15x faster per capped event.
-        ids, vals = list(self.items), list(self.items.values())
-        strength = np.fromiter((v[0] for v in vals), np.float64, len(vals))
-        last_seen = np.fromiter((v[1] for v in vals), np.float64, len(vals))
+        vals = list(self.items.values())
+        strength = np.fromiter(map(_FIRST, vals), np.float64, len(vals))
+        last_seen = np.fromiter(map(_SECOND, vals), np.float64, len(vals))
         now = strength * settings.decay(self.last_event_ms - last_seen)
-        keep = np.lexsort((-last_seen, -now))[:cap]
-        self.items = {ids[j]: self.items[ids[j]] for j in keep}
+        order = np.lexsort((-last_seen, -now))
+        if len(vals) == cap + 1 and order[-1] == cap and (np.diff(order[:-1]) > 0).all():
+            # the common case once capped: the dict is still in that order and the newcomer is
+            # the weakest, so dropping it is the whole rebuild
+            self.items.popitem()
+            return
+        ids, keep = list(self.items), order[:cap].tolist()
+        self.items = dict(zip(map(ids.__getitem__, keep), map(vals.__getitem__, keep)))
 
     # -- reading ---------------------------------------------------------------------------
     def strengths_now(self, settings: ConfidenceSettings) -> tuple[list[str], np.ndarray]:
@@ -96,8 +104,10 @@ class UserHistory:
         ids = list(self.items)
         if not ids:
             return ids, np.zeros(0)
-        agg = np.array([v[:2] for v in self.items.values()], dtype=np.float64).reshape(-1, 2)
-        return ids, agg[:, 0] * settings.decay(self.last_event_ms - agg[:, 1])
+        vals = list(self.items.values())
+        strength = np.fromiter(map(_FIRST, vals), np.float64, len(vals))
+        last_seen = np.fromiter(map(_SECOND, vals), np.float64, len(vals))
+        return ids, strength * settings.decay(self.last_event_ms - last_seen)
 
     def confidences(self, settings: ConfidenceSettings) -> tuple[list[str], np.ndarray]:
         """Item ids and ``c = 1 + alpha * log1p(strength)`` for every positive item."""
