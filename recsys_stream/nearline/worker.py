@@ -104,6 +104,11 @@ class Worker:
         self._settled = False
         gone = {tp.partition for tp in tps}
         self.partitions = [p for p in self.partitions if p not in gone]
+        for p in gone:  # the new owner reports their lag now
+            try:
+                LAG.remove(str(p))
+            except KeyError:
+                pass
         log.info("partitions %s revoked; owning %s", sorted(gone), self.partitions)
 
     def request_resolve(self, tenant: str, algorithm: str, version: int) -> None:
