@@ -160,6 +160,7 @@ class Worker:
         states = self.store.get_many(list(by_user))
         touched: dict[bytes, UserHistory] = {}
         produced_ms: dict[bytes, int] = {}
+        outcomes = {"applied": 0, "duplicate": 0, "replayed": 0}  # one metric update per batch
         for key, items in by_user.items():
             ev0 = items[0][0]
             h = states.get(key) or UserHistory(ev0.tenant, ev0.user_id)
@@ -168,16 +169,19 @@ class Worker:
             changed = False
             for ev, m in items:
                 if m.offset() <= h.applied_offset and m.partition() == h.input_partition:
-                    EVENTS.labels("replayed").inc()
+                    outcomes["replayed"] += 1
                     continue
                 applied = h.apply(ev.event_id, ev.item_id, ev.type, ev.value, ev.timestamp_ms,
                                   settings, cap)
                 h.applied_offset, h.input_partition = m.offset(), m.partition()
-                EVENTS.labels("applied" if applied else "duplicate").inc()
+                outcomes["applied" if applied else "duplicate"] += 1
                 changed = True
                 produced_ms[key] = max(produced_ms.get(key, 0), m.timestamp()[1])
             if changed:
                 touched[key] = h
+        for outcome, n in outcomes.items():
+            if n:
+                EVENTS.labels(outcome).inc(n)
 
         if touched:
             self._publish(touched)
@@ -209,7 +213,7 @@ class Worker:
         for tenant, keys in by_tenant.items():
             settings = self._settings(tenant)
             conf = {k: users[k].confidences(settings) for k in keys}
-            vectors = self._fold_in(tenant, keys, users)
+            vectors = self._fold_in(tenant, keys, users, settings, conf)
             for key in keys:
                 h = users[key]
                 ids, c = conf[key]
@@ -221,15 +225,21 @@ class Worker:
                 self._produce(self.cfg.topics.state_changelog, key, h.encode(),
                               h.input_partition)
 
-    def _fold_in(self, tenant: str, keys: list[bytes], users: dict[bytes, UserHistory]
+    def _fold_in(self, tenant: str, keys: list[bytes], users: dict[bytes, UserHistory],
+                 settings: ConfidenceSettings, conf: dict[bytes, tuple[list[str], np.ndarray]]
                  ) -> dict[bytes, list[profiles_pb2.ProfileVector]]:
-        """One vectorised solve per algorithm over every user in ``keys``."""
+        """One vectorised solve per algorithm over every user in ``keys``.
+
+        ``conf`` holds each user's confidences under ``settings``; a model whose manifest has
+        the same settings reuses them instead of recomputing.
+        """
         out: dict[bytes, list] = defaultdict(list)
         for algorithm, model in self.models.models(tenant).items():
             t0 = time.perf_counter()
+            same = model.confidence == settings
             solved, indptr, indices, confs = [], [0], [], []
             for key in keys:
-                ids, c = users[key].confidences(model.confidence)
+                ids, c = conf[key] if same else users[key].confidences(model.confidence)
                 rows, cr = model.rows(ids, c)
                 if not len(rows):
                     continue  # nothing this model knows: the server falls back, no fake vector
