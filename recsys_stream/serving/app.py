@@ -75,8 +75,9 @@ class Server:
                  "caught up" if caught_up else "still catching up", time.monotonic() - t0)
 
     def health_view(self) -> dict:
-        """``/healthz``: ok once the gRPC port is serving; the live versions per tenant."""
+        """``/healthz``: ok once the gRPC port is serving; profiles replayed; live versions."""
         return {"status": "ok" if self.port else "starting", "port": self.port,
+                "profiles_caught_up": self.read.wait_caught_up(0),
                 "models": {t: {a: s.version for a, s in self.models.models(t).items()}
                            for t in self.cfg.tenants},
                 "default_algorithm": {t: self.models.default_algorithm(t)

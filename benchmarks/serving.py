@@ -1,0 +1,286 @@
+"""Serving throughput and latency: Recommend against a trivial grpc.aio echo service.
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/serving.py [--items 100000]
+        [--users 1000000] [--workers <all cores>] [--seconds 20] [--concurrency 32]
+
+Setup: the embedded broker; one tenant with a model of ``--items`` items and f=64 (low-rank
+factors, as ALS produces, with an hnswlib index); ``--users`` user profiles on the profiles topic,
+each with a nearline vector of that model version and 20 seen items. The server runs as
+``recsys-stream serve --workers N`` (SO_REUSEPORT processes). The load generator is one more
+process: grpc.aio, ``--concurrency`` calls in flight on as many connections, random users, k=10;
+then the same generator paced at 1k QPS for latency; then the same load against a trivial
+grpc.aio echo service in N processes on one port. The generator shares the machine's cores with
+the server (as it does with the echo service). Prints QPS, p50/p99, Recommend/echo, the server's
+memory (RSS summed over its processes, and PSS) and the load average next to each figure;
+asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import load_note  # noqa: E402
+from recsys_stream.broker import EmbeddedBroker, free_port  # noqa: E402
+from recsys_stream.contracts.ann_index import build_index  # noqa: E402
+from recsys_stream.contracts.confidence import ConfidenceSettings  # noqa: E402
+from recsys_stream.contracts.keys import make_key  # noqa: E402
+from recsys_stream.contracts.model_store import ModelStore  # noqa: E402
+from recsys_stream.contracts.pb import profiles_pb2  # noqa: E402
+from recsys_stream.kafka import ensure_topics, produce_all, producer  # noqa: E402
+from recsys_stream.stack import Stack, load, wait_until, write_config  # noqa: E402
+
+KEY = "bench-key"
+METHOD = "/recsys.v1.Recommender/Recommend"
+
+
+def _basis(k: int) -> np.ndarray:
+    """The rank-16 span that item and user factors share (ALS factors are far from full rank)."""
+    return np.random.default_rng(0).normal(size=(16, k)) / 4
+
+
+def build_model(store: ModelStore, n_items: int, k: int = 64) -> int:
+    rng = np.random.default_rng(2)
+    basis = _basis(k)
+    Y = (rng.normal(size=(n_items, 16)) @ basis * rng.gamma(2.0, 0.5, (n_items, 1))
+         ).astype(np.float32)
+    X = (rng.normal(size=(2000, 16)) @ basis).astype(np.float32)
+    t = time.perf_counter()
+    store.write("bench", "als", 1, item_ids=[f"i{j}" for j in range(n_items)], item_factors=Y,
+                user_ids=[f"b{j}" for j in range(2000)], user_factors=X,
+                popularity=rng.integers(1, 1000, n_items).astype(float),
+                manifest={"hyperparameters": {"regularization": 0.1},
+                          "confidence": ConfidenceSettings().to_dict()},
+                index_writer=lambda p: build_index(Y, p, X[:300]))
+    store.set_current("bench", "als", 1)
+    info = store.load("bench", "als", 1, verify=False).manifest["index"]
+    print(f"model: {n_items} items x {k}, index built in {time.perf_counter() - t:.1f}s, "
+          f"recall@10 {info['recall_at_10']} at ef={info['ef']} (exact={info['exact']})",
+          flush=True)
+    return 1
+
+
+def produce_profiles(cfg, n_users: int, n_items: int, k: int = 64) -> None:
+    basis = _basis(k)
+    rng = np.random.default_rng(1)
+    prod = producer(cfg, **{"linger.ms": 50, "batch.size": 1_000_000})
+    t = time.perf_counter()
+
+    def records():
+        for start in range(0, n_users, 10_000):
+            vecs = (rng.normal(size=(10_000, basis.shape[0])) @ basis).astype(np.float32)
+            seen = rng.integers(0, n_items, (10_000, 20))
+            for j in range(min(10_000, n_users - start)):
+                u = f"u{start + j}"
+                p = profiles_pb2.UserProfile(tenant="bench", user_id=u,
+                                             item_ids=[f"i{s}" for s in seen[j]],
+                                             confidences=[2.0] * 20)
+                p.vectors.add(algorithm="als", model_version=1, values=vecs[j].tolist())
+                yield make_key("bench", u), p.SerializeToString()
+    n = produce_all(prod, cfg.topics.profiles, records())
+    prod.flush(120)
+    print(f"profiles: {n} produced in {time.perf_counter() - t:.1f}s", flush=True)
+
+
+# -- load generation (own process) ---------------------------------------------------------
+def _load(address: str, method: str, seconds: float, concurrency: int, n_users: int,
+          rate: float, out) -> None:
+    """``concurrency`` calls in flight (or each paced to ``rate / concurrency`` per second)."""
+    import grpc
+
+    from recsys_stream.contracts.pb import recommender_pb2 as pb
+
+    async def main():
+        # one connection per caller: the kernel spreads connections (not calls) over the
+        # SO_REUSEPORT processes, and one shared connection would all land on one of them
+        channels = [grpc.aio.insecure_channel(address,
+                                              options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(concurrency)]
+        calls = [c.unary_unary(method, request_serializer=lambda b: b,
+                               response_deserializer=lambda b: b) for c in channels]
+        md = (("x-api-key", KEY),)
+        rng = np.random.default_rng(os.getpid())
+        payloads = [pb.RecommendRequest(user_id=f"u{u}", k=10).SerializeToString()
+                    for u in rng.integers(0, n_users, 5000)]
+        lat, errors = [], 0
+        deadline = time.perf_counter() + seconds
+        interval = concurrency / rate if rate else 0.0
+
+        async def worker(i):
+            nonlocal errors
+            n = i
+            next_t = time.perf_counter() + (i / rate if rate else 0.0)  # staggered starts
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                if interval:  # open loop: latency counts from the scheduled send time
+                    next_t += interval
+                    await asyncio.sleep(max(0.0, next_t - t0))
+                    t0 = next_t
+                try:
+                    await calls[i](payloads[n % len(payloads)], metadata=md, timeout=5)
+                    lat.append(time.perf_counter() - t0)
+                except grpc.RpcError:
+                    errors += 1
+                n += concurrency
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        for c in channels:
+            await c.close()
+        out.put((lat, errors))
+    asyncio.run(main())
+
+
+def run_load(address, method, seconds, concurrency, n_users, rate=0.0):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_load, args=(address, method, seconds, concurrency, n_users, rate, q))
+    p.start()
+    lat, errors = q.get()
+    p.join()
+    lat = np.array(lat)
+    return {"qps": len(lat) / seconds, "p50_ms": np.percentile(lat, 50) * 1e3 if len(lat) else 0,
+            "p99_ms": np.percentile(lat, 99) * 1e3 if len(lat) else 0, "errors": errors}
+
+
+# -- echo peer -----------------------------------------------------------------------------
+def _echo_server(port: int) -> None:
+    import grpc
+
+    async def main():
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+
+        async def echo(request, context):
+            return request
+        handler = grpc.method_handlers_generic_handler("recsys.v1.Recommender", {
+            "Recommend": grpc.unary_unary_rpc_method_handler(
+                echo, request_deserializer=lambda b: b, response_serializer=lambda b: b)})
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+    asyncio.run(main())
+
+
+def memory(pid: int) -> dict:
+    """RSS and PSS (shared pages split between their users) of a process and its children, MB."""
+    import psutil
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    rss, pss = [], []
+    for p in procs:
+        try:
+            info = p.memory_full_info()
+            rss.append(info.rss / 2**20)
+            pss.append(info.pss / 2**20)
+        except psutil.Error:
+            pass
+    return {"rss": sum(rss), "pss": sum(pss), "per_process": sorted(rss, reverse=True)}
+
+
+def wait_ready(stack: Stack, address: str, metrics: int, workers: int, n_users: int) -> None:
+    """Every worker's /healthz says its profiles are replayed, and a nearline answer comes back."""
+    import json
+    import urllib.request
+
+    def caught_up(port):
+        try:
+            body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
+                                                     timeout=1).read())
+            return body.get("status") == "ok" and body.get("profiles_caught_up")
+        except (OSError, ValueError):
+            return False
+    wait_until(lambda: all(caught_up(metrics + i) for i in range(workers)), 900, interval_s=1,
+               what="every server process", stack=stack)
+    from recsys_stream.serving.client import RecommenderClient
+    with RecommenderClient(address, KEY, timeout=10) as c:
+        wait_until(lambda: c.recommend(f"u{n_users - 1}", k=10).source == 1, 60,
+                   interval_s=1, what="a nearline answer", stack=stack)
+
+
+def echo_load(workers: int, seconds: float, concurrency: int) -> dict:
+    """The same load against ``workers`` echo processes sharing one port."""
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c",
+                               f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                               f"from benchmarks.serving import _echo_server; "
+                               f"_echo_server({port})"]) for _ in range(workers)]
+    try:
+        time.sleep(3)
+        address = f"127.0.0.1:{port}"
+        run_load(address, METHOD, 3, concurrency, 1000)
+        return run_load(address, METHOD, seconds, concurrency, 1000)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--concurrency", type=int, default=32)
+    args = ap.parse_args()
+    print(f"machine: {load_note()}; server --workers {args.workers}; "
+          f"load generator: 1 process, concurrency {args.concurrency}", flush=True)
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        wd = Path(tmp)
+        address = f"127.0.0.1:{free_port()}"
+        metrics = free_port()
+        path = write_config(wd / "c.toml", broker.bootstrap_servers, wd, address,
+                            keys={"bench": KEY}, metrics_ports=(0, 0, metrics))
+        cfg = load(path)
+        ensure_topics(cfg)
+        build_model(ModelStore(cfg.model_store), args.items)
+        produce_profiles(cfg, args.users, args.items)
+        stack = Stack(path, wd)
+        try:
+            t = time.perf_counter()
+            proc = stack.start("server", "serve", "--workers", str(args.workers))
+            wait_ready(stack, address, metrics, args.workers, args.users)
+            mem0 = memory(proc.pid)
+            print(f"server ready (model loaded, {args.users} profiles replayed in every process) "
+                  f"in {time.perf_counter() - t:.1f}s; RSS {mem0['rss']:.0f} MB", flush=True)
+            run_load(address, METHOD, 3, args.concurrency, args.users)
+            rec = run_load(address, METHOD, args.seconds, args.concurrency, args.users)
+            rec["load"] = load_note()
+            print(f"Recommend at full speed done ({rec['load']})", flush=True)
+            paced = run_load(address, METHOD, min(args.seconds, 15), args.concurrency,
+                             args.users, rate=1000)
+            paced["load"] = load_note()
+            mem = memory(proc.pid)
+        finally:
+            stack.stop_all()
+    echo = echo_load(args.workers, args.seconds, args.concurrency)
+    echo["load"] = load_note()
+    print(f"\nRecommend (k=10, nearline users, concurrency {args.concurrency}): "
+          f"{rec['qps']:.0f} QPS, p50 {rec['p50_ms']:.2f} ms, p99 {rec['p99_ms']:.2f} ms, "
+          f"errors {rec['errors']} [{rec['load']}]")
+    print(f"Recommend paced at 1k QPS (latency from the scheduled send): achieved "
+          f"{paced['qps']:.0f} QPS, p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms, "
+          f"errors {paced['errors']} [{paced['load']}]")
+    print(f"echo ({args.workers} processes, same load): {echo['qps']:.0f} QPS, p50 "
+          f"{echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms [{echo['load']}]")
+    print(f"Recommend / echo: {rec['qps'] / max(echo['qps'], 1):.2f}")
+    print(f"server memory ({args.workers} workers + supervisor, {args.users} profiles): RSS "
+          f"{mem['rss']:.0f} MB (per process {', '.join(f'{m:.0f}' for m in mem['per_process'])})"
+          f", PSS {mem['pss']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
