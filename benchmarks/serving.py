@@ -143,16 +143,42 @@ def _load(address: str, method: str, seconds: float, concurrency: int, n_users: 
     asyncio.run(main())
 
 
-def run_load(address, method, seconds, concurrency, n_users, rate=0.0):
+def run_load(address, method, seconds, concurrency, n_users, rate=0.0, server_pids=()):
+    """QPS, p50/p99 and errors of one load run, and the CPU the server spent per answer.
+
+    CPU time per request is the figure least bent by other load on a shared machine.
+    """
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_load, args=(address, method, seconds, concurrency, n_users, rate, q))
+    cpu0 = cpu_seconds(server_pids)
     p.start()
     lat, errors = q.get()
+    cpu = cpu_seconds(server_pids) - cpu0
     p.join()
     lat = np.array(lat)
     return {"qps": len(lat) / seconds, "p50_ms": np.percentile(lat, 50) * 1e3 if len(lat) else 0,
-            "p99_ms": np.percentile(lat, 99) * 1e3 if len(lat) else 0, "errors": errors}
+            "p99_ms": np.percentile(lat, 99) * 1e3 if len(lat) else 0, "errors": errors,
+            "cpu_us": cpu / max(len(lat) + errors, 1) * 1e6}
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds of the processes and their children so far."""
+    import psutil
+    total = 0.0
+    for pid in pids:
+        try:
+            procs = [psutil.Process(pid)]
+            procs += procs[0].children(recursive=True)
+        except psutil.Error:
+            continue
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    return total
 
 
 # -- echo peer -----------------------------------------------------------------------------
@@ -221,7 +247,8 @@ def echo_load(workers: int, seconds: float, concurrency: int) -> dict:
         time.sleep(3)
         address = f"127.0.0.1:{port}"
         run_load(address, METHOD, 3, concurrency, 1000)
-        return run_load(address, METHOD, seconds, concurrency, 1000)
+        return run_load(address, METHOD, seconds, concurrency, 1000,
+                        server_pids=[p.pid for p in procs])
     finally:
         for p in procs:
             p.terminate()
@@ -257,11 +284,12 @@ def main() -> None:
             print(f"server ready (model loaded, {args.users} profiles replayed in every process) "
                   f"in {time.perf_counter() - t:.1f}s; RSS {mem0['rss']:.0f} MB", flush=True)
             run_load(address, METHOD, 3, args.concurrency, args.users)
-            rec = run_load(address, METHOD, args.seconds, args.concurrency, args.users)
+            rec = run_load(address, METHOD, args.seconds, args.concurrency, args.users,
+                           server_pids=[proc.pid])
             rec["load"] = load_note()
             print(f"Recommend at full speed done ({rec['load']})", flush=True)
             paced = run_load(address, METHOD, min(args.seconds, 15), args.concurrency,
-                             args.users, rate=1000)
+                             args.users, rate=1000, server_pids=[proc.pid])
             paced["load"] = load_note()
             mem = memory(proc.pid)
         finally:
@@ -277,6 +305,8 @@ def main() -> None:
     print(f"echo ({args.workers} processes, same load): {echo['qps']:.0f} QPS, p50 "
           f"{echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms [{echo['load']}]")
     print(f"Recommend / echo: {rec['qps'] / max(echo['qps'], 1):.2f}")
+    print(f"server CPU per request: Recommend {rec['cpu_us']:.0f} us (paced run "
+          f"{paced['cpu_us']:.0f} us), echo {echo['cpu_us']:.0f} us")
     print(f"server memory ({args.workers} workers + supervisor, {args.users} profiles): RSS "
           f"{mem['rss']:.0f} MB (per process {', '.join(f'{m:.0f}' for m in mem['per_process'])})"
           f", PSS {mem['pss']:.0f} MB")
