@@ -89,33 +89,43 @@ def publish_model(cfg: Config, n_items: int, factors: int = 64, seed: int = 0) -
     store.set_current(TENANT, "als", 1)
 
 
-def zipf_records(n_events: int, n_users: int, n_items: int, zipf: float = 1.0, seed: int = 1,
-                 now_ms: int | None = None, distinct_first: bool = False
-                 ) -> Iterator[tuple[bytes, bytes, int]]:
-    """``(key, Interaction bytes, timestamp_ms)`` for events of Zipf-skewed users.
+def zipf_draws(n_events: int, n_users: int, n_items: int, zipf: float = 1.0, seed: int = 1,
+               distinct_first: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """User rows, item rows and event type names of ``n_events`` events.
 
     User ``u`` (rank ``u + 1``) is drawn with probability ``∝ 1 / (u + 1) ** zipf``; items follow
     the synthetic world's Zipf popularity. With ``distinct_first`` the first ``n_users`` events
-    visit every user once (so the state really holds ``n_users`` users). Timestamps are the
-    last hour, increasing, ending at ``now_ms``.
+    visit every user once (so the state really holds ``n_users`` users).
     """
     rng = np.random.default_rng(seed)
-    world = make_world(TENANT, n_items)
     w = 1.0 / np.arange(1, n_users + 1) ** zipf
     users = rng.choice(n_users, size=n_events, p=w / w.sum())
     if distinct_first:
         users[:min(n_users, n_events)] = rng.permutation(n_users)[:n_events]
-    items = rng.choice(n_items, size=n_events, p=world.popularity)
-    types = rng.choice(_TYPES, n_events)
+    items = rng.choice(n_items, size=n_events, p=make_world(TENANT, n_items).popularity)
+    return users, items, rng.choice(_TYPES, n_events)
+
+
+def encode_interaction(j: int, user: int, item_id: str, type_name: str, ts_ms: int
+                       ) -> tuple[bytes, bytes]:
+    """The record key and ``Interaction`` bytes of event ``j``."""
+    uid = f"u{user}"
+    msg = events_pb2.Interaction(event_id=f"e{j}", tenant=TENANT, user_id=uid, item_id=item_id,
+                                 type=_TYPE_CODE[type_name], timestamp_ms=ts_ms)
+    return make_key(TENANT, uid), msg.SerializeToString()
+
+
+def zipf_records(n_events: int, n_users: int, n_items: int, zipf: float = 1.0, seed: int = 1,
+                 now_ms: int | None = None, distinct_first: bool = False
+                 ) -> Iterator[tuple[bytes, bytes, int]]:
+    """``(key, Interaction bytes, timestamp_ms)`` of :func:`zipf_draws`'s events, with
+    timestamps increasing over the hour that ends at ``now_ms``."""
+    users, items, types = zipf_draws(n_events, n_users, n_items, zipf, seed, distinct_first)
+    ids = make_world(TENANT, n_items).item_ids
     now_ms = now_ms or int(time.time() * 1000)
     ts = now_ms - 3_600_000 + np.arange(n_events) * 3_600_000 // max(n_events, 1)
-    ids = world.item_ids
     for j in range(n_events):
-        uid = f"u{users[j]}"
-        msg = events_pb2.Interaction(event_id=f"e{j}", tenant=TENANT, user_id=uid,
-                                     item_id=ids[items[j]], type=_TYPE_CODE[types[j]],
-                                     timestamp_ms=int(ts[j]))
-        yield make_key(TENANT, uid), msg.SerializeToString(), int(ts[j])
+        yield (*encode_interaction(j, users[j], ids[items[j]], types[j], int(ts[j])), int(ts[j]))
 
 
 def preproduce(cfg: Config, records: Iterator[tuple[bytes, bytes, int]], total: int) -> int:
