@@ -89,14 +89,18 @@ class FoldInSolver:
         lengths = np.diff(indptr)
         out = np.empty((n_users, self.factors), dtype=np.float64)
         order = np.argsort(lengths, kind="stable")
-        start = 0
+        start, k = 0, self.factors
         while start < n_users:
-            L = int(lengths[order[start]])
-            # the chunk grows while the padded block of its longest member stays within budget
+            L = L0 = int(lengths[order[start]])
+            # The chunk grows while the padded block of its longest member stays within budget
+            # and padding stays small: its longest history is at most max(2, L0/8) longer than
+            # its shortest (a stream's lengths spread over 1..cap; padding every chunk to its
+            # budget made ~4x the useful work), and it stays on one side of the Woodbury bound.
             stop = start + 1
             while stop < n_users:
                 L_next = int(lengths[order[stop]])
-                if (stop - start + 1) * max(L_next, 1) * self.factors > _CHUNK_VALUES:
+                if ((stop - start + 1) * max(L_next, 1) * k > _CHUNK_VALUES
+                        or L_next > L0 + max(2, L0 // 8) or (2 * L_next <= k) != (2 * L0 <= k)):
                     break
                 L, stop = L_next, stop + 1
             users = order[start:stop]
