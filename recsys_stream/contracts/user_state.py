@@ -123,10 +123,10 @@ class UserHistory:
             recent_event_ids=self.recent_event_ids, event_count=self.event_count)
         if self.items:
             msg.item_ids.extend(self.items.keys())
-            vals = list(self.items.values())
-            msg.strengths.extend(v[0] for v in vals)
-            msg.item_last_seen_ms.extend(v[1] for v in vals)
-            msg.item_first_seen_ms.extend(v[2] for v in vals)
+            strengths, last_seen, first_seen = zip(*self.items.values())  # columns in one pass
+            msg.strengths.extend(strengths)
+            msg.item_last_seen_ms.extend(last_seen)
+            msg.item_first_seen_ms.extend(first_seen)
         return msg
 
     def encode(self) -> bytes:

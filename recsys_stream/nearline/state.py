@@ -47,12 +47,13 @@ class StateStore:
         v = self._db.get(_USER + key)
         return UserHistory.decode(v) if v is not None else None
 
-    def commit(self, states: dict[bytes, UserHistory],
+    def commit(self, states: dict[bytes, UserHistory | bytes],
                offsets: dict[tuple[str, int], int]) -> None:
-        """Write states and next input offsets atomically (one WriteBatch)."""
+        """Write states (or their ``encode()`` bytes) and next input offsets atomically (one
+        WriteBatch)."""
         wb = WriteBatch(raw_mode=True)
         for key, h in states.items():
-            wb.put(_USER + key, h.encode())
+            wb.put(_USER + key, h if isinstance(h, bytes) else h.encode())
         for (topic, partition), nxt in offsets.items():
             wb.put(_OFFSET + f"{topic}\x1f{partition}".encode(), str(nxt).encode())
         self._db.write(wb)

@@ -183,11 +183,10 @@ class Worker:
             if n:
                 EVENTS.labels(outcome).inc(n)
 
-        if touched:
-            self._publish(touched)
+        encoded = self._publish(touched) if touched else {}
         self.producer.flush()
         published = time.time() * 1000
-        self.store.commit(touched, offsets)
+        self.store.commit(encoded, offsets)  # the changelog's bytes: each state encoded once
         for (_, partition), nxt in offsets.items():
             self._produce(self.cfg.topics.state_changelog, offset_marker_key(partition),
                           str(nxt).encode(), partition)
@@ -205,8 +204,10 @@ class Worker:
         model = models.get("als") or next(iter(models.values()), None)
         return model.confidence if model is not None else self.cfg.tenants[tenant].confidence
 
-    def _publish(self, users: dict[bytes, UserHistory]) -> None:
+    def _publish(self, users: dict[bytes, UserHistory]) -> dict[bytes, bytes]:
+        """Fold in and publish every user's profile and state; returns each state's bytes."""
         now = int(time.time() * 1000)
+        encoded: dict[bytes, bytes] = {}
         by_tenant: dict[str, list[bytes]] = defaultdict(list)
         for key, h in users.items():
             by_tenant[h.tenant].append(key)
@@ -222,8 +223,9 @@ class Worker:
                     suppressed_item_ids=list(h.suppressed), last_event_ms=h.last_event_ms,
                     updated_ms=now, vectors=vectors.get(key, []))
                 self._produce(self.cfg.topics.profiles, key, profile.SerializeToString())
-                self._produce(self.cfg.topics.state_changelog, key, h.encode(),
-                              h.input_partition)
+                encoded[key] = state = h.encode()
+                self._produce(self.cfg.topics.state_changelog, key, state, h.input_partition)
+        return encoded
 
     def _fold_in(self, tenant: str, keys: list[bytes], users: dict[bytes, UserHistory],
                  settings: ConfidenceSettings, conf: dict[bytes, tuple[list[str], np.ndarray]]
