@@ -10,11 +10,11 @@ For each global time split T1 < T2:
    ``CURRENT``, announce on an embedded broker) on the events before T1, ALS only, with the
    tenant settings of ``config/movielens.toml``;
 2. the nearline worker (``run_worker`` on a thread: real RocksDB, real broker, its own fold-in;
-   ``worker.max_past_ms`` widened to 60 years for 1996 data) consumes every event before T2,
-   produced to ``interactions`` in time order, folding each user in against the T1 model
-   (users of [T1, T2) get their window's events; the others end where the batch model saw
-   them); their ``profiles`` are read back from the topic until every user's profile carries
-   the user's latest event time;
+   every partition assigned to it; ``worker.max_past_ms`` widened to 60 years for 1996 data)
+   consumes every event before T2, produced to ``interactions`` in time order, folding each
+   user in against the T1 model (users of [T1, T2) get their window's events; the others end
+   where the batch model saw them); their ``profiles`` are read back from the topic until
+   every user's profile carries the user's latest event time;
 3. the retrain: the same ALS, hyperparameters and seed on every event before T2.
 
 Users with events before and after T2 are tested on the items they first met after T2; items
@@ -72,7 +72,9 @@ def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
     cfg = cfg.replace(model_store=str(workdir / "models"),
                       kafka={"topic_prefix": f"fresh{n}-"},
                       worker={"state_dir": str(workdir / "state"),
-                              "max_past_ms": 60 * 365 * DAY_MS},  # MovieLens starts in 1996
+                              "max_past_ms": 60 * 365 * DAY_MS,  # MovieLens starts in 1996
+                              # one worker owns every partition: manual, no group join
+                              "partitions": tuple(range(cfg.kafka.interaction_partitions))},
                       trainer={"algorithms": ("als",)})
     ensure_topics(cfg)
     before_t1 = [e for e in events if e.timestamp_ms < t1]
