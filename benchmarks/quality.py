@@ -12,7 +12,7 @@ evaluated by ``recsys_stream.batch.evaluate`` (seen items excluded, all items ra
 - ``ours ALS`` / ``ours BPR``: the trainer's engines with the tenant's hyperparameters from
   ``config/movielens.toml`` (chosen on validation by ``benchmarks/tune_movielens.py``);
 - ``implicit ALS`` / ``implicit BPR``: ``implicit`` with its default settings except
-  ``factors`` (and a fixed seed), on the binary matrix ``p`` as its documentation feeds it;
+  ``factors`` (and a fixed seed), on the binary matrix ``p`` (1 per rated movie);
 - ``popularity``: train interactions per item.
 
 Prints one table (precision@10, recall@20, NDCG@10, MAP@10, coverage, popularity
