@@ -18,6 +18,7 @@ from recsys_stream.contracts.keys import SEP, make_key
 from recsys_stream.contracts.pb import events_pb2
 
 MAX_ID_BYTES = 256
+_SURELY_SHORT = MAX_ID_BYTES // 4  # characters that fit MAX_ID_BYTES in any UTF-8
 _TYPE_BY_NAME = {n: events_pb2.EventType.Value(n.upper()) for n in EVENT_TYPES}
 _NAME_BY_TYPE = {v: k for k, v in _TYPE_BY_NAME.items()}
 
@@ -106,11 +107,12 @@ def decode_event(key: bytes | None, value: bytes | None, tenants: Container[str]
     for name, v in (("tenant", tenant), ("user_id", user_id), ("item_id", item_id)):
         if not v:
             raise InvalidEvent("missing_field", f"{name} is missing or empty")
-        if len(v.encode()) > MAX_ID_BYTES:
+        # UTF-8 takes at most 4 bytes a character: short ids need no encoding to be measured
+        if len(v) > _SURELY_SHORT and len(v.encode()) > MAX_ID_BYTES:
             raise InvalidEvent("id_too_long", f"{name} is longer than {MAX_ID_BYTES} bytes")
         if SEP in v or not v.isprintable():
             raise InvalidEvent("bad_id", f"{name} contains control characters")
-    if len(event_id.encode()) > MAX_ID_BYTES:
+    if len(event_id) > _SURELY_SHORT and len(event_id.encode()) > MAX_ID_BYTES:
         raise InvalidEvent("id_too_long", f"event_id is longer than {MAX_ID_BYTES} bytes")
     if tname not in EVENT_TYPES:
         raise InvalidEvent("unknown_type", f"unknown event type {tname or '(unspecified)'!r}")
