@@ -10,9 +10,9 @@ each with a nearline vector of that model version and 20 seen items. The server 
 process: grpc.aio, ``--concurrency`` calls in flight on as many connections, random users, k=10;
 then the same generator paced at 1k QPS for latency; then the same load against a trivial
 grpc.aio echo service in N processes on one port. The generator shares the machine's cores with
-the server (as it does with the echo service). Prints QPS, p50/p99, Recommend/echo, the server's
-memory (RSS summed over its processes, and PSS) and the load average next to each figure;
-asserts nothing.
+the server (as it does with the echo service). Prints QPS, p50/p99, Recommend/echo, the
+server's CPU time per request (the figure least moved by other load), its memory (RSS summed
+over its processes, and PSS) and the load average next to each figure; asserts nothing.
 """
 
 from __future__ import annotations
@@ -307,7 +307,8 @@ def main() -> None:
     print(f"Recommend / echo: {rec['qps'] / max(echo['qps'], 1):.2f}")
     print(f"server CPU per request: Recommend {rec['cpu_us']:.0f} us (paced run "
           f"{paced['cpu_us']:.0f} us), echo {echo['cpu_us']:.0f} us")
-    print(f"server memory ({args.workers} workers + supervisor, {args.users} profiles): RSS "
+    print(f"server memory ({args.workers} worker(s){' + supervisor' if args.workers > 1 else ''}"
+          f", {args.users} profiles): RSS "
           f"{mem['rss']:.0f} MB (per process {', '.join(f'{m:.0f}' for m in mem['per_process'])})"
           f", PSS {mem['pss']:.0f} MB")
 
