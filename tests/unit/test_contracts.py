@@ -193,3 +193,35 @@ def test_index_ranks_like_exact_inner_product_on_low_rank_factors(tmp_path):
     assert len(set(rows.tolist()) & set(exact_top_k(X[:1], Y, 10)[0].tolist())) >= 8
     np.testing.assert_allclose(scores, Y[rows] @ X[0], rtol=1e-4)  # exact re-scored
     assert np.all(np.diff(scores) <= 1e-6)  # best first
+
+
+def test_index_space_is_chosen_by_measured_recall_and_deep_queries_leave_ef_alone(tmp_path):
+    rng = np.random.default_rng(11)
+    basis = rng.normal(size=(4, 16))
+    Y = (rng.normal(size=(3000, 4)) @ basis) * rng.gamma(2.0, 0.5, size=(3000, 1))
+    X = rng.normal(size=(200, 4)) @ basis
+    info = build_index(Y, tmp_path / "i.bin", X, recall_floor=0.9)
+    tried = info["spaces_tried"]
+    assert info["space"] in tried and tried[info["space"]]["recall_at_10"] >= 0.9
+    # the kept space reached the floor with the smallest ef of those that reached it
+    reached = {s: t["ef"] for s, t in tried.items() if t["recall_at_10"] >= 0.9}
+    assert info["ef"] == min(reached.values())
+    idx = ItemIndex.load(tmp_path / "i.bin", Y, info)
+    assert idx.space == info["space"]
+    rows, _ = idx.query(X[1], 300)  # deeper than the tuned ef
+    assert len(set(rows.tolist())) == 300
+    assert idx.index.ef == info["ef"], "a deep over-fetch must not slow every later query"
+    # an index written before the space was recorded loads as augmented L2
+    old = build_index(Y, tmp_path / "old.bin")
+    old.pop("space")
+    assert ItemIndex.load(tmp_path / "old.bin", Y, old).space == "l2-mips-augmented"
+
+
+def test_an_impossible_floor_means_exact_scoring(tmp_path):
+    rng = np.random.default_rng(2)
+    Y, X = rng.normal(size=(500, 8)), rng.normal(size=(50, 8))
+    info = build_index(Y, tmp_path / "i.bin", X, recall_floor=1.01)
+    assert info["exact"] and set(info["spaces_tried"]) == {"ip", "l2-mips-augmented"}
+    idx = ItemIndex.load(tmp_path / "i.bin", Y, info)
+    rows, scores = idx.query(X[0], 10)
+    assert set(rows.tolist()) == set(exact_top_k(X[:1], Y, 10)[0].tolist())
