@@ -127,6 +127,8 @@ def build_app(config_path: str, n_events: int, out_path: str) -> faust.App:
                 await sink.send(key=key, value=p.SerializeToString())
                 table[key] = h.encode()
             done["events"] += len(events)
+            if done["events"] // 50_000 != (done["events"] - len(events)) // 50_000:
+                Path(out_path + ".progress").write_text(str(done["events"]))
             if done["first"] is None:
                 done["first"] = time.time() - T_START
             if done["events"] >= n_events:

@@ -67,8 +67,12 @@ def time_faust(dep, n: int, timeout_s: float) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks._faust_peer",
                              str(dep.config_path), str(n), str(out)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))
+    progress, last_log = Path(f"{out}.progress"), time.time()
     try:
         while not out.exists():  # the peer writes its result when it is done
+            if time.time() - last_log > 10 and progress.exists():
+                log(f"faust agent: {progress.read_text()}/{n} applied ({load_note()})")
+                last_log = time.time()
             if proc.poll() is not None:
                 raise RuntimeError(f"faust peer exited: {log_path.read_text()[-3000:]}")
             if time.time() - t0 > timeout_s:
