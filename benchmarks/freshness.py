@@ -29,6 +29,7 @@ from benchmarks._common import TENANT, deployment, encode_interaction, load_note
     publish_model, start_worker, zipf_draws  # noqa: E402
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 
 from recsys_stream.contracts.pb import profiles_pb2  # noqa: E402
 from recsys_stream.kafka import TopicTail, producer  # noqa: E402
@@ -120,16 +121,19 @@ def main() -> None:
     item_ids = make_world(TENANT, args.items).item_ids
     with deployment() as dep:
         publish_model(dep.cfg, args.items, args.factors)
-        start_worker(dep)
+        worker = psutil.Process(start_worker(dep).pid)
         tail = ProfileTail(dep.cfg)
         # warm-up: one event through the whole path, so the worker is assigned and folding in
         warm = paced_produce(dep.cfg, 100, 0.1, users, items, types, item_ids, first_id=n)
         wait_until(lambda: tail.latest(warm[-1][0]) >= warm[-1][1], 120, what="the worker",
                    stack=dep.stack)
+        cpu0, t0 = sum(worker.cpu_times()[:2]), time.time()
         sent = paced_produce(dep.cfg, args.rate, args.seconds, users, items, types, item_ids)
         last = {k: ts for k, ts in sent}
         wait_until(lambda: all(tail.latest(k) >= ts for k, ts in last.items()), 120,
                    interval_s=0.5, what="every event's profile", stack=dep.stack)
+        busy = (sum(worker.cpu_times()[:2]) - cpu0) / (time.time() - t0)
+        log(f"worker CPU while paced: {busy:.0%} of one core ({load_note()})")
         tail.tail.stop()
     pub, got = freshness(sent, tail.seen, skip_ms=1000)
     for name, lat in (("profile record timestamp", pub), ("tail receipt", got)):
