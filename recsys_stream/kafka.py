@@ -91,11 +91,16 @@ class TopicTail:
     backfill : int, optional
         Start each partition this many records before its end instead of at its beginning
         (for streams whose old records do not matter, like trending counts).
+    after_poll : callable, optional
+        Called on the tail's thread after each poll's records were handled (and after a poll
+        that returned none, at least every 0.1 s): lets a handler batch its writes per poll.
     """
 
     def __init__(self, cfg: Config, handlers: dict[str, Callable[[Message], None]],
-                 name: str = "tail", backfill: int | None = None) -> None:
+                 name: str = "tail", backfill: int | None = None,
+                 after_poll: Callable[[], None] | None = None) -> None:
         self.cfg, self.handlers, self.name, self.backfill = cfg, handlers, name, backfill
+        self.after_poll = after_poll
         self._consumer = consumer(cfg, group_id=f"{name}-tail-unused")
         self._stop = threading.Event()
         self._caught_up = threading.Event()
@@ -143,6 +148,11 @@ class TopicTail:
                     del self._targets[tp]
                     if not self._targets:
                         self._caught_up.set()
+            if self.after_poll is not None:
+                try:
+                    self.after_poll()
+                except Exception:
+                    log.exception("%s tail: after_poll failed", self.name)
 
     def stop(self) -> None:
         self._stop.set()
