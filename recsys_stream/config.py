@@ -98,6 +98,7 @@ class ServerConfig:
     max_id_bytes: int = 256           # longest user / item id
     trending_half_life_s: float = 3600.0  # an interaction this old counts half in trending
     trending_backfill: int = 50_000   # interactions per partition replayed into trending at start
+    profile_dir: str = "var/server-profiles"  # RocksDB of the profiles, rebuilt at start
 
 
 @dataclass(frozen=True)

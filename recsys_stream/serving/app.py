@@ -18,6 +18,7 @@ from recsys_stream.follow import ModelFollower
 from recsys_stream.kafka import ensure_topics
 from recsys_stream.observability import serve_metrics
 from recsys_stream.serving.metrics import MODEL_CREATED, MODEL_VERSION, REJECTIONS, SWAPS
+from recsys_stream.serving.profile_store import ProfileWriter, readers_dir
 from recsys_stream.serving.read_models import ReadModels
 from recsys_stream.serving.service import RecommenderService
 from recsys_stream.serving.snapshots import TenantSnapshot
@@ -38,13 +39,17 @@ def _rejected(tenant: str, algorithm: str, version: int, error: Exception) -> No
 
 
 class Server:
-    """The gRPC server with its read models and model follower; ``port`` once started."""
+    """The gRPC server with its read models and model follower; ``port`` once started.
 
-    def __init__(self, cfg: Config) -> None:
+    ``profiles_secondary``: read the profile store written by the pool's supervisor, as a
+    RocksDB secondary keeping its files in this directory (default: write it in-process).
+    """
+
+    def __init__(self, cfg: Config, profiles_secondary: str | None = None) -> None:
         self.cfg = cfg
         self.models = ModelFollower(cfg, TenantSnapshot.from_artifacts, "server",
                                     on_swap=_swapped, on_reject=_rejected)
-        self.read = ReadModels(cfg)
+        self.read = ReadModels(cfg, profiles_secondary)
         self.trending = Trending(cfg)
         self.health = health.aio.HealthServicer()
         # SO_REUSEPORT: `serve --workers N` runs N such servers on one port, the kernel spreads
@@ -92,16 +97,13 @@ class Server:
         self.trending.stop()
 
 
-def build_server(cfg: Config) -> Server:
-    return Server(cfg)
-
-
-def run_server(cfg: Config, stop: threading.Event | None = None) -> None:
+def run_server(cfg: Config, stop: threading.Event | None = None,
+               profiles_secondary: str | None = None) -> None:
     """Serve until ``stop`` is set (or SIGTERM / SIGINT in the main thread)."""
     stop = stop or threading.Event()
 
     async def main() -> None:
-        server = build_server(cfg)
+        server = Server(cfg, profiles_secondary)
         http = serve_metrics(cfg.server.metrics_port, server.health_view)
         await server.start()
         loop = asyncio.get_running_loop()
@@ -121,8 +123,10 @@ def run_server(cfg: Config, stop: threading.Event | None = None) -> None:
 def run_server_pool(cfg: Config, workers: int) -> None:
     """``workers`` server processes on one port; worker i exposes metrics on ``metrics_port + i``.
 
-    The parent only supervises: SIGTERM / SIGINT stop every worker; a worker that dies stops
-    the pool (its supervisor restarts the whole service).
+    The parent owns the profile store: it tails ``profiles`` into ``server.profile_dir``, which
+    the workers read as RocksDB secondaries (one copy of the profiles per host, not one per
+    process). Otherwise it only supervises: SIGTERM / SIGINT stop every worker; a worker that
+    dies stops the pool (its supervisor restarts the whole service).
     """
     import multiprocessing as mp
     import os
@@ -130,11 +134,15 @@ def run_server_pool(cfg: Config, workers: int) -> None:
     if workers <= 1:
         run_server(cfg)
         return
+    ensure_topics(cfg)
+    store = ProfileWriter(cfg).start()  # before the workers: a secondary needs the primary
     ctx = mp.get_context("spawn")
     procs = []
     for i in range(workers):
         port = cfg.server.metrics_port + i if cfg.server.metrics_port else 0
-        p = ctx.Process(target=_pool_worker, args=(cfg.replace(server={"metrics_port": port}),),
+        p = ctx.Process(target=_pool_worker,
+                        args=(cfg.replace(server={"metrics_port": port}),
+                              str(readers_dir(cfg) / f"server-{i}")),
                         name=f"server-{i}", daemon=False)
         p.start()
         procs.append(p)
@@ -152,9 +160,10 @@ def run_server_pool(cfg: Config, workers: int) -> None:
             os.kill(p.pid, signal.SIGTERM)
     for p in procs:
         p.join(15)
+    store.stop()
 
 
-def _pool_worker(cfg: Config) -> None:
+def _pool_worker(cfg: Config, profiles_secondary: str) -> None:
     from recsys_stream.observability import setup_logging
     setup_logging("serve")
-    run_server(cfg)
+    run_server(cfg, profiles_secondary=profiles_secondary)

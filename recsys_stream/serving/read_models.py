@@ -1,43 +1,66 @@
-"""The server's read models, kept from compacted topics: user profiles and catalog bans.
+"""The server's read models: user profiles (from the shared RocksDB store) and catalog bans.
 
-Profiles are kept as their serialized bytes (parsed per request, ~2 us) because a million
-parsed protobuf objects would cost several times the memory. They are keyed by the record's own
-key bytes (``tenant \x1f user``): one small object per profile instead of a tuple of two strings
-(measured: ~680 instead of ~820 bytes per profile with a 520-byte payload).
+Profiles live in ``profile_store``: in a ``serve --workers N`` pool the supervisor writes the
+store and each server process reads it as a RocksDB secondary (``secondary_dir``); a single
+server writes and reads its own store in-process. Either way there is one code path for reads,
+and the profiles cost page cache shared by the processes instead of heap in each. They are kept
+serialized and parsed per request (~2 us). Catalog bans are few: each process keeps its own.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 from recsys_stream.config import Config
 from recsys_stream.contracts.keys import make_key, split_key
 from recsys_stream.contracts.pb import events_pb2, profiles_pb2
 from recsys_stream.kafka import TopicTail
+from recsys_stream.serving.profile_store import ProfileReader, ProfileWriter
 
 _UNSERVABLE = (events_pb2.BANNED, events_pb2.REMOVED)
 
 
 class ReadModels:
-    """Latest profile per user and banned/removed items per tenant."""
+    """Latest profile per user and banned/removed items per tenant.
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self._profiles: dict[bytes, bytes] = {}
+    Parameters
+    ----------
+    cfg : Config
+    secondary_dir : str or Path, optional
+        Read the store of ``server.profile_dir``, written by another process, as a secondary
+        keeping its own files here; by default this process writes the store itself.
+    """
+
+    def __init__(self, cfg: Config, secondary_dir: str | Path | None = None) -> None:
+        self.cfg, self.secondary_dir = cfg, secondary_dir
+        self._writer = None if secondary_dir is not None else ProfileWriter(cfg)
+        self._profiles: ProfileReader | None = None
         self._banned: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()  # writers only; a reader's dict lookup is atomic
-        self._tail = TopicTail(cfg, {cfg.topics.profiles: self._on_profile,
-                                     cfg.topics.catalog: self._on_catalog}, name="server-read")
+        self._tail = TopicTail(cfg, {cfg.topics.catalog: self._on_catalog}, name="server-read")
 
     def start(self) -> ReadModels:
+        if self._writer is None:
+            self._profiles = ProfileReader(self.cfg.server.profile_dir, self.secondary_dir)
+        else:
+            self._profiles = ProfileReader(self.cfg.server.profile_dir,
+                                           db=self._writer.start().db)
         self._tail.start()
         return self
 
     def wait_caught_up(self, timeout_s: float) -> bool:
-        return self._tail.wait_caught_up(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        return self._profiles is not None and self._profiles.wait_caught_up(timeout_s) \
+            and self._tail.wait_caught_up(max(0.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
         self._tail.stop()
+        if self._profiles is not None:
+            self._profiles.close()
+        if self._writer is not None:
+            self._writer.stop()
 
     def profile(self, tenant: str, user_id: str) -> profiles_pb2.UserProfile | None:
         raw = self._profiles.get(make_key(tenant, user_id))
@@ -45,13 +68,6 @@ class ReadModels:
 
     def banned(self, tenant: str) -> frozenset[str]:
         return self._banned.get(tenant, frozenset())
-
-    def _on_profile(self, msg) -> None:
-        key, value = msg.key(), msg.value()
-        if value is None:  # tombstone
-            self._profiles.pop(key, None)
-        else:
-            self._profiles[key] = value
 
     def _on_catalog(self, msg) -> None:
         item = events_pb2.CatalogItem.FromString(msg.value() or b"")

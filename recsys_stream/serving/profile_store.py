@@ -1,0 +1,148 @@
+"""User profiles kept once per host in RocksDB, shared by the server processes.
+
+One process owns the store (``ProfileWriter``): it tails the compacted ``profiles`` topic into a
+RocksDB *primary*, one ``WriteBatch`` per poll, tombstones as deletes. The directory is rebuilt
+from the topic at every start (the topic is the source of truth, and a wiped store can never
+serve a profile the topic no longer has). Readers (``ProfileReader``) are the other server
+processes, each a RocksDB *secondary* that catches up with the primary's manifest and WAL every
+``CATCH_UP_S``, or, in a single-process server, the primary itself. The OS page cache holds the
+files once for every process; each keeps only a small block cache, so the profiles no longer
+cost ~700 B of heap per user per process.
+
+Caught up: once the tail has replayed every record that existed at its start, the writer puts
+``MARKER`` after that data; a reader is caught up once it sees the marker.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+from rocksdict import AccessType, BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, \
+    WriteBatch
+
+from recsys_stream.config import Config
+from recsys_stream.kafka import TopicTail
+
+log = logging.getLogger(__name__)
+
+# No tenant name starts with NUL, so this key never collides with a `tenant \x1f user` key.
+MARKER = b"\x00profiles-caught-up"
+CATCH_UP_S = 0.05       # a secondary's WAL-tailing interval: bounds the added staleness
+BLOCK_CACHE_MB = 32     # per process; the page cache, shared, holds the rest
+
+
+def _options(cache_mb: int) -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(cache_mb << 20))  # LRU
+    table.set_bloom_filter(10, False)  # users without a profile are common: skip their reads
+    opts.set_block_based_table_factory(table)
+    # serialized float vectors barely compress; decompressing would cost every read
+    opts.set_compression_type(DBCompressionType.none())
+    # a secondary replays the unflushed WAL into its own memtable: keep that part small
+    opts.set_write_buffer_size(16 << 20)
+    # a secondary must keep every file open: the primary's compactions delete the files it reads
+    opts.set_max_open_files(-1)
+    return opts
+
+
+def readers_dir(cfg: Config) -> Path:
+    """Where the secondaries keep their own (log) directories, next to the store."""
+    return Path(f"{cfg.server.profile_dir}.readers")
+
+
+class ProfileWriter:
+    """Owner of the store: rebuilds ``server.profile_dir`` from ``profiles`` and follows it."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.path = Path(cfg.server.profile_dir)
+        self.db: Rdict | None = None
+        self._batch = WriteBatch(raw_mode=True)
+        self._marked = False
+        self._readers = readers_dir(cfg)
+        self._tail = TopicTail(cfg, {cfg.topics.profiles: self._on_profile}, name="profiles",
+                               after_poll=self._write)
+
+    def start(self) -> ProfileWriter:
+        """Wipe and reopen the store, then start the tail.
+
+        Raises
+        ------
+        RuntimeError
+            When another live server owns the directory (it holds RocksDB's lock).
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            try:
+                Rdict.destroy(str(self.path))  # refuses while another process holds the lock
+            except Exception as e:
+                raise RuntimeError(f"server.profile_dir {self.path} is in use by another "
+                                   f"server (each server needs its own): {e}") from e
+        shutil.rmtree(self._readers, ignore_errors=True)
+        self.db = Rdict(str(self.path), options=_options(8))  # it only writes: a token cache
+        self._tail.start()
+        return self
+
+    def stop(self) -> None:
+        self._tail.stop()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def _on_profile(self, msg) -> None:
+        value = msg.value()
+        if value is None:  # tombstone
+            self._batch.delete(msg.key())
+        else:
+            self._batch.put(msg.key(), value)
+
+    def _write(self) -> None:
+        if len(self._batch):
+            self.db.write(self._batch)
+            self._batch = WriteBatch(raw_mode=True)
+        if not self._marked and self._tail.wait_caught_up(0):
+            self.db.put(MARKER, b"1")  # after the replayed data: a reader seeing it has all of it
+            self._marked = True
+
+
+class ProfileReader:
+    """Profiles by key, from a secondary of the store (``secondary_dir``) or from ``db`` itself."""
+
+    def __init__(self, path: str | Path, secondary_dir: str | Path | None = None,
+                 db: Rdict | None = None) -> None:
+        if db is None:
+            Path(secondary_dir).mkdir(parents=True, exist_ok=True)
+            db = Rdict(str(path), options=_options(BLOCK_CACHE_MB),
+                       access_type=AccessType.secondary(str(secondary_dir)))
+        self.db, self._secondary = db, secondary_dir is not None
+        self._caught_up = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="profiles-catch-up", daemon=True)
+        self._thread.start()
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def wait_caught_up(self, timeout_s: float | None = None) -> bool:
+        return self._caught_up.wait(timeout_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self._secondary:
+            self.db.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._secondary:
+                    self.db.try_catch_up_with_primary()
+                if not self._caught_up.is_set() and self.db.get(MARKER) is not None:
+                    self._caught_up.set()
+            except Exception:  # a failed catch-up leaves the previous view: retry next round
+                log.exception("profiles: catching up with the primary failed")
+            self._stop.wait(CATCH_UP_S)
