@@ -237,7 +237,7 @@ def _summary(evaluated: int, test_users: int) -> None:
     evaluated_models = sum(v for k, v in STAGES.items() if k.endswith("evaluated model"))
     print(f"\npublished path (train published ALS + BPR, index, write, verify, publish, swap): "
           f"{published:.0f} s")
-    sampled = sum(v for k, v in STAGES.items() if k.startswith("evaluate"))
+    sampled = sum(v for k, v in STAGES.items() if k.endswith("(sample)"))
     rest = published + evaluated_models
     print(f"evaluated models: {evaluated_models:.0f} s; evaluation on {evaluated} sampled "
           f"users (trainer.eval_max_users) {sampled:.0f} s; on all {test_users} test users it "
