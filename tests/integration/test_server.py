@@ -253,7 +253,22 @@ def test_worker_pool_shares_one_port(cfg, tmp_path):
         assert len(counts) == 2
         health = [json.loads(urllib.request.urlopen(f"http://127.0.0.1:{p}/healthz").read())
                   for p in (base, base + 1)]
-        assert all(h["models"]["acme"]["als"] == v for h in health)
+        assert all(h["models"]["acme"]["als"] == v and h["profiles_caught_up"] for h in health)
+        # a profile published now reaches the processes through the supervisor's shared store
+        profile = profiles_pb2.UserProfile(tenant="acme", user_id="fresh")
+        profile.vectors.add(algorithm="als", model_version=v, values=[1, 0, 0, 0, 0, 0])
+        prod = producer(cfg)
+        prod.produce(cfg.topics.profiles, key=make_key("acme", "fresh"),
+                     value=profile.SerializeToString())
+        assert prod.flush(10) == 0
+
+        def nearline_everywhere():
+            for _ in range(20):
+                with RecommenderClient(address, KEYS["acme"], timeout=2) as c:
+                    if c.recommend("fresh", k=3).source != pb.NEARLINE:
+                        return False
+            return True
+        wait_until(nearline_everywhere, 15, what="the new profile in both processes", stack=stack)
     finally:
         assert stack.stop("pool") is not None
 
