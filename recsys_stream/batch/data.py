@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from recsys_stream.config import Config
 from recsys_stream.contracts.confidence import EVENT_TYPES, SUPPRESSING_TYPES, \
@@ -39,7 +37,7 @@ from recsys_stream.contracts.confidence import EVENT_TYPES, SUPPRESSING_TYPES, \
 from recsys_stream.contracts.events import Event
 from recsys_stream.contracts.keys import is_offset_marker, split_key
 from recsys_stream.contracts.user_state import UserHistory
-from recsys_stream.kafka import consumer, partitions_of
+from recsys_stream.kafka import read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +204,10 @@ def from_histories(tenant: str, histories: dict[str, UserHistory],
 def read_changelog(cfg: Config, timeout_s: float = 60.0) -> dict[str, dict[str, UserHistory]]:
     """The latest state of every user on the changelog, by tenant.
 
-    Every non-empty partition (by the watermarks at the start) is assigned manually from its
-    beginning and read to its end, as signalled by the client's partition-EOF event. (Stopping
-    at the high watermark's offset instead is not safe on every broker: the embedded tansu
-    broker reports the base offset of the last record batch + 1.) The topic is compacted: the
-    last value per key wins, and a tombstone deletes the user.
+    Every non-empty partition is read from its beginning to its end (``kafka.read_to_end``,
+    which stops at the partition-EOF event, not at tansu's unreliable high watermark). The
+    topic is compacted: the last value per key wins, a tombstone deletes the user, and the
+    worker's offset markers are not users.
 
     Raises
     ------
@@ -218,32 +215,10 @@ def read_changelog(cfg: Config, timeout_s: float = 60.0) -> dict[str, dict[str, 
         When the end of every partition is not reached within ``timeout_s``.
     """
     topic = cfg.topics.state_changelog
-    cons = consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}trainer-read",
-                    **{"enable.partition.eof": True})
     latest: dict[bytes, bytes | None] = {}
-    try:
-        pending = set()
-        for p in partitions_of(cfg, topic):
-            low, high = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > max(low, 0):
-                pending.add(p)
-        if pending:
-            cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} took over {timeout_s}s "
-                                   f"(partitions left: {sorted(pending)})")
-            for m in cons.consume(10_000, timeout=0.5):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                    continue
-                if m.key() is not None and not is_offset_marker(m.key()):
-                    latest[m.key()] = m.value()  # compacted: the last value per key wins
-    finally:
-        cons.close()
+    for m in read_to_end(cfg, topic, timeout_s=timeout_s):
+        if m.key() is not None and not is_offset_marker(m.key()):
+            latest[m.key()] = m.value()  # compacted: the last value per key wins
     out: dict[str, dict[str, UserHistory]] = defaultdict(dict)
     bad = 0
     for key, value in latest.items():

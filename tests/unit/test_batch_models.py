@@ -9,8 +9,7 @@ import scipy.sparse as sp
 from recsys_stream.batch import app
 from recsys_stream.batch.algorithms import TRAINERS, Factors, train_als, train_bpr
 from recsys_stream.batch.data import Matrix, build_matrix, from_events
-from recsys_stream.batch.evaluate import METRIC_KEYS, evaluate, factor_scorer, \
-    popularity_scorer
+from recsys_stream.batch.evaluate import METRIC_KEYS, evaluate
 from recsys_stream.batch.gates import check
 from recsys_stream.batch.metrics import REJECTED
 from recsys_stream.config import BprConfig, TrainerConfig
