@@ -6,7 +6,8 @@
 Setup: the embedded broker; one tenant with a model of ``--items`` items and f=64 (low-rank
 factors, as ALS produces, with an hnswlib index); ``--users`` user profiles on the profiles topic,
 each with a nearline vector of that model version and 20 seen items. The server runs as
-``recsys-stream serve --workers N`` (SO_REUSEPORT processes). The load generator is one more
+``recsys-stream serve --workers N`` (SO_REUSEPORT processes; the supervisor writes the profiles
+into the RocksDB store the processes read as secondaries). The load generator is one more
 process: grpc.aio, ``--concurrency`` calls in flight on as many connections, random users, k=10;
 then the same generator paced at 1k QPS for latency; then the same load against a trivial
 grpc.aio echo service in N processes on one port. The generator shares the machine's cores with
@@ -151,21 +152,23 @@ def run_load(address, method, seconds, concurrency, n_users, rate=0.0, server_pi
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_load, args=(address, method, seconds, concurrency, n_users, rate, q))
-    cpu0 = cpu_seconds(server_pids)
+    cpu0 = cpu_by_process(server_pids)
     p.start()
     lat, errors = q.get()
-    cpu = cpu_seconds(server_pids) - cpu0
+    cpu_each = {name: t - cpu0.get(name, 0.0) for name, t in cpu_by_process(server_pids).items()}
+    cpu = sum(cpu_each.values())
     p.join()
     lat = np.array(lat)
     return {"qps": len(lat) / seconds, "p50_ms": np.percentile(lat, 50) * 1e3 if len(lat) else 0,
             "p99_ms": np.percentile(lat, 99) * 1e3 if len(lat) else 0, "errors": errors,
-            "cpu_us": cpu / max(len(lat) + errors, 1) * 1e6}
+            "cpu_us": cpu / max(len(lat) + errors, 1) * 1e6,
+            "cpu_share": {name: t / seconds for name, t in sorted(cpu_each.items())}}
 
 
-def cpu_seconds(pids) -> float:
-    """User + system CPU seconds of the processes and their children so far."""
+def cpu_by_process(pids) -> dict[str, float]:
+    """User + system CPU seconds so far of the processes and their children, by pid."""
     import psutil
-    total = 0.0
+    out = {}
     for pid in pids:
         try:
             procs = [psutil.Process(pid)]
@@ -175,10 +178,10 @@ def cpu_seconds(pids) -> float:
         for proc in procs:
             try:
                 t = proc.cpu_times()
-                total += t.user + t.system
+                out[f"{proc.pid}{'*' if proc.pid == pid else ''}"] = t.user + t.system
             except psutil.Error:
                 pass
-    return total
+    return out
 
 
 # -- echo peer -----------------------------------------------------------------------------
@@ -281,7 +284,8 @@ def main() -> None:
             proc = stack.start("server", "serve", "--workers", str(args.workers))
             wait_ready(stack, address, metrics, args.workers, args.users)
             mem0 = memory(proc.pid)
-            print(f"server ready (model loaded, {args.users} profiles replayed in every process) "
+            print(f"server ready (model loaded, {args.users} profiles in the store, every "
+                  f"process caught up) "
                   f"in {time.perf_counter() - t:.1f}s; RSS {mem0['rss']:.0f} MB", flush=True)
             run_load(address, METHOD, 3, args.concurrency, args.users)
             rec = run_load(address, METHOD, args.seconds, args.concurrency, args.users,
@@ -292,6 +296,8 @@ def main() -> None:
                              args.users, rate=1000, server_pids=[proc.pid])
             paced["load"] = load_note()
             mem = memory(proc.pid)
+            store_mb = sum(f.stat().st_size for f in (wd / "server-profiles").rglob("*")
+                           if f.is_file()) / 2**20
         finally:
             stack.stop_all()
     echo = echo_load(args.workers, args.seconds, args.concurrency)
@@ -306,11 +312,14 @@ def main() -> None:
           f"{echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms [{echo['load']}]")
     print(f"Recommend / echo: {rec['qps'] / max(echo['qps'], 1):.2f}")
     print(f"server CPU per request: Recommend {rec['cpu_us']:.0f} us (paced run "
-          f"{paced['cpu_us']:.0f} us), echo {echo['cpu_us']:.0f} us")
+          f"{paced['cpu_us']:.0f} us), echo {echo['cpu_us']:.0f} us; cores busy at full speed "
+          f"by server process (* = the one started): "
+          f"{', '.join(f'{k} {v:.2f}' for k, v in rec['cpu_share'].items())}")
     print(f"server memory ({args.workers} worker(s){' + supervisor' if args.workers > 1 else ''}"
           f", {args.users} profiles): RSS "
           f"{mem['rss']:.0f} MB (per process {', '.join(f'{m:.0f}' for m in mem['per_process'])})"
-          f", PSS {mem['pss']:.0f} MB")
+          f", PSS {mem['pss']:.0f} MB; profile store {store_mb:.0f} MB of files (page cache, "
+          f"shared by the processes, counted in neither)")
 
 
 if __name__ == "__main__":
