@@ -130,7 +130,9 @@ class TopicTail:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                msgs = self._consumer.consume(1000, timeout=0.1)
+                # consume() waits its whole timeout unless 1000 records are queued: keep it
+                # short, it is the read model's delay behind the topic
+                msgs = self._consumer.consume(1000, timeout=0.02)
             except KafkaException as e:  # broker hiccup: keep following
                 log.warning("%s tail: %s", self.name, e)
                 time.sleep(0.5)
