@@ -50,7 +50,7 @@ class TenantConfig:
     weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))  # event type -> weight
     half_life_days: float = 30.0   # recency half-life of an event's strength
     alpha: float = 2.0             # c = 1 + alpha * log1p(strength)
-    history_cap: int = 500         # items kept per user (strongest first)
+    history_cap: int = 500         # items kept per user (strongest first); trimmed once 10 % over
     als: AlsConfig = field(default_factory=AlsConfig)  # ALS hyperparameters
     bpr: BprConfig = field(default_factory=BprConfig)  # BPR hyperparameters
 

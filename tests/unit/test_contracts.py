@@ -15,7 +15,7 @@ from recsys_stream.contracts.confidence import ConfidenceSettings
 from recsys_stream.contracts.foldin import FoldInSolver
 from recsys_stream.contracts.keys import make_key, split_key
 from recsys_stream.contracts.model_store import ModelStore, ModelVerificationError, load_uri
-from recsys_stream.contracts.user_state import UserHistory
+from recsys_stream.contracts.user_state import UserHistory, cap_slack
 
 DAY = 86_400_000
 
@@ -71,9 +71,11 @@ def test_user_history_dedup_suppression_cap_and_encoding():
     assert "a" not in h.items and "a" in h.suppressed
     h.apply("e4", "a", "view", None, 4 * DAY, s, 3)  # hidden stays hidden
     assert "a" not in h.items
-    for i in range(5):
+    for i in range(4):  # b + 4 new items = 5 > 3 + slack 1: trimmed to the 3 strongest
         h.apply(f"f{i}", f"x{i}", "click", None, (5 + i) * DAY, s, 3)
-    assert len(h.items) == 3
+    assert list(h.items) == ["b", "x3", "x2"]  # purchase > recent click > older click
+    h.apply("f4", "x4", "click", None, 9 * DAY, s, 3)
+    assert len(h.items) == 4 == 3 + cap_slack(3)  # within the slack: not sorted again
     back = UserHistory.decode(h.encode())
     assert back == h
 
