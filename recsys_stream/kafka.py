@@ -93,7 +93,7 @@ class TopicTail:
         (for streams whose old records do not matter, like trending counts).
     after_poll : callable, optional
         Called on the tail's thread after each poll's records were handled (and after a poll
-        that returned none, at least every 0.1 s): lets a handler batch its writes per poll.
+        that returned none, at least every 0.02 s): lets a handler batch its writes per poll.
     """
 
     def __init__(self, cfg: Config, handlers: dict[str, Callable[[Message], None]],
