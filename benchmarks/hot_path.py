@@ -1,7 +1,7 @@
 """The worker's hot path alone (``Worker.process``), without a broker: CPU rate and output digest.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/hot_path.py [--events 100000]
-        [--users 10000] [--items 50000] [--factors 64]
+        [--users 10000] [--items 50000] [--factors 64] [--batch <config's>]
 
 ``Worker.process`` runs over in-memory records (the ingest benchmark's Zipf events) with a real
 RocksDB state store, a published ALS model, a recording producer and a fixed clock. Prints the
@@ -28,6 +28,7 @@ from benchmarks._common import TENANT, load_note, publish_model, zipf_records  #
 
 from recsys_stream.contracts.model_store import ModelStore  # noqa: E402
 from recsys_stream.contracts.pb import profiles_pb2  # noqa: E402
+from recsys_stream.nearline.app import tune_gc  # noqa: E402
 from recsys_stream.nearline.models import FoldInModel  # noqa: E402
 from recsys_stream.nearline.state import StateStore  # noqa: E402
 from recsys_stream.nearline.worker import Worker  # noqa: E402
@@ -91,6 +92,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--items", type=int, default=50_000)
     ap.add_argument("--factors", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=0, help="events per batch (0: the config's)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
@@ -102,9 +104,10 @@ def main() -> None:
         records = [Record(k, v, zlib.crc32(k) % cfg.kafka.interaction_partitions, j, ts)
                    for j, (k, v, ts) in enumerate(zipf_records(
                        args.events, args.users, args.items, now_ms=now_ms))]
-        store, prod = StateStore(wd / "state"), DigestProducer()
+        store, prod = StateStore(wd / "state", cfg.worker.state_cache_items), DigestProducer()
         worker = Worker(cfg, store, StaticModels(model), None, prod)
-        batch = cfg.worker.batch_max_events
+        batch = args.batch or cfg.worker.batch_max_events
+        tune_gc()  # as the worker process does
         with mock.patch("time.time", return_value=_NOW_S):  # published times are fixed
             t0, c0 = time.perf_counter(), time.process_time()
             for i in range(0, len(records), batch):

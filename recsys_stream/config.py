@@ -65,9 +65,11 @@ class WorkerConfig:
     state_dir: str = "var/worker-state"   # RocksDB directory (one per worker process)
     partitions: tuple[int, ...] = ()      # manual assignment; () = share them in the worker group
     session_timeout_ms: int = 10_000      # group: a worker killed without leaving keeps its partitions so long
-    batch_max_events: int = 5000          # events per micro-batch at most
+    batch_max_events: int = 20000         # events per micro-batch at most
     batch_timeout_ms: int = 5             # wait for a micro-batch at most this long (when busy,
                                           # batches fill while the last one is processed)
+    state_cache_items: int = 500_000      # decoded histories kept in memory, counted in items
+                                          # (~0.3 KB each): heavy users are not re-decoded
     max_future_ms: int = 3_600_000        # events further in the future are rejected (DLQ)
     max_past_ms: int = 10 * 365 * 86_400_000  # events older than this are rejected (DLQ)
     resolve_active_days: float = 7.0      # on a new model, re-solve users active this recently

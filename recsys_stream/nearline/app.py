@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -17,9 +18,21 @@ from recsys_stream.observability import serve_metrics
 
 log = logging.getLogger(__name__)
 
+# The worker holds millions of long-lived objects (cached histories, a 20k-event batch's
+# messages). With CPython's default thresholds (700, 10, 10) the cyclic collector took ~20 % of
+# the hot path; there are no reference cycles in it to collect. Measured with
+# benchmarks/hot_path.py (1M events, 100k users, batches of 20k): 17.9k events per CPU second
+# by default, 21.6k with these thresholds, 22.1k with the collector off.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Collect less often: see ``GC_THRESHOLDS``."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
 
 def build_worker(cfg: Config) -> tuple[Worker, ModelFollower, StateStore]:
-    store = StateStore(cfg.worker.state_dir)
+    store = StateStore(cfg.worker.state_dir, cfg.worker.state_cache_items)
     worker = Worker(cfg, store, None,
                     consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}recsys-worker",
                              **{"session.timeout.ms": cfg.worker.session_timeout_ms}),
@@ -39,6 +52,7 @@ def run_worker(cfg: Config, stop: threading.Event | None = None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     ensure_topics(cfg)
+    tune_gc()
     worker, follower, store = build_worker(cfg)
     http = serve_metrics(cfg.worker.metrics_port, worker.health)
     follower.start()

@@ -9,6 +9,13 @@ The store may also hold users of partitions this worker no longer owns (scale-ou
 They are left alone: when such a partition comes back, ``nearline.restore`` either finds the
 local snapshot still current (its stored offset is at or beyond the changelog's offset marker)
 or overwrites the partition's users from the changelog with ``restore``.
+
+Decoding a long history costs more than everything else the worker does for its user in a
+batch, and Zipf traffic touches the same heavy users in every batch. So the store keeps the
+committed ``UserHistory`` objects of recently touched users in memory (LRU, bounded by their
+total item count) and hands them out instead of decoding. The cache only ever holds committed
+state: ``commit`` puts, ``forget`` drops what a failed batch may have changed, ``restore``
+clears it.
 """
 
 from __future__ import annotations
@@ -29,34 +36,79 @@ class StateStore:
     Parameters
     ----------
     path : directory of the database (created if missing)
+    cache_items : int
+        Budget of the in-memory cache of decoded histories, in items (a user counts
+        ``len(items) + 1``); 0 turns the cache off.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, cache_items: int = 0) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self._db = Rdict(self.path, options=Options(raw_mode=True))
+        self._budget = cache_items
+        self._cache: dict[bytes, tuple[UserHistory, int]] = {}  # insertion order = LRU order
+        self._cached_items = 0
 
     def get_many(self, keys: list[bytes]) -> dict[bytes, UserHistory]:
-        """The stored state of each key that has one (``keys`` are ``tenant\\x1fuser``)."""
-        if not keys:
-            return {}
-        values = self._db[[_USER + k for k in keys]]
-        return {k: UserHistory.decode(v) for k, v in zip(keys, values) if v is not None}
+        """The stored state of each key that has one (``keys`` are ``tenant\\x1fuser``).
+
+        Histories may come from the cache and are then shared with it: a caller that changes
+        one must ``commit`` it (with ``decoded``) or ``forget`` it.
+        """
+        out: dict[bytes, UserHistory] = {}
+        missing = []
+        for k in keys:
+            hit = self._cache.pop(k, None)
+            if hit is None:
+                missing.append(k)
+            else:
+                self._cache[k] = hit  # most recently used goes last
+                out[k] = hit[0]
+        if missing:
+            values = self._db[[_USER + k for k in missing]]
+            out.update((k, UserHistory.decode(v)) for k, v in zip(missing, values)
+                       if v is not None)
+        return out
+
+    def forget(self, keys: list[bytes] | None = None) -> None:
+        """Drop cached histories (all with ``keys=None``): the next read decodes from disk."""
+        if keys is None:
+            self._cache.clear()
+            self._cached_items = 0
+            return
+        for k in keys:
+            hit = self._cache.pop(k, None)
+            if hit is not None:
+                self._cached_items -= hit[1]
+
+    def _remember(self, decoded: dict[bytes, UserHistory]) -> None:
+        if not self._budget:
+            return
+        self.forget(list(decoded))
+        for k, h in decoded.items():
+            size = len(h.items) + 1
+            self._cache[k] = (h, size)
+            self._cached_items += size
+        while self._cached_items > self._budget:  # evict the least recently used
+            self._cached_items -= self._cache.pop(next(iter(self._cache)))[1]
 
     def get(self, key: bytes) -> UserHistory | None:
         v = self._db.get(_USER + key)
         return UserHistory.decode(v) if v is not None else None
 
     def commit(self, states: dict[bytes, UserHistory | bytes],
-               offsets: dict[tuple[str, int], int]) -> None:
+               offsets: dict[tuple[str, int], int],
+               decoded: dict[bytes, UserHistory] | None = None) -> None:
         """Write states (or their ``encode()`` bytes) and next input offsets atomically (one
-        WriteBatch)."""
+        WriteBatch); ``decoded`` are the same states as objects, kept in the cache."""
         wb = WriteBatch(raw_mode=True)
         for key, h in states.items():
             wb.put(_USER + key, h if isinstance(h, bytes) else h.encode())
         for (topic, partition), nxt in offsets.items():
             wb.put(_OFFSET + f"{topic}\x1f{partition}".encode(), str(nxt).encode())
         self._db.write(wb)
+        if decoded:
+            self._remember(decoded)
 
     def restore(self, topic: str, partition: int, states: dict[bytes, bytes | None],
                 next_offset: int) -> None:
@@ -67,6 +119,7 @@ class StateStore:
         is again a consistent snapshot of the partition's input prefix ``[0, next_offset)``
         (plus, per user, any later events its ``applied_offset`` says it holds).
         """
+        self.forget()
         wb = WriteBatch(raw_mode=True)
         for key, value in states.items():
             if value is None:

@@ -157,6 +157,17 @@ class Worker:
                 continue
             by_user[ev.key].append((ev, m))
 
+        try:
+            self._apply_and_commit(by_user, offsets)
+        except BaseException:
+            self.store.forget(list(by_user))  # cached histories may hold uncommitted changes
+            raise
+        self._stats["events"] += len(msgs)
+        self._stats["batches"] += 1
+
+    def _apply_and_commit(self, by_user: dict[bytes, list[tuple[Event, Message]]],
+                          offsets: dict[tuple[str, int], int]) -> None:
+        """Steps 2-6 of the module docstring for one decoded micro-batch."""
         states = self.store.get_many(list(by_user))
         touched: dict[bytes, UserHistory] = {}
         produced_ms: dict[bytes, int] = {}
@@ -186,16 +197,15 @@ class Worker:
         encoded = self._publish(touched) if touched else {}
         self.producer.flush()
         published = time.time() * 1000
-        self.store.commit(encoded, offsets)  # the changelog's bytes: each state encoded once
+        # the changelog's bytes (each state encoded once); the objects stay in the store's cache
+        self.store.commit(encoded, offsets, touched)
         for (_, partition), nxt in offsets.items():
             self._produce(self.cfg.topics.state_changelog, offset_marker_key(partition),
                           str(nxt).encode(), partition)
         for ts in produced_ms.values():
             if ts > 0:
                 EVENT_TO_PROFILE.observe(max(published - ts, 0) / 1000)
-        self._stats["events"] += len(msgs)
         self._stats["users"] += len(touched)
-        self._stats["batches"] += 1
 
     # -- fold-in and publishing ------------------------------------------------------------
     def _settings(self, tenant: str) -> ConfidenceSettings:
