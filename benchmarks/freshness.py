@@ -10,7 +10,8 @@ timestamp (set at ``produce``). A tail consumer follows the profiles topic. An e
 once the first profile of its user with ``last_event_ms >= `` its timestamp is published; its
 freshness is that profile record's timestamp (set by the worker's producer) minus the event's,
 and, as a check, the tail's receipt time minus the event's. The first second is warm-up and not
-counted. Prints p50/p90/p99/max; asserts nothing.
+counted. Prints the worker's 5-second batch summaries (batches, mean time per batch) and
+p50/p90/p99/max; asserts nothing.
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ def main() -> None:
                    interval_s=0.5, what="every event's profile", stack=dep.stack)
         busy = (sum(worker.cpu_times()[:2]) - cpu0) / (time.time() - t0)
         log(f"worker CPU while paced: {busy:.0%} of one core ({load_note()})")
+        for line in dep.stack.tail("worker", 200).splitlines():  # its 5-second batch summaries
+            if "committed" in line:
+                log("worker: " + line.split("committed", 1)[1].strip())
         tail.tail.stop()
     pub, got = freshness(sent, tail.seen, skip_ms=1000)
     for name, lat in (("profile record timestamp", pub), ("tail receipt", got)):

@@ -7,7 +7,10 @@ EVENTS = Counter("recsys_worker_events_total", "Interaction records consumed, by
 DLQ = Counter("recsys_worker_dlq_total", "Records sent to the dead-letter topic, by reason",
               ["reason"])
 BATCH_SIZE = Histogram("recsys_worker_batch_size", "Records per micro-batch",
-                       buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000))
+                       buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000))
+BATCH_SECONDS = Histogram("recsys_worker_batch_seconds",
+                          "Time to process one micro-batch, decode to commit",
+                          buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 FOLDIN_SECONDS = Histogram("recsys_worker_foldin_seconds",
                            "Fold-in time of one tenant/algorithm of a micro-batch",
                            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1))

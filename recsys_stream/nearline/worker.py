@@ -38,8 +38,8 @@ from recsys_stream.contracts.keys import offset_marker_key
 from recsys_stream.contracts.pb import profiles_pb2
 from recsys_stream.contracts.user_state import UserHistory
 from recsys_stream.nearline.dlq import dead_letter
-from recsys_stream.nearline.metrics import BATCH_SIZE, EVENT_TO_PROFILE, EVENTS, FOLDIN_SECONDS, \
-    LAG, USERS_RESOLVED
+from recsys_stream.nearline.metrics import BATCH_SECONDS, BATCH_SIZE, EVENT_TO_PROFILE, EVENTS, \
+    FOLDIN_SECONDS, LAG, USERS_RESOLVED
 from recsys_stream.follow import ModelFollower
 from recsys_stream.nearline.restore import resume
 from recsys_stream.nearline.state import StateStore
@@ -140,6 +140,7 @@ class Worker:
 
     def process(self, msgs: list[Message]) -> None:
         """Apply one micro-batch end to end (see the module docstring)."""
+        t0 = time.perf_counter()
         BATCH_SIZE.observe(len(msgs))
         now = int(time.time() * 1000)
         wc = self.cfg.worker
@@ -162,8 +163,11 @@ class Worker:
         except BaseException:
             self.store.forget(list(by_user))  # cached histories may hold uncommitted changes
             raise
+        busy = time.perf_counter() - t0
+        BATCH_SECONDS.observe(busy)
         self._stats["events"] += len(msgs)
         self._stats["batches"] += 1
+        self._stats["busy_s"] += busy
 
     def _apply_and_commit(self, by_user: dict[bytes, list[tuple[Event, Message]]],
                           offsets: dict[tuple[str, int], int]) -> None:
@@ -323,6 +327,7 @@ class Worker:
                     LAG.labels(str(tp.partition)).set(max(high - tp.offset, 0))
         if now - self._last_log > _LOG_EVERY_S and self._stats["batches"]:
             s, self._stats = self._stats, defaultdict(int)
-            log.info("committed %d batches: %d records, %d users updated, %d to the DLQ",
-                     s["batches"], s["events"], s["users"], s["invalid"])
+            log.info("committed %d batches (%.1f ms each): %d records, %d users updated, %d to "
+                     "the DLQ", s["batches"], 1000 * s["busy_s"] / s["batches"], s["events"],
+                     s["users"], s["invalid"])
             self._last_log = now
