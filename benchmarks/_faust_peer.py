@@ -32,6 +32,7 @@ from recsys_stream.contracts.events import InvalidEvent, decode_event  # noqa: E
 from recsys_stream.contracts.model_store import ModelStore  # noqa: E402
 from recsys_stream.contracts.pb import profiles_pb2  # noqa: E402
 from recsys_stream.contracts.user_state import UserHistory  # noqa: E402
+from recsys_stream.nearline.app import tune_gc  # noqa: E402
 from recsys_stream.nearline.models import FoldInModel  # noqa: E402
 from recsys_stream.stack import load  # noqa: E402
 
@@ -141,6 +142,7 @@ def build_app(config_path: str, n_events: int, out_path: str) -> faust.App:
 
 
 def main() -> None:
+    tune_gc()  # the worker process's collector thresholds, so the comparison is only the runtime
     app = build_app(sys.argv[1], int(sys.argv[2]), sys.argv[3])
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
