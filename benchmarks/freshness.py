@@ -128,13 +128,19 @@ def main() -> None:
         warm = paced_produce(dep.cfg, 100, 0.1, users, items, types, item_ids, first_id=n)
         wait_until(lambda: tail.latest(warm[-1][0]) >= warm[-1][1], 120, what="the worker",
                    stack=dep.stack)
-        cpu0, t0 = sum(worker.cpu_times()[:2]), time.time()
+        # who uses the 2 cores while paced: the worker, the broker, and this process (the
+        # paced producer and the tail that parses every profile)
+        procs = {"worker": worker, "broker": psutil.Process(dep.broker.proc.pid),
+                 "producer + tail": psutil.Process()}
+        cpu0, t0 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}, time.time()
         sent = paced_produce(dep.cfg, args.rate, args.seconds, users, items, types, item_ids)
+        busy = {n: (sum(p.cpu_times()[:2]) - cpu0[n]) / (time.time() - t0)
+                for n, p in procs.items()}
         last = {k: ts for k, ts in sent}
         wait_until(lambda: all(tail.latest(k) >= ts for k, ts in last.items()), 120,
                    interval_s=0.5, what="every event's profile", stack=dep.stack)
-        busy = (sum(worker.cpu_times()[:2]) - cpu0) / (time.time() - t0)
-        log(f"worker CPU while paced: {busy:.0%} of one core ({load_note()})")
+        log("CPU while paced, in cores: " + ", ".join(f"{n} {b:.2f}" for n, b in busy.items())
+            + f" ({load_note()})")
         for line in dep.stack.tail("worker", 200).splitlines():  # its 5-second batch summaries
             if "committed" in line:
                 log("worker: " + line.split("committed", 1)[1].strip())
