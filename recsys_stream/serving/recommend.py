@@ -65,7 +65,8 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
         return Answer(reason="no model has been published for this tenant yet and nothing "
                              "is trending")
     row_of = snap.item_row
-    own_rows = {row_of[i] for i in own if i in row_of}
+    # one probe per item: the model's id dict is large, each probe mostly cache misses
+    own_rows = {r for r in map(row_of.get, own) if r is not None}
     banned_rows = _banned_rows(snap, banned)
 
     x, source = _user_vector(snap, profile, user_id)
@@ -171,7 +172,8 @@ def _top_k(snap: TenantSnapshot, x: np.ndarray, k: int, own_rows: set[int],
            banned_rows: frozenset[int]) -> list[tuple[str, float]]:
     """The ``k`` best unsuppressed items: over-fetch by the suppressed count, double while short.
 
-    A few dozen candidates are filtered with set lookups (cheaper than ``np.isin`` at this size).
+    A few dozen candidates are filtered with set lookups (cheaper than ``np.isin`` at this size);
+    only the ``k`` answered rows are mapped to ids (each id a likely cache miss on a busy server).
     """
     n_items = len(snap.item_ids)
     n = min(n_items, k + len(own_rows) + len(banned_rows))
@@ -179,8 +181,8 @@ def _top_k(snap: TenantSnapshot, x: np.ndarray, k: int, own_rows: set[int],
     while True:
         exact = n >= n_items
         rows, scores = snap.index.query(x, n, exact=exact)
-        picked = [(ids[r], s) for r, s in zip(rows.tolist(), scores.tolist())
+        picked = [(r, s) for r, s in zip(rows.tolist(), scores.tolist())
                   if r not in own_rows and r not in banned_rows]
         if len(picked) >= k or exact:
-            return picked[:k]
+            return [(ids[r], s) for r, s in picked[:k]]
         n = min(n_items, n * 2)

@@ -128,7 +128,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             child(LATENCY, method, meta["source"]).observe(time.perf_counter() - t0)
 
     def _caller(self, requested: str, context) -> Caller:
-        key = dict(context.invocation_metadata() or ()).get(METADATA_KEY)
+        key = None
+        for name, value in context.invocation_metadata() or ():
+            if name == METADATA_KEY:
+                key = value  # the last one wins, as a dict of the metadata would have it
         caller = self.keys.identify(key)
         if caller is None:
             raise RequestError(grpc.StatusCode.UNAUTHENTICATED,
@@ -164,6 +167,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
                                      "bytes")
 
     def _check_excludes(self, ids) -> None:
+        if not ids:  # the common request: nothing to check
+            return
         limit = self.cfg.server.max_excludes
         if len(ids) > limit:
             raise RequestError(_BAD, f"exclude_item_ids has {len(ids)} ids; at most {limit}")
