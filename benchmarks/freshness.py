@@ -142,8 +142,8 @@ def main() -> None:
         log("CPU while paced, in cores: " + ", ".join(f"{n} {b:.2f}" for n, b in busy.items())
             + f" ({load_note()})")
         for line in dep.stack.tail("worker", 200).splitlines():  # its 5-second batch summaries
-            if "committed" in line:
-                log("worker: " + line.split("committed", 1)[1].strip())
+            if "processed" in line:
+                log("worker: " + line.split("processed", 1)[1].strip())
         tail.tail.stop()
     pub, got = freshness(sent, tail.seen, skip_ms=1000)
     for name, lat in (("profile record timestamp", pub), ("tail receipt", got)):

@@ -9,13 +9,16 @@ DLQ = Counter("recsys_worker_dlq_total", "Records sent to the dead-letter topic,
 BATCH_SIZE = Histogram("recsys_worker_batch_size", "Records per micro-batch",
                        buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000))
 BATCH_SECONDS = Histogram("recsys_worker_batch_seconds",
-                          "Time to process one micro-batch, decode to commit",
+                          "Time to process one micro-batch, decode to profiles produced",
                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+COMMIT_SECONDS = Histogram("recsys_worker_commit_seconds",
+                           "Time of one commit: changelog, broker acknowledgements, RocksDB",
+                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 FOLDIN_SECONDS = Histogram("recsys_worker_foldin_seconds",
                            "Fold-in time of one tenant/algorithm of a micro-batch",
                            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1))
 EVENT_TO_PROFILE = Histogram("recsys_worker_event_to_profile_seconds",
-                             "Event timestamp to its profile being published",
+                             "Event timestamp to its profile handed to the producer",
                              buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
 LAG = Gauge("recsys_worker_consumer_lag", "Records behind the end of an interactions partition",
             ["partition"])

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from recsys_stream.contracts.ann_index import build_index
 from recsys_stream.contracts.events import Event, encode_event
-from recsys_stream.contracts.keys import make_key, split_key
+from recsys_stream.contracts.keys import is_offset_marker, make_key, split_key
 from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.contracts.pb import models_pb2, profiles_pb2
 from recsys_stream.kafka import TopicTail, producer
@@ -200,5 +200,32 @@ def _dump(path):
     store = StateStore(path)
     try:
         return {k: (h.items, list(h.suppressed), h.event_count) for k, h in store.users()}
+    finally:
+        store.close()
+
+
+def test_state_is_committed_per_interval_and_before_stopping(cfg):
+    # Profiles leave with every micro-batch; state, offsets and changelog wait for the commit.
+    slow = cfg.replace(worker={"commit_interval_ms": 600_000})
+    records = [ev(i, f"u{i % 5}", f"i{i}") for i in range(50)]
+    produce(slow, records)
+    seen = Collect(slow, slow.topics.profiles, slow.topics.state_changelog)
+    handle = start_worker(slow)
+    try:
+        wait_until(lambda: {split_key(k)[1] for k, *_ in seen.get(slow.topics.profiles)}
+                   >= {f"u{i}" for i in range(5)}, 30, what="profiles")
+        time.sleep(1.0)  # the changelog would have arrived by now had it been committed
+        assert seen.get(slow.topics.state_changelog) == []
+        assert sum(handle[2].store.offsets(slow.topics.interactions).values()) == 0
+    finally:
+        stop_worker(handle)
+    wait_until(lambda: len(seen.get(slow.topics.state_changelog)) >= 5, 30, what="changelog")
+    seen.tail.stop()
+    states = [k for k, *_ in seen.get(slow.topics.state_changelog) if not is_offset_marker(k)]
+    assert sorted(states) == sorted({k for k, _ in records})
+    store = StateStore(slow.worker.state_dir)
+    try:
+        assert sum(store.offsets(slow.topics.interactions).values()) == len(records)
+        assert sum(store.get(make_key("acme", f"u{i}")).event_count for i in range(5)) == 50
     finally:
         store.close()
