@@ -116,14 +116,14 @@ def encode_interaction(j: int, user: int, item_id: str, type_name: str, ts_ms: i
 
 
 def zipf_records(n_events: int, n_users: int, n_items: int, zipf: float = 1.0, seed: int = 1,
-                 now_ms: int | None = None, distinct_first: bool = False
-                 ) -> Iterator[tuple[bytes, bytes, int]]:
+                 now_ms: int | None = None, distinct_first: bool = False,
+                 span_ms: int = 3_600_000) -> Iterator[tuple[bytes, bytes, int]]:
     """``(key, Interaction bytes, timestamp_ms)`` of :func:`zipf_draws`'s events, with
-    timestamps increasing over the hour that ends at ``now_ms``."""
+    timestamps increasing over the ``span_ms`` (an hour) that ends at ``now_ms``."""
     users, items, types = zipf_draws(n_events, n_users, n_items, zipf, seed, distinct_first)
     ids = make_world(TENANT, n_items).item_ids
     now_ms = now_ms or int(time.time() * 1000)
-    ts = now_ms - 3_600_000 + np.arange(n_events) * 3_600_000 // max(n_events, 1)
+    ts = now_ms - span_ms + np.arange(n_events) * span_ms // max(n_events, 1)
     for j in range(n_events):
         yield (*encode_interaction(j, users[j], ids[items[j]], types[j], int(ts[j])), int(ts[j]))
 

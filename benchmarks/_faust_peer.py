@@ -6,7 +6,7 @@ Run by ``benchmarks/ingest.py`` as its own process. It consumes the same pre-pro
 interactions (its own consumer group), keeps each user's ``UserHistory`` bytes in a Faust table
 (in memory, with its changelog topic, as Faust does), applies events with the same offset and
 duplicate rules, folds in every touched user of a batch with the same vectorised
-``FoldInSolver`` and sends the same ``UserProfile`` records to a topic of its own. Batches come
+fold-in (``FoldInModel.foldin``, as the worker calls it) and sends the same ``UserProfile`` records to a topic of its own. Batches come
 from ``take_events`` with the worker's batch size and timeout, so both solve the same batches.
 
 Writes RESULT_JSON (Faust takes over stdout): seconds from process start to the first batch done and to all ``EVENTS``
@@ -26,7 +26,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 T_START = time.time()
 
 import faust  # noqa: E402
-import numpy as np  # noqa: E402
 
 from recsys_stream.contracts.events import InvalidEvent, decode_event  # noqa: E402
 from recsys_stream.contracts.model_store import ModelStore  # noqa: E402
@@ -57,7 +56,8 @@ class InputPartitionedTable(faust.Table):
 def build_app(config_path: str, n_events: int, out_path: str) -> faust.App:
     cfg = load(config_path)
     wc = cfg.worker
-    model = FoldInModel.from_artifacts(ModelStore(cfg.model_store).load(TENANT, "als"))
+    model = FoldInModel.from_artifacts(ModelStore(cfg.model_store).load(TENANT, "als"),
+                                       wc.normal_cache_users)
     app = faust.App(
         f"{cfg.kafka.topic_prefix}faust-peer", broker=f"kafka://{cfg.kafka.bootstrap_servers}",
         store="memory://", web_enabled=False, topic_partitions=cfg.kafka.interaction_partitions,
@@ -101,20 +101,9 @@ def build_app(config_path: str, n_events: int, out_path: str) -> faust.App:
                     h.applied_offset, h.input_partition = offset, partition
                 touched[key] = h
                 table.partition_of[key] = items[-1][1]
-            solved, indptr, indices, confs, conf = [], [0], [], [], {}
-            for key, h in touched.items():
-                conf[key] = ids, c = h.confidences(settings)
-                rows, cr = model.rows(ids, c)
-                if len(rows):
-                    solved.append(key)
-                    indices.append(rows)
-                    confs.append(cr)
-                    indptr.append(indptr[-1] + len(rows))
-            vectors = {}
-            if solved:
-                X = model.solver.solve(np.array(indptr), np.concatenate(indices),
-                                       np.concatenate(confs))
-                vectors = dict(zip(solved, X))
+            conf = {key: h.confidences(settings) for key, h in touched.items()}
+            solved, X = model.foldin.solve(list(conf), list(conf.values()))  # the worker's
+            vectors = dict(zip(solved, X))
             upd = int(time.time() * 1000)
             for key, h in touched.items():
                 ids, c = conf[key]

@@ -103,17 +103,21 @@ def main() -> None:
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--batch", type=int, default=0, help="events per batch (0: the config's)")
     ap.add_argument("--commit-every", type=int, default=1, help="batches per commit")
+    ap.add_argument("--span-s", type=float, default=3600,
+                    help="the events' timestamps spread over this many seconds")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
         cfg = load(write_config(wd / "c.toml", "127.0.0.1:9", wd, "127.0.0.1:1",
                                 keys={TENANT: "k"}))
         publish_model(cfg, args.items, args.factors)
-        model = FoldInModel.from_artifacts(ModelStore(cfg.model_store).load(TENANT, "als"))
+        model = FoldInModel.from_artifacts(ModelStore(cfg.model_store).load(TENANT, "als"),
+                                           cfg.worker.normal_cache_users)
         now_ms = int(_NOW_S * 1000)
         records = [Record(k, v, zlib.crc32(k) % cfg.kafka.interaction_partitions, j, ts)
                    for j, (k, v, ts) in enumerate(zipf_records(
-                       args.events, args.users, args.items, now_ms=now_ms))]
+                       args.events, args.users, args.items, now_ms=now_ms,
+                       span_ms=int(args.span_s * 1000)))]
         store, prod = StateStore(wd / "state", cfg.worker.state_cache_items), DigestProducer()
         worker = Worker(cfg, store, StaticModels(model), None, prod)
         batch = args.batch or cfg.worker.batch_max_events

@@ -82,14 +82,74 @@ class FoldInSolver:
         -------
         ndarray of shape (n_users, width), float32
         """
-        indptr = np.asarray(indptr, dtype=np.int64)
-        indices = np.asarray(indices, dtype=np.int64)
-        conf = np.asarray(confidences, dtype=np.float64)
+        indptr, indices, conf = _csr(indptr, indices, confidences)
         n_users = len(indptr) - 1
-        lengths = np.diff(indptr)
         out = np.empty((n_users, self.factors), dtype=np.float64)
+        for users, L in self._chunks(np.diff(indptr), woodbury=True):
+            out[users] = self._solve_chunk(users, L, indptr, indices, conf)
+        return self._width(out)
+
+    def normal_equations(self, indptr: np.ndarray, indices: np.ndarray,
+                         confidences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``A_u`` and ``b_u`` of every user of a CSR batch: the system :meth:`solve` solves.
+
+        Returns
+        -------
+        A : ndarray of shape (n_users, k, k)
+            ``YtY + Y_u^T (C_u - I) Y_u + lambda*I``
+        b : ndarray of shape (n_users, k)
+            ``Y_u^T C_u p_u`` (minus the fixed bias terms with ``bias_column``)
+        """
+        indptr, indices, conf = _csr(indptr, indices, confidences)
+        n_users, k = len(indptr) - 1, self.factors
+        A, b = np.empty((n_users, k, k)), np.empty((n_users, k))
+        for users, L in self._chunks(np.diff(indptr), woodbury=False):
+            Yu, c, w, rhs = self._gather(users, L, indptr, indices, conf)
+            A[users], b[users] = self._gram(Yu, w), rhs
+        return A, b
+
+    def update_normal_equations(self, A: np.ndarray, b: np.ndarray, indptr: np.ndarray,
+                                indices: np.ndarray, dc: np.ndarray, dw: np.ndarray) -> None:
+        """Add changes of confidence to users' normal equations, in place.
+
+        ``dc`` and ``dw`` are the changes of ``c`` and of ``w = c - 1`` per (user, item) entry
+        of the CSR batch (an item new to the user has ``dc = c``, ``dw = c - 1``; a dropped one
+        the negatives)::
+
+            A_u += Y_d^T diag(dw) Y_d,   b_u += Y_d^T (dc - dw * b_d)
+        """
+        indptr, indices, dc = _csr(indptr, indices, dc)
+        dw = np.asarray(dw, dtype=np.float64)
+        for users, L in self._chunks(np.diff(indptr), woodbury=False):
+            if L == 0:
+                continue
+            pos, mask = _padded(indptr, users, L)
+            idx = np.where(mask, indices[pos], 0)
+            w = np.where(mask, dw[pos], 0.0)
+            d = np.where(mask, dc[pos], 0.0)
+            Yd = self._Y[idx]
+            if self._b is not None:
+                d = d - w * self._b[idx]
+            A[users] += np.matmul(Yd.transpose(0, 2, 1) * w[:, None, :], Yd)
+            b[users] += np.einsum("bl,blk->bk", d, Yd)
+
+    def solve_normal_equations(self, A: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``x_u = A_u^-1 b_u`` for a stack of users; returns (n_users, width) float32."""
+        if not len(A):
+            return np.empty((0, self.width), dtype=np.float32)
+        return self._width(np.linalg.solve(A, b[..., None])[..., 0])
+
+    # -- internals ---------------------------------------------------------------------------
+    def _width(self, X: np.ndarray) -> np.ndarray:
+        if self.bias_column:
+            X = np.hstack([X, np.ones((len(X), 1))])
+        return X.astype(np.float32)
+
+    def _chunks(self, lengths: np.ndarray, woodbury: bool):
+        """Users sorted by history length, cut into chunks of similar length: (users, L)."""
+        n_users, k = len(lengths), self.factors
         order = np.argsort(lengths, kind="stable")
-        start, k = 0, self.factors
+        start = 0
         while start < n_users:
             L = L0 = int(lengths[order[start]])
             # The chunk grows while the padded block of its longest member stays within budget
@@ -100,27 +160,23 @@ class FoldInSolver:
             while stop < n_users:
                 L_next = int(lengths[order[stop]])
                 if ((stop - start + 1) * max(L_next, 1) * k > _CHUNK_VALUES
-                        or L_next > L0 + max(2, L0 // 8) or (2 * L_next <= k) != (2 * L0 <= k)):
+                        or L_next > L0 + max(2, L0 // 8)
+                        or (woodbury and (2 * L_next <= k) != (2 * L0 <= k))):
                     break
                 L, stop = L_next, stop + 1
-            users = order[start:stop]
-            out[users] = self._solve_chunk(users, L, indptr, indices, conf)
+            yield order[start:stop], L
             start = stop
-        if self.bias_column:
-            out = np.hstack([out, np.ones((n_users, 1))])
-        return out.astype(np.float32)
 
-    def _solve_chunk(self, users, L, indptr, indices, conf) -> np.ndarray:
+    def _gather(self, users, L, indptr, indices, conf):
+        """Padded block of a chunk: Y_u (B, L, k), c and w = c - 1 (0 on padding), b_u."""
         B, k = len(users), self.factors
         rhs = np.zeros((B, k))
         if self._Ytb is not None:
             rhs -= self._Ytb
         if L == 0:
-            return np.linalg.solve(self._A0, rhs.T).T
+            return np.zeros((B, 0, k)), np.zeros((B, 0)), np.zeros((B, 0)), rhs
         # padded gather: column l of user b is its l-th item, or a masked dummy
-        pos = indptr[users][:, None] + np.arange(L)[None, :]
-        mask = pos < indptr[users + 1][:, None]
-        pos = np.where(mask, pos, 0)
+        pos, mask = _padded(indptr, users, L)
         idx = np.where(mask, indices[pos], 0)
         c = np.where(mask, conf[pos], 0.0)
         w = np.where(mask, c - 1.0, 0.0)
@@ -130,6 +186,22 @@ class FoldInSolver:
         if self._b is not None:
             # - Y_u^T (C_u - I) b_u  (the fixed bias moved to the right-hand side)
             rhs -= np.einsum("bl,blk->bk", w * self._b[idx], Yu)
+        return Yu, c, w, rhs
+
+    def _gram(self, Yu: np.ndarray, w: np.ndarray) -> np.ndarray:
+        # A_u = YtY + lambda*I + Y_u^T (C_u - I) Y_u = A0 + Z^T Z with Z = (C_u - I)^1/2 Y_u:
+        # numpy hands Z^T Z to BLAS syrk, half the flops of the general product (2x faster on
+        # 550-item histories, the heavy users a Zipf stream touches in every batch)
+        if (w >= 0).all():  # c >= 1 whenever event weights are positive
+            Z = Yu * np.sqrt(w)[:, :, None]
+            return self._A0 + np.matmul(Z.transpose(0, 2, 1), Z)
+        return self._A0 + np.matmul(Yu.transpose(0, 2, 1) * w[:, None, :], Yu)
+
+    def _solve_chunk(self, users, L, indptr, indices, conf) -> np.ndarray:
+        Yu, c, w, rhs = self._gather(users, L, indptr, indices, conf)
+        if L == 0:
+            return np.linalg.solve(self._A0, rhs.T).T
+        k = self.factors
         if 2 * L <= k:
             # Woodbury: x = z - G^T (I + W Y_u G^T)^-1 W Y_u z,  z = A0^-1 b,  G = Y_u A0^-1
             z = rhs @ self._A0inv
@@ -137,12 +209,16 @@ class FoldInSolver:
             M = np.eye(L) + w[:, :, None] * np.matmul(G, Yu.transpose(0, 2, 1))
             r = w * np.einsum("blk,bk->bl", Yu, z)
             return z - np.einsum("bl,blk->bk", np.linalg.solve(M, r[..., None])[..., 0], G)
-        # A_u = YtY + lambda*I + Y_u^T (C_u - I) Y_u = A0 + Z^T Z with Z = (C_u - I)^1/2 Y_u:
-        # numpy hands Z^T Z to BLAS syrk, half the flops of the general product (2x faster on
-        # 550-item histories, the heavy users a Zipf stream touches in every batch)
-        if (w >= 0).all():  # c >= 1 whenever event weights are positive
-            Z = Yu * np.sqrt(w)[:, :, None]
-            A = self._A0 + np.matmul(Z.transpose(0, 2, 1), Z)
-        else:
-            A = self._A0 + np.matmul(Yu.transpose(0, 2, 1) * w[:, None, :], Yu)
-        return np.linalg.solve(A, rhs[..., None])[..., 0]
+        return np.linalg.solve(self._gram(Yu, w), rhs[..., None])[..., 0]
+
+
+def _csr(indptr, indices, values):
+    return (np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64),
+            np.asarray(values, dtype=np.float64))
+
+
+def _padded(indptr: np.ndarray, users: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of each user's first ``L`` entries (0 past their end) and the valid mask."""
+    pos = indptr[users][:, None] + np.arange(L)[None, :]
+    mask = pos < indptr[users + 1][:, None]
+    return np.where(mask, pos, 0), mask

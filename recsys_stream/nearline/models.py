@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import repeat
-
-import numpy as np
+from functools import partial
 
 from recsys_stream.config import Config
 from recsys_stream.contracts.confidence import ConfidenceSettings
@@ -15,6 +13,7 @@ from recsys_stream.contracts.foldin import FoldInSolver
 from recsys_stream.contracts.model_store import ModelArtifacts
 from recsys_stream.follow import ModelFollower
 from recsys_stream.nearline.metrics import MODEL_VERSION
+from recsys_stream.nearline.normal_cache import NormalEquationCache
 
 
 @dataclass(frozen=True)
@@ -27,25 +26,19 @@ class FoldInModel:
     item_row: dict[str, int]
     solver: FoldInSolver
     confidence: ConfidenceSettings
+    foldin: NormalEquationCache  # solves users; keeps heavy ones' systems (loop thread only)
 
     @classmethod
-    def from_artifacts(cls, art: ModelArtifacts) -> FoldInModel:
+    def from_artifacts(cls, art: ModelArtifacts, heavy_users: int = 0) -> FoldInModel:
+        """``heavy_users``: how many heavy users' normal equations to keep (0 = none)."""
         hp = art.manifest.get("hyperparameters", {})
         reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
-        return cls(art.tenant, art.algorithm, art.version,
-                   {item: i for i, item in enumerate(art.item_ids.tolist())},
-                   FoldInSolver(art.item_factors, reg, art.bias_column), art.confidence)
-
-    def rows(self, item_ids: list[str], conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Model rows and confidences of the items this model knows (unknown items skipped)."""
-        # one C-level pass (dict.get with a -1 default) instead of a Python loop per item:
-        # a capped heavy user has ~500 items and is touched in nearly every batch
-        rows = np.fromiter(map(self.item_row.get, item_ids, repeat(-1)), np.int64,
-                           len(item_ids))
-        known = rows >= 0
-        if known.all():
-            return rows, np.asarray(conf, dtype=np.float32)
-        return rows[known], np.asarray(conf, dtype=np.float32)[known]
+        solver = FoldInSolver(art.item_factors, reg, art.bias_column)
+        item_row = {item: i for i, item in enumerate(art.item_ids.tolist())}
+        # below 2k items forming a user's system costs about what updating it does
+        foldin = NormalEquationCache(solver, item_row, heavy_users, min_items=2 * solver.factors)
+        return cls(art.tenant, art.algorithm, art.version, item_row, solver, art.confidence,
+                   foldin)
 
 
 def model_follower(cfg: Config, on_new_model: Callable[[str, str, int], None] | None = None
@@ -55,4 +48,6 @@ def model_follower(cfg: Config, on_new_model: Callable[[str, str, int], None] | 
         MODEL_VERSION.labels(tenant, algorithm).set(model.version)
         if on_new_model is not None:
             on_new_model(tenant, algorithm, model.version)
-    return ModelFollower(cfg, FoldInModel.from_artifacts, "worker", on_swap=swapped)
+    return ModelFollower(cfg, partial(FoldInModel.from_artifacts,
+                                      heavy_users=cfg.worker.normal_cache_users),
+                         "worker", on_swap=swapped)

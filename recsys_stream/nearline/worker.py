@@ -304,20 +304,11 @@ class Worker:
         for algorithm, model in self.models.models(tenant).items():
             t0 = time.perf_counter()
             same = model.confidence == settings
-            solved, indptr, indices, confs = [], [0], [], []
-            for key in keys:
-                ids, c = conf[key] if same else users[key].confidences(model.confidence)
-                rows, cr = model.rows(ids, c)
-                if not len(rows):
-                    continue  # nothing this model knows: the server falls back, no fake vector
-                solved.append(key)
-                indices.append(rows)
-                confs.append(cr)
-                indptr.append(indptr[-1] + len(rows))
-            if not solved:
-                continue
-            X = model.solver.solve(np.array(indptr), np.concatenate(indices),
-                                   np.concatenate(confs))
+            histories = [conf[key] if same else users[key].confidences(model.confidence)
+                         for key in keys]
+            # a user the model knows nothing of gets no vector (the server falls back); heavy
+            # users' systems are updated from the last batch's (nearline.normal_cache)
+            solved, X = model.foldin.solve(keys, histories)
             for key, x in zip(solved, X):
                 out[key].append(profiles_pb2.ProfileVector(
                     algorithm=algorithm, model_version=model.version, values=x.tolist()))
