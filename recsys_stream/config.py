@@ -68,8 +68,10 @@ class WorkerConfig:
     batch_max_events: int = 20000         # events per micro-batch at most
     batch_timeout_ms: int = 5             # wait for a micro-batch at most this long (when busy,
                                           # batches fill while the last one is processed)
-    commit_interval_ms: int = 1000        # state, offsets and changelog committed this often;
+    commit_interval_ms: int = 500         # state, offsets and changelog committed this often;
                                           # a crash replays at most this much input. 0 = every batch
+    normal_cache_users: int = 2048        # heavy users whose fold-in systems are kept and updated
+                                          # between batches, per model (~40 KB each at k=64); 0 = off
     state_cache_items: int = 500_000      # decoded histories kept in memory, counted in items
                                           # (~0.3 KB each): heavy users are not re-decoded
     max_future_ms: int = 3_600_000        # events further in the future are rejected (DLQ)
