@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 from recsys_stream.config import Config
 from recsys_stream.contracts.model_store import ALGORITHMS, ModelArtifacts, ModelStore, load_uri
 from recsys_stream.contracts.pb import models_pb2
-from recsys_stream.kafka import TopicTail
+from recsys_stream.kafka import READ_MODEL_FETCH_WAIT_MS, TopicTail
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,7 +70,8 @@ class ModelFollower(Generic[T]):
     def start(self) -> ModelFollower[T]:
         self.load_current()
         self._tail = TopicTail(self.cfg, {self.cfg.topics.models: self._on_message},
-                               name=f"{self.name}-models").start()
+                               name=f"{self.name}-models",
+                               fetch_wait_ms=READ_MODEL_FETCH_WAIT_MS).start()
         return self
 
     def stop(self) -> None:

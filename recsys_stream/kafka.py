@@ -21,6 +21,14 @@ from recsys_stream.config import Config
 
 log = logging.getLogger(__name__)
 
+# fetch.wait.max.ms of consumers on the freshness path (the worker, the profiles tail): a
+# broker that does not answer a fetch as soon as data arrives (tansu) delays records by up to it
+FETCH_WAIT_MS = 10
+# ... and of read models that may lag by a fraction of a second (catalog bans, model
+# announcements, trending). Every idle consumer sends one fetch per wait: at 10 ms, eight idle
+# consumers kept the embedded broker 0.15 core busy, at 100 ms 0.04 (measured, 2 cores).
+READ_MODEL_FETCH_WAIT_MS = 100
+
 
 def producer(cfg: Config, **overrides) -> Producer:
     conf = {
@@ -40,7 +48,7 @@ def consumer(cfg: Config, group_id: str, **overrides) -> Consumer:
         "enable.auto.commit": False,    # offsets live with the state (RocksDB), not in Kafka
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 10,
+        "fetch.wait.max.ms": FETCH_WAIT_MS,
     }
     conf.update(overrides)
     return Consumer(conf)
@@ -94,14 +102,20 @@ class TopicTail:
     after_poll : callable, optional
         Called on the tail's thread after each poll's records were handled (and after a poll
         that returned none, at least every 0.02 s): lets a handler batch its writes per poll.
+    fetch_wait_ms : int, optional
+        The broker's longest wait for data per fetch (``fetch.wait.max.ms``). An idle tail
+        sends one fetch per wait; ``READ_MODEL_FETCH_WAIT_MS`` suits a read model that may lag
+        by a fraction of a second.
     """
 
     def __init__(self, cfg: Config, handlers: dict[str, Callable[[Message], None]],
                  name: str = "tail", backfill: int | None = None,
-                 after_poll: Callable[[], None] | None = None) -> None:
+                 after_poll: Callable[[], None] | None = None,
+                 fetch_wait_ms: int = FETCH_WAIT_MS) -> None:
         self.cfg, self.handlers, self.name, self.backfill = cfg, handlers, name, backfill
         self.after_poll = after_poll
-        self._consumer = consumer(cfg, group_id=f"{name}-tail-unused")
+        self._consumer = consumer(cfg, group_id=f"{name}-tail-unused",
+                                  **{"fetch.wait.max.ms": fetch_wait_ms})
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{name}-tail", daemon=True)

@@ -17,7 +17,7 @@ import numpy as np
 from recsys_stream.config import Config
 from recsys_stream.contracts.confidence import SUPPRESSING_TYPES
 from recsys_stream.contracts.events import InvalidEvent, decode_event
-from recsys_stream.kafka import TopicTail
+from recsys_stream.kafka import READ_MODEL_FETCH_WAIT_MS, TopicTail
 
 _RANK_EVERY_S = 1.0
 _MAX_RANKED = 5000
@@ -32,7 +32,8 @@ class Trending:
         self._ranked: dict[str, tuple[float, list[tuple[str, float]]]] = {}
         self._lock = threading.Lock()
         self._tail = TopicTail(cfg, {cfg.topics.interactions: self._on_event}, name="trending",
-                               backfill=cfg.server.trending_backfill)
+                               backfill=cfg.server.trending_backfill,
+                               fetch_wait_ms=READ_MODEL_FETCH_WAIT_MS)
 
     def start(self) -> Trending:
         self._tail.start()
