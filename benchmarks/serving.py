@@ -200,7 +200,9 @@ def _echo_server(port: int) -> None:
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await server.wait_for_termination()
-    asyncio.run(main())
+    from recsys_stream.serving.app import event_loop_factory
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # the server's loop
+        runner.run(main())
 
 
 def memory(pid: int) -> dict:
