@@ -48,9 +48,14 @@ def _by(samples, name, label) -> dict[str, float]:
 
 
 def quantile(samples, name: str, q: float) -> float | None:
-    """Quantile of a histogram from its cumulative buckets (upper bound of the bucket)."""
-    buckets = sorted((float(dict(labels)["le"]), v) for (n, labels), v in samples.items()
-                     if n == f"{name}_bucket")
+    """Quantile of a histogram from its cumulative buckets (upper bound of the bucket), over
+    all its label sets together (each bucket summed across them)."""
+    by_le: dict[float, float] = {}
+    for (n, labels), v in samples.items():
+        if n == f"{name}_bucket":
+            le = float(dict(labels)["le"])
+            by_le[le] = by_le.get(le, 0.0) + v
+    buckets = sorted(by_le.items())
     total = buckets[-1][1] if buckets else 0
     if not total:
         return None

@@ -6,13 +6,17 @@ from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("recsys_server_requests_total", "Requests by method, status and source",
                    ["method", "status", "source"])
-LATENCY = Histogram("recsys_server_request_seconds", "Request latency by method and source",
-                    ["method", "source"],
+LATENCY = Histogram("recsys_server_request_seconds",
+                    "Request latency by method, status and source", ["method", "status", "source"],
                     buckets=(.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1))
 FALLBACKS = Counter("recsys_server_fallback_total",
                     "Answers not served from a nearline vector, by source", ["tenant", "source"])
+# suppression rate = suppressed / (suppressed + answered): the share of the ranked candidates
+# that suppression took out of the answers
 SUPPRESSED = Counter("recsys_server_suppressed_items_total",
-                     "Items suppressed for a request (seen, hidden, banned, excluded)", ["tenant"])
+                     "Ranked candidates dropped from answers as seen, hidden, banned or excluded",
+                     ["tenant"])
+ANSWERED = Counter("recsys_server_answered_items_total", "Items returned in answers", ["tenant"])
 MODEL_VERSION = Gauge("recsys_server_model_version", "Live model version",
                       ["tenant", "algorithm"])
 MODEL_CREATED = Gauge("recsys_server_model_created_seconds",

@@ -39,6 +39,8 @@ class Answer:
     algorithm: str = ""
     version: int = 0
     reason: str = ""
+    # ranked candidates dropped because suppressed, up to the last item answered (what the
+    # suppression-rate metric counts; not the size of the user's suppression set)
     suppressed: int = 0
 
 
@@ -57,11 +59,10 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
         own.update(profile.suppressed_item_ids)
     if banned:
         own = {i for i in own if i not in banned}
-    n_hidden = len(own) + len(banned)
     if snap is None:
-        items = _take(_ranked(trending), own, banned, k)
+        items, dropped = _take(_ranked(trending), own, banned, k)
         if items:
-            return Answer(items, TRENDING, suppressed=n_hidden)
+            return Answer(items, TRENDING, suppressed=dropped)
         return Answer(reason="no model has been published for this tenant yet and nothing "
                              "is trending")
     row_of = snap.item_row
@@ -71,21 +72,23 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
 
     x, source = _user_vector(snap, profile, user_id)
     if x is not None:
-        items = _top_k(snap, x, k, own_rows, banned_rows)
+        items, dropped = _top_k(snap, x, k, own_rows, banned_rows)
     else:
-        items = _take(_ranked(trending), own, banned, k)
+        items, dropped = _take(_ranked(trending), own, banned, k)
         source = TRENDING if items else POPULARITY
         if len(items) < k:  # top up from the model's popularity
-            taken = {row_of[i] for i, _ in items if i in row_of}
-            blocked = np.fromiter(own_rows | banned_rows | taken, np.int64)
+            taken = np.fromiter({row_of[i] for i, _ in items if i in row_of}, np.int64)
             order = snap.popular_order
-            keep = order[~np.isin(order, blocked)]
-            items += [(snap.item_id_list[r], float(snap.popularity[r]))
-                      for r in keep[:k - len(items)]]
+            hidden = np.isin(order, np.fromiter(own_rows | banned_rows, np.int64))
+            free = ~(hidden | np.isin(order, taken))
+            keep = order[free][:k - len(items)]
+            if len(keep):  # suppressed rows ranked above the last one taken
+                dropped += int(hidden[:np.flatnonzero(free)[len(keep) - 1]].sum())
+            items += [(snap.item_id_list[r], float(snap.popularity[r])) for r in keep]
     if not items:
-        return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=n_hidden,
+        return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=dropped,
                       reason="every item of the model is suppressed for this user")
-    return Answer(items, source, snap.algorithm, snap.version, suppressed=n_hidden)
+    return Answer(items, source, snap.algorithm, snap.version, suppressed=dropped)
 
 
 def _ranked(trending) -> Sequence[tuple[str, float]]:
@@ -107,16 +110,21 @@ def _banned_rows(snap: TenantSnapshot, banned: frozenset[str] | set[str]) -> fro
     return rows
 
 
-def _take(ranked, own: set[str], banned, k: int) -> list[tuple[str, float]]:
-    """The first ``k`` distinct items of a ranked list that are in neither suppression set."""
-    out, seen = [], set()
+def _take(ranked, own: set[str], banned, k: int) -> tuple[list[tuple[str, float]], int]:
+    """The first ``k`` distinct items of a ranked list that are in neither suppression set,
+    and how many suppressed entries were passed over on the way."""
+    out, seen, dropped = [], set(), 0
     for item, score in ranked:
-        if item not in seen and item not in own and item not in banned:
-            seen.add(item)
-            out.append((item, score))
-            if len(out) == k:
-                break
-    return out
+        if item in seen:
+            continue
+        seen.add(item)
+        if item in own or item in banned:
+            dropped += 1
+            continue
+        out.append((item, score))
+        if len(out) == k:
+            break
+    return out, dropped
 
 
 class UnknownItem(KeyError):
@@ -169,8 +177,9 @@ def _user_vector(snap: TenantSnapshot, profile, user_id: str):
 
 
 def _top_k(snap: TenantSnapshot, x: np.ndarray, k: int, own_rows: set[int],
-           banned_rows: frozenset[int]) -> list[tuple[str, float]]:
-    """The ``k`` best unsuppressed items: over-fetch by the suppressed count, double while short.
+           banned_rows: frozenset[int]) -> tuple[list[tuple[str, float]], int]:
+    """The ``k`` best unsuppressed items: over-fetch by the suppressed count, double while short;
+    and how many suppressed candidates ranked above the last item answered.
 
     A few dozen candidates are filtered with set lookups (cheaper than ``np.isin`` at this size);
     only the ``k`` answered rows are mapped to ids (each id a likely cache miss on a busy server).
@@ -181,8 +190,10 @@ def _top_k(snap: TenantSnapshot, x: np.ndarray, k: int, own_rows: set[int],
     while True:
         exact = n >= n_items
         rows, scores = snap.index.query(x, n, exact=exact)
-        picked = [(r, s) for r, s in zip(rows.tolist(), scores.tolist())
+        picked = [(pos, r, s) for pos, (r, s) in enumerate(zip(rows.tolist(), scores.tolist()))
                   if r not in own_rows and r not in banned_rows]
         if len(picked) >= k or exact:
-            return [(ids[r], s) for r, s in picked[:k]]
+            # positions above the k-th answer (or the whole list when short) not picked
+            dropped = picked[k - 1][0] + 1 - k if len(picked) >= k else len(rows) - len(picked)
+            return [(ids[r], s) for _, r, s in picked[:k]], dropped
         n = min(n_items, n * 2)

@@ -18,7 +18,8 @@ from recsys_stream.config import Config
 from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
 from recsys_stream.follow import ModelFollower
 from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
-from recsys_stream.serving.metrics import FALLBACKS, LATENCY, REQUESTS, SUPPRESSED, child
+from recsys_stream.serving.metrics import ANSWERED, FALLBACKS, LATENCY, REQUESTS, SUPPRESSED, \
+    child
 from recsys_stream.serving.read_models import ReadModels
 from recsys_stream.serving.recommend import NEARLINE, UnknownItem, recommend, similar_items
 from recsys_stream.serving.snapshots import TenantSnapshot
@@ -72,6 +73,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
                            partial(self.trending.ranked, caller.tenant) if self.trending else ())
         meta["source"] = _SOURCE_NAME[answer.source]
         child(SUPPRESSED, caller.tenant).inc(answer.suppressed)
+        child(ANSWERED, caller.tenant).inc(len(answer.items))
         if answer.source != NEARLINE:
             child(FALLBACKS, caller.tenant, meta["source"]).inc()
         return _scored(recommender_pb2.RecommendResponse(
@@ -125,7 +127,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
             child(REQUESTS, method, status, meta["source"]).inc()
-            child(LATENCY, method, meta["source"]).observe(time.perf_counter() - t0)
+            child(LATENCY, method, status, meta["source"]).observe(time.perf_counter() - t0)
 
     def _caller(self, requested: str, context) -> Caller:
         key = None

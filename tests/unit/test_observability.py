@@ -41,3 +41,25 @@ def test_metrics_and_health_endpoints():
     finally:
         server.shutdown()
     assert serve_metrics(0) is None
+
+
+def test_status_quantile_sums_every_label_set_of_a_histogram():
+    """A server exports one histogram per (method, status, source): the operator's p99 must
+    pool them, not read whichever label set sorts last."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from recsys_stream.status import quantile
+
+    reg = CollectorRegistry()
+    h = Histogram("lat_seconds", "x", ["source"], buckets=(0.001, 0.01, 0.1), registry=reg)
+    for _ in range(98):
+        h.labels("NEARLINE").observe(0.0005)
+    for _ in range(2):
+        h.labels("TRENDING").observe(0.05)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(generate_latest(reg).decode())
+               for s in fam.samples}
+    assert quantile(samples, "lat_seconds", 0.5) == 0.001
+    assert quantile(samples, "lat_seconds", 0.99) == 0.1
+    assert quantile(samples, "missing_seconds", 0.99) is None

@@ -88,6 +88,26 @@ def test_exactly_k_under_heavy_suppression_on_every_path(snaps):
     assert everything.items == [] and everything.source == pb.EMPTY and everything.reason
 
 
+def test_suppressed_counts_the_candidates_dropped_above_the_last_answer(snaps):
+    """The suppression-rate metric counts ranked candidates taken out of an answer, not the
+    size of the user's suppression set (a tenant's whole ban list would swamp it)."""
+    s = snaps["acme"]
+    x = np.ones(s.width)
+    ranked = [str(s.item_ids[r]) for r in s.index.query(x, len(s.item_ids), exact=True)[0]]
+    below = set(ranked[10:30])  # fetched with the over-fetch, but below the 5th answer
+    p = _profile("acme", "u", seen=[ranked[0], ranked[2]], hidden=[ranked[6]], vector=x)
+    a = recommend(s, p, "u", 5, {ranked[3]} | below, frozenset({ranked[1]}))
+    assert [i for i, _ in a.items] == [ranked[i] for i in (4, 5, 7, 8, 9)]
+    assert a.suppressed == 5  # ranks 0, 1, 2, 3 and 6; not the 20 below the last answer
+    trending = [("item-7", 3.0), ("item-8", 2.0), ("item-7", 1.5), ("item-9", 1.0)]
+    t = recommend(s, None, "nobody", 2, {"item-7"}, frozenset(), trending)
+    assert [i for i, _ in t.items] == ["item-8", "item-9"] and t.suppressed == 1
+    pop = [str(s.item_ids[r]) for r in s.popular_order]
+    q = recommend(s, None, "nobody", 3, {pop[1]} | set(pop[-30:]), frozenset({pop[3]}),
+                  [(pop[0], 1.0)])
+    assert [i for i, _ in q.items] == [pop[0], pop[2], pop[4]] and q.suppressed == 2
+
+
 def test_similar_items_are_cosine_neighbours_without_the_item_itself(snaps):
     s = snaps["globex"]
     got = similar_items(s, "item-150", 5, {"item-151"}, {"item-152"})
