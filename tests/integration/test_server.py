@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -72,17 +73,26 @@ def server(cfg):
     prod.produce(cfg.topics.catalog, key=make_key("acme", "acme-0-4"), value=events_pb2.CatalogItem(
         tenant="acme", item_id="acme-0-4", state=events_pb2.BANNED).SerializeToString())
     assert prod.flush(10) == 0
+    with _running(cfg) as (c, address, client):
+        yield c, address, client, v1
+
+
+@contextlib.contextmanager
+def _running(cfg):
+    """A server on a free port in a thread, answering acme's ``p1`` once it yields."""
     address = f"127.0.0.1:{free_port()}"
     c = cfg.replace(server={"address": address})
     stop = threading.Event()
     t = threading.Thread(target=run_server, args=(c, stop), daemon=True)
     t.start()
     client = RecommenderClient(address, KEYS["acme"])
-    wait_until(lambda: _ok(client), 30, what="the server")
-    yield c, address, client, v1
-    client.close()
-    stop.set()
-    t.join(15)
+    try:
+        wait_until(lambda: _ok(client), 30, what="the server")
+        yield c, address, client
+    finally:
+        client.close()
+        stop.set()
+        t.join(15)
 
 
 def _ok(client):
@@ -210,6 +220,47 @@ def test_corrupt_model_is_refused_and_the_previous_keeps_serving(server):
     wait_until(lambda: client.recommend("stranger", k=5).model_version == v3, 15,
                what="the next good model")
     assert all(i.item_id.startswith("acme-2-") for i in client.recommend("stranger", k=5).items)
+
+
+def test_a_request_may_name_the_algorithm(cfg):
+    """ALS and BPR (with implicit's item-bias column) both live: "" is the tenant's DEFAULT,
+    a named algorithm is scored with its own factors, a missing one is refused."""
+    rng = np.random.default_rng(5)
+    store = ModelStore(cfg.model_store)
+    items = [f"acme-0-{i}" for i in range(80)]
+    Y_als, X_als = rng.normal(size=(80, 6)), rng.normal(size=(10, 6))
+    Y_bpr = np.hstack([rng.normal(size=(80, 6)), rng.normal(size=(80, 1))])  # last: item bias
+    X_bpr = np.hstack([rng.normal(size=(10, 6)), np.ones((10, 1))])          # user entry = 1
+    for algorithm, Y, X, extra in (("als", Y_als, X_als, {}),
+                                   ("bpr", Y_bpr, X_bpr, {"bias_column": True})):
+        store.write("acme", algorithm, 4, item_ids=items, item_factors=Y,
+                    user_ids=[f"batch-{i}" for i in range(10)], user_factors=X,
+                    popularity=np.arange(80, 0, -1, dtype=float),
+                    manifest={"hyperparameters": {"regularization": 0.5},
+                              "confidence": ConfidenceSettings().to_dict(), **extra},
+                    index_writer=lambda p, Y=Y, X=X: build_index(Y, p, X, recall_floor=0.0))
+        store.set_current("acme", algorithm, 4)
+    store.set_default_algorithm("acme", "bpr")
+    v, _ = write_model(cfg, tenant="globex")  # globex: ALS only
+    with _running(cfg) as (c, address, client):
+        for named, Y, X in (("", Y_bpr, X_bpr), ("bpr", Y_bpr, X_bpr), ("als", Y_als, X_als)):
+            r = wait_until(lambda: (lambda r: r if r.algorithm == (named or "bpr") else None)(
+                client.recommend("batch-3", k=5, algorithm=named)), 15, what=named or "default")
+            assert r.source == pb.BATCH and r.model_version == 4
+            best = np.argsort(-(Y @ X[3]), kind="stable")[:5]
+            assert [i.item_id for i in r.items] == [items[j] for j in best], named
+            assert np.allclose([i.score for i in r.items], (Y @ X[3])[best], rtol=1e-4)
+        stub = recommender_pb2_grpc.RecommenderStub(client.channel)
+        sim = stub.SimilarItems(pb.SimilarItemsRequest(item_id="acme-0-1", k=3, algorithm="als"),
+                                metadata=client.metadata)
+        assert sim.algorithm == "als" and len(sim.items) == 3
+        with RecommenderClient(address, KEYS["globex"]) as g:
+            assert g.recommend("u", k=3).algorithm == "als" and \
+                g.recommend("u", k=3).model_version == v
+            with pytest.raises(grpc.RpcError) as e:
+                g.recommend("u", k=3, algorithm="bpr")
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "bpr" in e.value.details()
 
 
 def test_worker_pool_shares_one_port(cfg, tmp_path):
