@@ -6,12 +6,13 @@ from collections.abc import Iterable
 
 import grpc
 
-from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
+from recsys_stream.contracts.pb import profiles_pb2, recommender_pb2, recommender_pb2_grpc
 from recsys_stream.serving.auth import METADATA_KEY
 
 
 class RecommenderClient:
-    """``RecommenderClient(address, api_key).recommend(user_id, k=10)``.
+    """``RecommenderClient(address, api_key).recommend(user_id, k=10)``; also
+    ``similar_items(item_id, k)`` and, with an admin key, ``get_profile(user_id)``.
 
     Raises ``grpc.RpcError`` with the server's status code and message on any refusal.
     """
@@ -28,6 +29,19 @@ class RecommenderClient:
                                                exclude_item_ids=list(exclude),
                                                algorithm=algorithm)
         return self.stub.Recommend(req, metadata=self.metadata, timeout=self.timeout)
+
+    def similar_items(self, item_id: str, k: int = 10, exclude: Iterable[str] = (),
+                      tenant: str = "", algorithm: str = ""
+                      ) -> recommender_pb2.SimilarItemsResponse:
+        req = recommender_pb2.SimilarItemsRequest(tenant=tenant, item_id=item_id, k=k,
+                                                  exclude_item_ids=list(exclude),
+                                                  algorithm=algorithm)
+        return self.stub.SimilarItems(req, metadata=self.metadata, timeout=self.timeout)
+
+    def get_profile(self, user_id: str, tenant: str = "") -> profiles_pb2.UserProfile:
+        """The user's profile as the server holds it (an operator's admin key only)."""
+        req = recommender_pb2.GetProfileRequest(tenant=tenant, user_id=user_id)
+        return self.stub.GetProfile(req, metadata=self.metadata, timeout=self.timeout)
 
     def close(self) -> None:
         self.channel.close()

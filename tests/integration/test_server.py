@@ -144,8 +144,8 @@ def test_methods_suppression_and_tenancy(server):
     assert "algorithm" in codes["bad algorithm"][1]
     assert codes["unknown item"][0] == grpc.StatusCode.NOT_FOUND
     assert codes["profile, plain key"][0] == grpc.StatusCode.PERMISSION_DENIED
-    prof = stub.GetProfile(pb.GetProfileRequest(user_id="p1"),
-                           metadata=(("x-api-key", ADMIN_KEYS["acme"]),))
+    with RecommenderClient(address, ADMIN_KEYS["acme"]) as admin:
+        prof = admin.get_profile("p1")
     assert list(prof.item_ids) == ["acme-0-1", "acme-0-2"]
     # globex's key sees globex only: no model yet, so EMPTY with a reason, never acme's items
     g = RecommenderClient(address, KEYS["globex"]).recommend("p1", k=5)
@@ -250,10 +250,9 @@ def test_a_request_may_name_the_algorithm(cfg):
             best = np.argsort(-(Y @ X[3]), kind="stable")[:5]
             assert [i.item_id for i in r.items] == [items[j] for j in best], named
             assert np.allclose([i.score for i in r.items], (Y @ X[3])[best], rtol=1e-4)
-        stub = recommender_pb2_grpc.RecommenderStub(client.channel)
-        sim = stub.SimilarItems(pb.SimilarItemsRequest(item_id="acme-0-1", k=3, algorithm="als"),
-                                metadata=client.metadata)
+        sim = client.similar_items("acme-0-1", k=3, exclude=["acme-0-2"], algorithm="als")
         assert sim.algorithm == "als" and len(sim.items) == 3
+        assert not {i.item_id for i in sim.items} & {"acme-0-1", "acme-0-2"}
         with RecommenderClient(address, KEYS["globex"]) as g:
             assert g.recommend("u", k=3).algorithm == "als" and \
                 g.recommend("u", k=3).model_version == v
