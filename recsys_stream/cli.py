@@ -120,7 +120,12 @@ def cmd_models(args) -> int:
         if not rows:
             print(f"no models under {cfg.model_store}")
         return 0
-    version = rollback(cfg, args.tenant, version=args.version, algorithm=args.algorithm)
+    from recsys_stream.contracts.model_store import ModelVerificationError
+    try:
+        version = rollback(cfg, args.tenant, version=args.version, algorithm=args.algorithm)
+    except ModelVerificationError as e:  # an operator's command: a message, not a traceback
+        raise SystemExit(f"{args.tenant}: not rolled back, the version fails verification "
+                         f"({e}); CURRENT is unchanged") from None
     print(f"{args.tenant}: now serving version {version}")
     return 0
 

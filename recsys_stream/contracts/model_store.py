@@ -185,9 +185,19 @@ class ModelStore:
         return json.loads(p.read_text())["reasons"] if p.exists() else None
 
     def prune(self, tenant: str, algorithm: str, keep: int) -> list[int]:
-        """Delete all but the newest ``keep`` versions (never the current one)."""
+        """Keep the newest ``keep`` good versions and the newest ``keep`` rejected ones (for
+        inspection), and always the current one; delete the rest. Returns the deleted versions.
+
+        Good and rejected versions are counted apart: a run of failing rounds must not push out
+        the good versions an operator would roll back to.
+        """
+        if keep <= 0:
+            return []
         current = self.current_version(tenant, algorithm)
-        old = [v for v in self.versions(tenant, algorithm)[:-keep] if v != current] if keep > 0 else []
+        good, rejected = [], []
+        for v in self.versions(tenant, algorithm):
+            (rejected if self.rejected_reasons(tenant, algorithm, v) is not None else good).append(v)
+        old = sorted(v for v in good[:-keep] + rejected[:-keep] if v != current)
         for v in old:
             shutil.rmtree(self.version_dir(tenant, algorithm, v), ignore_errors=True)
         return old

@@ -157,6 +157,19 @@ def test_model_store_round_trip_pointers_and_monotonic_versions(tmp_path):
     assert store.prune("acme", "als", keep=1) == [1]
 
 
+def test_prune_counts_good_and_rejected_versions_apart_and_keeps_current(tmp_path):
+    store = ModelStore(tmp_path)
+    for _ in range(7):
+        _write_model(store)
+    for v in (2, 4, 5, 7):
+        store.reject("acme", "als", v, ["test"])
+    store.set_current("acme", "als", 1)  # an operator rolled back to the oldest
+    assert store.prune("acme", "als", keep=2) == [2, 4]
+    assert store.versions("acme", "als") == [1, 3, 5, 6, 7]  # current + good 3, 6 + rejected 5, 7
+    assert store.prune("acme", "als", keep=2) == []
+    assert store.prune("acme", "als", keep=0) == []  # 0: keep everything
+
+
 def test_model_store_detects_corruption(tmp_path):
     store = ModelStore(tmp_path)
     v = _write_model(store)
