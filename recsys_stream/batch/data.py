@@ -111,7 +111,9 @@ class TenantData:
     """Everything the trainer needs of one tenant.
 
     ``histories`` (all data) feed the published model, ``train`` (before each user's cut) the
-    evaluated one; ``test_items`` are the held-out items per user.
+    evaluated one; ``test_items`` are the held-out items per user and ``test_times`` the time
+    each of them was first met in the holdout (user -> item -> ms): what tells which test items
+    a model trained up to some time cannot have seen.
     """
 
     tenant: str
@@ -120,6 +122,7 @@ class TenantData:
     test_items: dict[str, set[str]] = field(default_factory=dict)
     n_events: int = 0
     window: tuple[int, int] = (0, 0)  # event time range, ms
+    test_times: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> ms
 
     @property
     def event_count(self) -> int:
@@ -146,13 +149,14 @@ def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, 
     """Aggregate a tenant's events per user through ``UserHistory.apply``, with the holdout.
 
     Events of other tenants are ignored. Each user's events are replayed in time order (file
-    order among equal times); the train history is a copy taken at the cut.
+    order among equal times); the train history is a copy taken at the cut. A test item's time
+    is that of its first held-out event.
     """
     by_user: dict[str, list[Event]] = defaultdict(list)
     for e in events:
         if e.tenant == tenant:
             by_user[e.user_id].append(e)
-    full, train, test = {}, {}, {}
+    full, train, test, times = {}, {}, {}, {}
     lo = hi = None
     for user, evs in by_user.items():
         evs.sort(key=lambda e: e.timestamp_ms)
@@ -171,14 +175,23 @@ def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, 
             held -= set(h.suppressed)  # hidden in the end: not something to recommend
             if held:
                 test[user] = held
+                first: dict[str, int] = {}
+                for e in evs[cut:]:  # in time order: the first held-out event of each item
+                    if e.item_id in held:
+                        first.setdefault(e.item_id, e.timestamp_ms)
+                times[user] = first
     n = sum(len(v) for v in by_user.values())
-    return TenantData(tenant, full, train, test, n, (lo or 0, hi or 0))
+    return TenantData(tenant, full, train, test, n, (lo or 0, hi or 0), times)
 
 
 def from_histories(tenant: str, histories: dict[str, UserHistory],
                    fraction: float) -> TenantData:
-    """The changelog path: hold out the items each user met last (by ``first_seen_ms``)."""
-    train, test = {}, {}
+    """The changelog path: hold out the items each user met last (by ``first_seen_ms``).
+
+    A test item's time is its ``first_seen_ms``: the item is not in the train history, so its
+    first sighting is its first held-out event.
+    """
+    train, test, times = {}, {}, {}
     lo = hi = None
     for user, h in histories.items():
         items = sorted(h.items.items(), key=lambda kv: kv[1][2])  # stable: ties keep order
@@ -196,8 +209,9 @@ def from_histories(tenant: str, histories: dict[str, UserHistory],
         t.last_event_ms = max(v[1] for v in t.items.values())
         train[user] = t
         test[user] = {i for i, _ in items[-n_test:]}
+        times[user] = {i: v[2] for i, v in items[-n_test:]}
     return TenantData(tenant, histories, train, test,
-                      sum(h.event_count for h in histories.values()), (lo or 0, hi or 0))
+                      sum(h.event_count for h in histories.values()), (lo or 0, hi or 0), times)
 
 
 # -- the worker's state changelog ----------------------------------------------------------------

@@ -18,6 +18,14 @@ Test items outside the train catalogue cannot be ranked but count in ``|T_u|`` (
 rewarded for forgetting about new items). Everything is vectorised over chunks of users: one
 dense score block, one ``argpartition`` for the top 20, hits looked up in a dense block of the
 test matrix.
+
+The model currently published is scored on the same holdout as serving scores a user with
+fresh events (:func:`current_scorer`): the user's train-split history, weighted with the
+confidence settings of *that* model's manifest, is folded in against its item factors, and its
+items are aligned to the train catalogue (items it does not know score ``-inf``: never ranked,
+still in ``|T_u|``). It was trained on every event up to its ``data_window.to_ms``, so only the
+test items first met after that time are fair to it and to the candidate alike
+(:func:`held_out_after`).
 """
 
 from __future__ import annotations
@@ -26,8 +34,12 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm import tqdm
 
-from recsys_stream.batch.data import Matrix
+from recsys_stream.batch.data import Matrix, build_matrix
+from recsys_stream.contracts.foldin import FoldInSolver
+from recsys_stream.contracts.model_store import ModelArtifacts
+from recsys_stream.contracts.user_state import UserHistory
 
 _DISCOUNT = 1.0 / np.log2(np.arange(2, 22))   # 1/log2(r+1), r = 1..20
 _IDEAL = np.cumsum(_DISCOUNT)                  # IDCG for |T_u| = 1..20
@@ -37,7 +49,8 @@ METRIC_KEYS = ("precision_at_10", "recall_at_20", "ndcg_at_10", "map_at_10", "co
 
 
 def evaluate(score_rows: Callable[[np.ndarray], np.ndarray], train: Matrix,
-             test_items: dict[str, set[str]], popularity: np.ndarray) -> dict[str, float]:
+             test_items: dict[str, set[str]], popularity: np.ndarray, progress: bool = False,
+             desc: str | None = None) -> dict[str, float]:
     """Metrics of a scorer over the test users.
 
     Parameters
@@ -50,6 +63,8 @@ def evaluate(score_rows: Callable[[np.ndarray], np.ndarray], train: Matrix,
         Held-out items per user; users missing from ``train`` are not evaluated.
     popularity : ndarray of shape (n_items,)
         Interactions per item aligned with ``train.item_ids`` (for the concentration metric).
+    progress : bool
+        Show a tqdm bar over the users (``desc`` names it).
 
     Returns
     -------
@@ -76,9 +91,11 @@ def evaluate(score_rows: Callable[[np.ndarray], np.ndarray], train: Matrix,
     sums = np.zeros(4)
     recommended = np.zeros(n_items, dtype=bool)
     popular_slots = total_slots = 0
+    bar = tqdm(total=len(users), desc=desc, unit="user", disable=not progress)
     for start in range(0, len(users), _CHUNK):
         rows = rows_all[start:start + _CHUNK]
         m = len(rows)
+        bar.update(m)
         scores = np.array(score_rows(rows), dtype=np.float32, copy=True)
         sub = train.C[rows]
         scores[np.repeat(np.arange(m), np.diff(sub.indptr)), sub.indices] = -np.inf
@@ -101,6 +118,7 @@ def evaluate(score_rows: Callable[[np.ndarray], np.ndarray], train: Matrix,
         recommended[top10[valid10]] = True
         popular_slots += int(popular[top10][valid10].sum())
         total_slots += int(valid10.sum())
+    bar.close()
     n = len(users)
     return {"precision_at_10": float(sums[0] / n), "recall_at_20": float(sums[1] / n),
             "ndcg_at_10": float(sums[2] / n), "map_at_10": float(sums[3] / n),
@@ -134,3 +152,75 @@ def popularity_scorer(popularity: np.ndarray):
     """The baseline: every user gets the same ranking by train popularity."""
     p = np.asarray(popularity, dtype=np.float32)
     return lambda rows: np.broadcast_to(p, (len(rows), len(p)))
+
+
+# -- the model currently published -------------------------------------------------------------
+def held_out_after(test_items: dict[str, set[str]], test_times: dict[str, dict[str, int]],
+                   after_ms: int) -> dict[str, set[str]]:
+    """Each user's test items first met in the holdout after ``after_ms``.
+
+    A model trained on every event up to ``after_ms`` has seen the earlier ones (they leak into
+    it). An item without a known time is left out, as it cannot be shown to be unseen; users
+    with no item left are dropped.
+    """
+    out = {}
+    for user, items in test_items.items():
+        times = test_times.get(user, {})
+        late = {i for i in items if times.get(i, after_ms) > after_ms}
+        if late:
+            out[user] = late
+    return out
+
+
+def fold_in(art: ModelArtifacts,
+            histories: dict[str, UserHistory]) -> tuple[Matrix, np.ndarray]:
+    """User vectors of ``histories`` against a stored model's item factors, as serving does.
+
+    The confidences follow the model's own manifest settings (the worker, too, folds in with the
+    manifest's copy), items the model does not know are dropped, and lambda is the manifest's
+    ``foldin_regularization``, else its ``regularization`` (``TenantSnapshot.from_artifacts``)::
+
+        x_u = (YtY + Y_u^T (C_u - I) Y_u + lambda*I)^-1  Y_u^T C_u p_u
+
+    Returns
+    -------
+    m : Matrix
+        The histories' confidences over ``art.item_ids`` (rows: users sorted by id).
+    X : ndarray of shape (len(m.user_ids), width), float32
+    """
+    hp = art.manifest.get("hyperparameters", {})
+    reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
+    m = build_matrix(histories, art.confidence, item_ids=art.item_ids.tolist())
+    X = FoldInSolver(art.item_factors, reg, art.bias_column).solve(m.C.indptr, m.C.indices,
+                                                                   m.C.data)
+    return m, X
+
+
+def current_scorer(art: ModelArtifacts, histories: dict[str, UserHistory], train: Matrix,
+                   users: list[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """Scores of a stored model for the rows of ``users`` in ``train``, over ``train.item_ids``.
+
+    ``users`` (ids of ``train``) are folded in from ``histories`` (:func:`fold_in`); only their
+    rows may be scored. Items the model does not know score ``-inf``. A user none of whose items
+    the model knows gets its popularity, as serving falls back to it.
+    """
+    m, X = fold_in(art, {u: histories[u] for u in users})
+    model_row = {i: n for n, i in enumerate(art.item_ids.tolist())}
+    cols = np.fromiter((model_row.get(i, -1) for i in train.item_ids), np.int64,
+                       len(train.item_ids))
+    known = cols >= 0
+    Y = np.asarray(art.item_factors, dtype=np.float32)[cols[known]]
+    pop = np.full(len(cols), -np.inf, dtype=np.float32)
+    pop[known] = art.popularity[cols[known]]
+    train_row = {u: n for n, u in enumerate(train.user_ids)}
+    x_of = np.full(len(train.user_ids), -1, dtype=np.int64)  # train row -> row of X
+    x_of[[train_row[u] for u in m.user_ids]] = np.arange(len(m.user_ids))
+    cold = np.diff(m.C.indptr) == 0
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        r = x_of[rows]
+        out = np.full((len(rows), len(cols)), -np.inf, dtype=np.float32)
+        out[:, known] = X[r] @ Y.T
+        out[cold[r]] = pop
+        return out
+    return score

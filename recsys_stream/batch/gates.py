@@ -8,7 +8,12 @@ Checks, each adding a human-readable reason when it fails:
   at least ``trainer.min_mean_item_norm`` (a collapsed model scores everything alike);
 - quality (only when the holdout evaluated anyone): NDCG@10 strictly above the popularity
   baseline's, and not below the currently published model's by more than
-  ``trainer.ndcg_tolerance`` (relative: ``ndcg < current * (1 - tolerance)`` rejects).
+  ``trainer.ndcg_tolerance`` (relative: ``ndcg < current * (1 - tolerance)`` rejects). The two
+  NDCG@10s come from a :class:`Comparison`: by default the candidate's holdout figure against
+  the one stored in the current manifest (``"stored"``, an older holdout), or, when
+  ``trainer.min_compare_users`` asks for it and enough users allow, both models scored on the
+  same test of this round (``"holdout"``, see ``app.compare_with_current``); the reason says
+  which.
 
 The server re-checks shapes, values and checksums when it loads a version; these gates add what
 only the trainer can judge.
@@ -16,14 +21,40 @@ only the trainer can judge.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from recsys_stream.batch.algorithms import Factors
 from recsys_stream.config import TrainerConfig
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """The candidate's NDCG@10 and the current model's, as the tolerance gate compares them.
+
+    Attributes
+    ----------
+    basis : str
+        ``"holdout"``: both scored on this round's held-out items first met after the current
+        model's data window (``users`` test users); ``"stored"``: the candidate's holdout
+        NDCG@10 against the one stored in the current manifest (an older holdout).
+    candidate_ndcg, current_ndcg : float
+    version : int, optional
+        The current version.
+    users : int
+        Test users of a ``"holdout"`` comparison.
+    """
+
+    basis: str
+    candidate_ndcg: float
+    current_ndcg: float
+    version: int | None = None
+    users: int = 0
+
+
 def check(f: Factors, n_users: int, n_items: int, metrics: dict, baseline: dict,
-          current_ndcg: float | None, cfg: TrainerConfig) -> list[str]:
+          current: Comparison | float | None, cfg: TrainerConfig) -> list[str]:
     """Every reason the model must not be published (empty: it may).
 
     Parameters
@@ -31,7 +62,8 @@ def check(f: Factors, n_users: int, n_items: int, metrics: dict, baseline: dict,
     f : the factors to publish
     n_users, n_items : lengths of the user and item ids written with them
     metrics, baseline : holdout metrics of the model and of popularity (``evaluate``)
-    current_ndcg : NDCG@10 in the manifest of the current version, None if there is none
+    current : the comparison with the current version; a float is the NDCG@10 stored in its
+        manifest (compared with ``metrics``); None if there is no current version
     cfg : the trainer's configuration (bounds and tolerance)
     """
     reasons = []
@@ -59,7 +91,16 @@ def check(f: Factors, n_users: int, n_items: int, metrics: dict, baseline: dict,
     ndcg, pop = metrics.get("ndcg_at_10", 0.0), baseline.get("ndcg_at_10", 0.0)
     if not ndcg > pop:  # `not >`: NaN fails too
         reasons.append(f"NDCG@10 {ndcg:.4f} is not above popularity's {pop:.4f}")
-    if current_ndcg is not None and not ndcg >= current_ndcg * (1 - cfg.ndcg_tolerance):
-        reasons.append(f"NDCG@10 {ndcg:.4f} is below the current model's {current_ndcg:.4f} "
-                       f"by more than {cfg.ndcg_tolerance:.0%}")
+    if current is None:
+        return reasons
+    if not isinstance(current, Comparison):
+        current = Comparison("stored", ndcg, float(current))
+    new, cur = current.candidate_ndcg, current.current_ndcg
+    if not new >= cur * (1 - cfg.ndcg_tolerance):  # `not >=`: NaN fails too
+        model = "the current model" + ("" if current.version is None else f" v{current.version}")
+        on = (f"both on the held-out items of {current.users} users first met after its data "
+              "window" if current.basis == "holdout" else
+              "its NDCG@10 stored in its manifest, from an older holdout")
+        reasons.append(f"NDCG@10 {new:.4f} is below {model}'s {cur:.4f} by more than "
+                       f"{cfg.ndcg_tolerance:.0%} ({on})")
     return reasons

@@ -7,9 +7,11 @@ loader the server uses, and only then does ``CURRENT`` move and the ``models`` t
 What is published: the factors of a retrain on *all* of the tenant's data (every user's latest
 events included), with the hyperparameters and seed of the model that was evaluated on the
 temporal holdout (trained on the events before each user's cut). The manifest's ``metrics`` and
-``baseline_metrics`` are that evaluated model's and popularity's holdout numbers, and
-``training`` says so. The gates judge the published factors (shapes, values, norms) and the
-evaluated model's metrics.
+``baseline_metrics["popularity"]`` are that evaluated model's and popularity's holdout numbers;
+``baseline_metrics["current"]`` (when a version is current) holds its and the current model's
+numbers on the held-out items first met after the current model's data window, and the basis
+of the tolerance gate; ``training`` says so. The gates judge the published factors (shapes,
+values, norms) and the evaluated model's metrics.
 
 A version that fails a gate is still written, marked rejected with its reasons
 (``ModelStore.reject``) for inspection, never made ``CURRENT`` and never announced; it counts in
@@ -119,15 +121,6 @@ def choose_default(store: ModelStore, tenant: str) -> str | None:
         if ndcg > best_ndcg:
             best, best_ndcg = algorithm, ndcg
     return best
-
-
-def current_ndcg(store: ModelStore, tenant: str, algorithm: str) -> float | None:
-    """Holdout NDCG@10 of the current version (what a new model must not fall far below)."""
-    v = store.current_version(tenant, algorithm)
-    if v is None:
-        return None
-    return store.load(tenant, algorithm, v, verify=False).manifest.get(
-        "metrics", {}).get("ndcg_at_10")
 
 
 def publish(cfg: Config, store: ModelStore, candidates: list[Candidate],

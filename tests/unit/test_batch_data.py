@@ -98,6 +98,10 @@ def test_holdout_is_the_tail_by_time_and_disjoint_from_train(events):
         test = data.test_items.get(user, set())
         assert test <= {e.item_id for e in evs[len(evs) - n_test:]}
         assert not test & set(train.items)
+        # a test item's time: its first held-out event
+        assert data.test_times.get(user, {}) == {
+            i: min(e.timestamp_ms for e in evs[len(evs) - n_test:] if e.item_id == i)
+            for i in test}
 
 
 def test_short_histories_stay_in_train_and_hidden_items_are_no_test_items():
@@ -111,6 +115,7 @@ def test_short_histories_stay_in_train_and_hidden_items_are_no_test_items():
             Event("h", "acme", "u", "i6", "hide", None, T0 + 7)]
     data = from_events("acme", evs, S, 500, 0.5)
     assert data.test_items == {"u": {"i4", "i5"}}  # i6 was hidden in the end
+    assert data.test_times == {"u": {"i4": T0 + 4, "i5": T0 + 5}}
 
 
 def test_changelog_holdout_takes_the_items_met_last():
@@ -122,6 +127,7 @@ def test_changelog_holdout_takes_the_items_met_last():
     short.apply("x", "i1", "view", None, T0, S, 500)
     data = from_histories("acme", {"u": h, "v": short}, 0.2)
     assert data.test_items == {"u": {"i8", "i9"}}
+    assert data.test_times == {"u": {"i8": T0 + 8000, "i9": T0 + 9000}}  # first_seen_ms
     assert set(data.train["u"].items) == {f"i{n}" for n in range(8)}
     assert data.train["u"].last_event_ms == T0 + 20_000
     assert data.train["v"] is short and data.histories["u"] is h

@@ -10,7 +10,7 @@ from recsys_stream.batch import app
 from recsys_stream.batch.algorithms import TRAINERS, Factors, train_als, train_bpr
 from recsys_stream.batch.data import Matrix, build_matrix, from_events
 from recsys_stream.batch.evaluate import METRIC_KEYS, evaluate
-from recsys_stream.batch.gates import check
+from recsys_stream.batch.gates import Comparison, check
 from recsys_stream.batch.metrics import REJECTED
 from recsys_stream.config import BprConfig, TrainerConfig
 from recsys_stream.contracts.foldin import FoldInSolver
@@ -194,3 +194,10 @@ def test_gates():
     assert reasons(current=0.31) == ""  # within the 5 % tolerance
     # nothing evaluated (no holdout): the quality gates cannot judge, the others still do
     assert reasons(metrics={"ndcg_at_10": 0.0, "users_evaluated": 0}, current=0.4) == ""
+    # both scored on the same test: those two figures decide, and the reason names the test
+    same = reasons(current=Comparison("holdout", 0.2, 0.25, version=3, users=40))
+    assert "NDCG@10 0.2000 is below the current model v3's 0.2500" in same
+    assert "held-out items of 40 users" in same
+    assert reasons(current=Comparison("holdout", 0.24, 0.25, version=3, users=40)) == ""
+    stored = reasons(current=Comparison("stored", 0.3, 0.4, version=3))
+    assert "current model v3's 0.4000" in stored and "stored in its manifest" in stored
