@@ -39,7 +39,8 @@ from recsys_stream.batch.evaluate import current_scorer, evaluate, factor_scorer
 from recsys_stream.batch.metrics import BASELINE_NDCG, LAST_ROUND, NDCG, RUNS, TRAIN_SECONDS
 from recsys_stream.batch.publish import Candidate, announce, publish, write_version
 from recsys_stream.config import Config
-from recsys_stream.contracts.model_store import ALGORITHMS, ModelStore
+from recsys_stream.contracts.model_store import ALGORITHMS, ModelStore, \
+    ModelVerificationError
 from recsys_stream.observability import serve_metrics
 
 log = logging.getLogger(__name__)
@@ -320,8 +321,9 @@ def rollback(cfg: Config, tenant: str, version: int | None = None,
              algorithm: str | None = None) -> int:
     """Serve an earlier good version again and re-announce it; returns that version.
 
-    ``version`` defaults to the newest non-rejected version before ``CURRENT``; ``algorithm``
-    to the tenant's default. The version is verified before ``CURRENT`` moves.
+    ``version`` defaults to the newest non-rejected version before ``CURRENT`` that passes
+    verification (damaged ones are skipped with a warning); ``algorithm`` to the tenant's
+    default. The version is verified before ``CURRENT`` moves, under the tenant's lock.
 
     Raises
     ------
@@ -330,18 +332,28 @@ def rollback(cfg: Config, tenant: str, version: int | None = None,
     """
     store = ModelStore(cfg.model_store)
     algorithm = algorithm or store.default_algorithm(tenant) or "als"
-    good = [v for v in store.versions(tenant, algorithm)
-            if store.rejected_reasons(tenant, algorithm, v) is None]
-    current = store.current_version(tenant, algorithm)
-    if version is None:
-        older = [v for v in good if current is None or v < current]
-        if not older:
-            raise SystemExit(f"{tenant}/{algorithm}: no version before {current} to roll back to")
-        version = older[-1]
-    elif version not in good:
-        raise SystemExit(f"{tenant}/{algorithm}: version {version} is missing or rejected")
-    store.load(tenant, algorithm, version)  # verified before it is pointed to
-    store.set_current(tenant, algorithm, version)
-    announce(cfg, store, tenant, algorithm, version)
+    with store.tenant_lock(tenant):  # not between a trainer's CURRENT and its announcement
+        good = [v for v in store.versions(tenant, algorithm)
+                if store.rejected_reasons(tenant, algorithm, v) is None]
+        current = store.current_version(tenant, algorithm)
+        if version is None:
+            older = [v for v in good if current is None or v < current]
+            for v in reversed(older):  # the newest earlier version that still verifies
+                try:
+                    store.load(tenant, algorithm, v)
+                except ModelVerificationError as e:
+                    log.warning("%s/%s v%d skipped: %s", tenant, algorithm, v, e)
+                    continue
+                version = v
+                break
+            if version is None:
+                raise SystemExit(f"{tenant}/{algorithm}: no version before {current} to roll "
+                                 "back to" + (" that verifies" if older else ""))
+        elif version not in good:
+            raise SystemExit(f"{tenant}/{algorithm}: version {version} is missing or rejected")
+        else:
+            store.load(tenant, algorithm, version)  # verified before it is pointed to
+        store.set_current(tenant, algorithm, version)
+        announce(cfg, store, tenant, algorithm, version)
     log.info("%s/%s rolled back from v%s to v%d", tenant, algorithm, current, version)
     return version

@@ -130,13 +130,20 @@ def publish(cfg: Config, store: ModelStore, candidates: list[Candidate],
 
     Passing versions become ``CURRENT``; then ``DEFAULT`` is set to the algorithm with the best
     holdout NDCG@10 among the current versions, each passing version is announced (with
-    ``is_default``) and old versions are pruned to ``trainer.keep_versions``. Returns the
+    ``is_default``) and old versions, good and rejected, are pruned to ``trainer.keep_versions``
+    each (``ModelStore.prune``), all under the tenant's lock. Returns the
     tenant's default algorithm. ``announcer`` is :func:`announce` (injected by the
     composition root; tests without a broker record the calls instead).
     """
     if not candidates:
         return None
     tenant = candidates[0].tenant
+    with store.tenant_lock(tenant):  # no operator's rollback lands between CURRENT and announce
+        return _settle(cfg, store, tenant, candidates, announcer)
+
+
+def _settle(cfg: Config, store: ModelStore, tenant: str, candidates: list[Candidate],
+            announcer: Callable) -> str | None:
     for c in candidates:
         if c.passed:
             store.set_current(tenant, c.algorithm, c.version)
@@ -150,13 +157,15 @@ def publish(cfg: Config, store: ModelStore, candidates: list[Candidate],
         store.set_default_algorithm(tenant, default)
         log.info("%s: default algorithm is now %s", tenant, default)
     for c in candidates:
-        if not c.passed:
-            continue
-        announcer(cfg, store, tenant, c.algorithm, c.version)
-        PUBLISHED_VERSION.labels(tenant, c.algorithm).set(c.version)
+        # pruned after a rejection too: a run of failing rounds must not fill the disk
         pruned = store.prune(tenant, c.algorithm, cfg.trainer.keep_versions)
-        log.info("%s/%s v%d published%s (NDCG@10 %.4f, popularity %.4f)%s", tenant,
-                 c.algorithm, c.version, " as default" if c.algorithm == default else "",
-                 c.metrics.get("ndcg_at_10", 0.0), c.baseline.get("ndcg_at_10", 0.0),
-                 f"; pruned {pruned}" if pruned else "")
+        if c.passed:
+            announcer(cfg, store, tenant, c.algorithm, c.version)
+            PUBLISHED_VERSION.labels(tenant, c.algorithm).set(c.version)
+            log.info("%s/%s v%d published%s (NDCG@10 %.4f, popularity %.4f)%s", tenant,
+                     c.algorithm, c.version, " as default" if c.algorithm == default else "",
+                     c.metrics.get("ndcg_at_10", 0.0), c.baseline.get("ndcg_at_10", 0.0),
+                     f"; pruned {pruned}" if pruned else "")
+        elif pruned:
+            log.info("%s/%s: pruned %s", tenant, c.algorithm, pruned)
     return default

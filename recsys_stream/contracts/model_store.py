@@ -15,12 +15,14 @@ Readers verify sha256, shapes and finiteness before anything is served (invarian
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -133,6 +135,23 @@ class ModelStore:
         if not (self.version_dir(tenant, algorithm, version) / MANIFEST).exists():
             raise FileNotFoundError(f"no model {tenant}/{algorithm}/{version}")
         _atomic_write(self.root / tenant / algorithm / "CURRENT", f"{version}\n")
+
+    @contextlib.contextmanager
+    def tenant_lock(self, tenant: str) -> Iterator[None]:
+        """Hold the tenant's pointer lock (an ``flock`` on ``<tenant>/.lock``, between processes).
+
+        A trainer's publish (``CURRENT``, ``DEFAULT``, announcement, prune) and an operator's
+        rollback each hold it, so a rollback can never land between a round's ``CURRENT`` and
+        its announcement, leaving the pointer and the servers on different versions.
+        """
+        d = self.root / tenant
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def set_default_algorithm(self, tenant: str, algorithm: str) -> None:
         _atomic_write(self.root / tenant / "DEFAULT", f"{algorithm}\n")

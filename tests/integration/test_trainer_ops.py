@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Self
@@ -168,11 +169,17 @@ def test_rounds_keep_the_last_n_good_versions_and_the_last_n_rejected(cfg, tmp_p
         assert on_disk(store) == [3, 4, 5, 6]
         assert store.current_version("acme", "als") == 6
         assert store.rejected_reasons("acme", "als", 5)
+        # a failing round prunes too: the rejected ones keep their newest two
+        res = round_(cfg.replace(trainer=REJECT_ALL))
+        assert res["version"] == 7 and res["rejected"]
+        assert on_disk(store) == [3, 5, 6, 7]
         announced.wait_for([1, 2, 3, 6])  # rejected versions are never announced
         assert rollback(cfg, "acme") == 3
 
 
-def test_a_round_never_prunes_the_version_an_operator_rolled_back_to(cfg, tmp_path, monkeypatch):
+def test_an_operators_rollback_waits_for_a_publishing_round(cfg, tmp_path, monkeypatch):
+    """A rollback issued while a round publishes lands after the round (the tenant's lock), so
+    CURRENT and the last announcement never disagree."""
     cfg = cfg.replace(trainer={"keep_versions": 2})
     events_file = write_jsonl(tmp_path / "events.jsonl", acme_events())
     store = ModelStore(cfg.model_store)
@@ -181,27 +188,26 @@ def test_a_round_never_prunes_the_version_an_operator_rolled_back_to(cfg, tmp_pa
             run_trainer(cfg, once=True, events_file=str(events_file), tenant="acme")
         assert on_disk(store) == [1, 2]
 
-        # An operator rolls back to v1 while round 3 publishes: between its announcement of v3
-        # and its pruning (the announcer is the last step before the prune). Pruning to two
-        # versions would delete v1, which is now CURRENT.
         real_announce = app.announce
+        operator: list = []
 
         def announce_then_rollback(c, s, tenant, algorithm, version):
             real_announce(c, s, tenant, algorithm, version)
-            if version == 3:
-                assert rollback(cfg, "acme", version=1) == 1
+            if version == 3:  # the operator rolls back to v2 now, from another thread
+                t = threading.Thread(target=lambda: operator.append(
+                    rollback(cfg, "acme", version=2)))
+                t.start()
+                operator.append(t)
+                time.sleep(0.5)
+                assert store.current_version("acme", "als") == 3, "rollback inside a round"
         monkeypatch.setattr(app, "announce", announce_then_rollback)
         (res,) = run_trainer(cfg, once=True, events_file=str(events_file), tenant="acme")
         monkeypatch.setattr(app, "announce", real_announce)
-        assert res["version"] == 3 and not res["rejected"]
-        assert store.current_version("acme", "als") == 1
-        assert on_disk(store) == [1, 2, 3]  # the current v1 survived the prune (verified above)
-
-        # the next passing round points to v4 and prunes both older ones
-        assert run_trainer(cfg, once=True, events_file=str(events_file),
-                           tenant="acme")[0]["version"] == 4
-        assert on_disk(store) == [3, 4] and store.current_version("acme", "als") == 4
-        announced.wait_for([1, 2, 3, 1, 4])
+        operator[0].join(30)
+        assert res["version"] == 3 and not res["rejected"] and operator[1:] == [2]
+        assert store.current_version("acme", "als") == 2
+        assert on_disk(store) == [2, 3]  # v1 pruned by the round, before the rollback
+        announced.wait_for([1, 2, 3, 2])  # the rollback's announcement is the last word
 
 
 # -- 2. the events-file input --------------------------------------------------------------------
@@ -329,7 +335,11 @@ def test_models_list_and_rollback_commands(cfg, tmp_path):
         assert "item_factors.npy does not match its sha256" in done.stderr
         assert "Traceback" not in done.stderr and "CURRENT is unchanged" in done.stderr
         assert pointer.read_text().strip() == "3"
+        # without VERSION the damaged v2 is skipped for the newest earlier one that verifies
+        done = rollback_cli()
+        assert done.returncode == 0 and done.stdout.strip() == "acme: now serving version 1"
+        assert "v2 skipped" in done.stderr
 
         # each successful rollback was announced, the failed ones were not
-        announced.wait_for([1, 2, 3, 2, 1, 3])
-    assert models_list(config)[3] == ("current", True)
+        announced.wait_for([1, 2, 3, 2, 1, 3, 1])
+    assert models_list(config)[1] == ("current", True)

@@ -4,6 +4,7 @@ model store and item index."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -168,6 +169,31 @@ def test_prune_counts_good_and_rejected_versions_apart_and_keeps_current(tmp_pat
     assert store.versions("acme", "als") == [1, 3, 5, 6, 7]  # current + good 3, 6 + rejected 5, 7
     assert store.prune("acme", "als", keep=2) == []
     assert store.prune("acme", "als", keep=0) == []  # 0: keep everything
+
+
+def _hold_tenant_lock(root, seconds, ready):
+    with ModelStore(root).tenant_lock("acme"):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_tenant_lock_excludes_other_processes(tmp_path):
+    """A trainer's publish and an operator's rollback run in different processes."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=_hold_tenant_lock, args=(str(tmp_path), 1.0, ready))
+    p.start()
+    try:
+        assert ready.wait(30)
+        t0 = time.monotonic()
+        with ModelStore(tmp_path).tenant_lock("acme"):
+            waited = time.monotonic() - t0
+        with ModelStore(tmp_path).tenant_lock("globex"):  # another tenant: not blocked
+            pass
+    finally:
+        p.join(30)
+    assert waited >= 0.5, waited
 
 
 def test_model_store_detects_corruption(tmp_path):
