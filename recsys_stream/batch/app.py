@@ -96,7 +96,8 @@ def train_tenant(cfg: Config, data: TenantData, store: ModelStore,
                                  "published": "retrained on all events",
                                  "holdout_fraction": cfg.trainer.holdout_fraction}}
         version = write_version(store, cfg, data.tenant, factors, full.user_ids, full.item_ids,
-                                pop_full, manifest, verify=not reasons)
+                                pop_full, manifest, verify=not reasons,
+                                progress=progress)
         log.info("%s/%s v%d written in %.1fs%s", data.tenant, algorithm, version, seconds,
                  "" if not reasons else " (fails a gate)")
         candidates.append(Candidate(data.tenant, algorithm, version, metrics, baseline,

@@ -63,12 +63,13 @@ class Candidate:
 
 
 def write_version(store: ModelStore, cfg: Config, tenant: str, factors: Factors, user_ids,
-                  item_ids, popularity: np.ndarray, manifest: dict, verify: bool = True) -> int:
+                  item_ids, popularity: np.ndarray, manifest: dict, verify: bool = True,
+                  progress: bool = False) -> int:
     """Write a new version directory with its index; returns the version number.
 
     The index is tuned on a sample of the model's own user vectors (recall@10 against exact
     scoring goes to ``manifest["index"]``). ``verify=False`` for a model already known to fail
-    a gate: it is kept for inspection only.
+    a gate: it is kept for inspection only. ``progress``: bars over the index builds.
     """
     version = store.next_version(tenant)
     rng = np.random.default_rng(cfg.trainer.seed)
@@ -82,7 +83,8 @@ def write_version(store: ModelStore, cfg: Config, tenant: str, factors: Factors,
                           "bias_column": factors.bias_column},
                 index_writer=lambda p: build_index(factors.item_factors, p, sample,
                                                    recall_floor=cfg.trainer.index_recall_floor,
-                                                   seed=cfg.trainer.seed))
+                                                   seed=cfg.trainer.seed,
+                                                   progress=progress))
     if verify:
         store.load(tenant, factors.algorithm, version)  # verify what was written, as readers do
     return version

@@ -20,6 +20,13 @@ and the server scores exactly for that model. BPR's bias column is an ordinary c
 user's entry is 1), so the index ranks by the same ``x . y`` as exact scoring. Returned scores
 are recomputed exactly from the factors.
 
+A second graph serves ``SimilarItems``, in hnswlib's ``cosine`` space (``SIMILAR_FILE``, next to
+the first): item-to-item similarity is cosine, and the inner-product graph cannot stand in for
+it, since long (popular) vectors dominate inner products. Measured on 20k x 64 ALS-like
+factors: the inner-product index's top 50k candidates held 33 % of the exact cosine top 10.
+Its recall@10 (the item itself excluded) is measured on a seeded sample of the items and tuned
+the same way; below the floor the manifest says ``exact`` for it.
+
 With ``progress`` the items are added in chunks of ``ADD_CHUNK`` under a tqdm bar (large
 catalogues take minutes); the graph is the same as one ``add_items`` call, since the index adds
 on one thread in row order either way and draws every item's level from the same seeded
@@ -45,6 +52,8 @@ IP, L2_AUGMENTED = "ip", "l2-mips-augmented"
 _SPACES = {IP: ("ip", 0), L2_AUGMENTED: ("l2", 1)}
 # Items per add_items call when a progress bar is shown: the bar can only move between calls.
 ADD_CHUNK = 10_000
+SIMILAR_FILE = "similar_index.bin"  # the cosine graph, beside the index file
+SIMILAR_SAMPLE = 300  # items whose cosine neighbours measure the similar graph's recall
 
 
 def _augment(Y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -131,8 +140,19 @@ def build_index(item_factors: np.ndarray, path: Path, query_sample: np.ndarray |
     Y = np.asarray(item_factors, dtype=np.float32)
     if query_sample is None or not len(query_sample) or not len(Y):
         index, info = _build_one(L2_AUGMENTED, Y, m, ef_construction, seed, progress)
-        index.save_index(str(path))
-        return info
+    else:
+        index, info = _build_mips(Y, query_sample, recall_floor, m, ef_construction, seed,
+                                  progress)
+    index.save_index(str(path))
+    if len(Y):
+        info["similar"] = build_similar_index(Y, Path(path).with_name(SIMILAR_FILE),
+                                              recall_floor, m, ef_construction, seed, progress)
+    return info
+
+
+def _build_mips(Y: np.ndarray, query_sample: np.ndarray, recall_floor: float, m: int,
+                ef_construction: int, seed: int, progress: bool) -> tuple[hnswlib.Index, dict]:
+    """The inner-product index in the space that reaches the floor with the smaller ``ef``."""
     k = min(10, len(Y))
     truth = exact_top_k(query_sample, Y, k)
     tried = []
@@ -148,6 +168,43 @@ def build_index(item_factors: np.ndarray, path: Path, query_sample: np.ndarray |
     info["exact"] = not any(not t[0] for t in tried)
     info["spaces_tried"] = {t[2]: {"ef": t[4]["ef"], "recall_at_10": t[4]["recall_at_10"]}
                             for t in tried}
+    return index, info
+
+
+def build_similar_index(item_factors: np.ndarray, path: Path, recall_floor: float = 0.9,
+                        m: int = DEFAULT_M, ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+                        seed: int = 42, progress: bool = False) -> dict:
+    """Build, tune and save the cosine graph of ``SimilarItems``; returns its manifest entry.
+
+    Recall@10 is that of each sampled item's exact cosine neighbours (itself excluded)::
+
+        cos(i, j) = y_i . y_j / (|y_i| |y_j|)
+    """
+    Y = np.asarray(item_factors, dtype=np.float32)
+    n, dim = Y.shape
+    index = hnswlib.Index(space="cosine", dim=dim)
+    index.init_index(max_elements=max(n, 1), M=m, ef_construction=ef_construction,
+                     random_seed=seed)
+    index.set_num_threads(1)
+    _add_items(index, Y, progress, "similar-items index (cosine)")
+    info = {"space": "cosine", "M": m, "ef_construction": ef_construction, "n_items": n,
+            "dim": dim, "ef": EF_STEPS[0], "recall_at_10": None, "exact": False}
+    k = min(10, n - 1)
+    if k > 0:
+        rows = np.random.default_rng(seed).choice(n, min(SIMILAR_SAMPLE, n), replace=False)
+        Yn = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
+        cos = Yn[rows] @ Yn.T
+        cos[np.arange(len(rows)), rows] = -np.inf
+        truth = np.argpartition(-cos, k - 1, axis=1)[:, :k]
+        for ef in EF_STEPS:
+            index.set_ef(max(ef, k + 1))
+            labels, _ = index.knn_query(Y[rows], k=k + 1)
+            found = [[j for j in row_labels if j != r][:k] for r, row_labels in zip(rows, labels)]
+            recall = float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth)]))
+            info.update(ef=ef, recall_at_10=round(recall, 4))
+            if recall >= recall_floor:
+                break
+        info["exact"] = info["recall_at_10"] < recall_floor
     index.save_index(str(path))
     return info
 
@@ -163,6 +220,7 @@ class ItemIndex:
     item_factors: np.ndarray
     info: dict
     index: hnswlib.Index | None = None
+    similar: hnswlib.Index | None = None  # the cosine graph (None: SimilarItems scores exactly)
 
     @property
     def space(self) -> str:
@@ -183,7 +241,32 @@ class ItemIndex:
                                  f"factors {len(item_factors)}")
             index.set_ef(int(info.get("ef", 64)))
             index.set_num_threads(1)
-        return cls(np.asarray(item_factors, dtype=np.float32), info, index)
+        sim_info = info.get("similar") or {}
+        similar = None
+        if path is not None and sim_info.get("n_items", 0) and not sim_info.get("exact"):
+            similar = hnswlib.Index(space="cosine", dim=int(sim_info["dim"]))
+            similar.load_index(str(Path(path).with_name(SIMILAR_FILE)),
+                               max_elements=int(sim_info["n_items"]))
+            if similar.get_current_count() != len(item_factors):
+                raise ValueError(f"similar-items index holds {similar.get_current_count()} "
+                                 f"items, factors {len(item_factors)}")
+            similar.set_ef(int(sim_info.get("ef", 64)))
+            similar.set_num_threads(1)
+        return cls(np.asarray(item_factors, dtype=np.float32), info, index, similar)
+
+    def similar_candidates(self, row: int, n: int) -> np.ndarray:
+        """About the ``n`` items of highest cosine with item ``row`` (itself among them), from the
+        cosine graph; the caller scores them exactly."""
+        n = min(n, len(self.item_factors))
+        tuned = int(self.info["similar"].get("ef", 64))
+        if n > tuned:  # a deep over-fetch needs ef >= n, for this query only
+            self.similar.set_ef(n)
+        try:
+            labels, _ = self.similar.knn_query(self.item_factors[row], k=n)
+        finally:
+            if n > tuned:
+                self.similar.set_ef(tuned)
+        return labels[0].astype(np.int64)
 
     def query(self, x: np.ndarray, n: int, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` item rows and scores for one user vector ``x``, best first."""

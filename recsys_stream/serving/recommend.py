@@ -133,24 +133,32 @@ class UnknownItem(KeyError):
 
 def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
                   banned: frozenset[str] | set[str]) -> list[tuple[str, float]]:
-    """Items by cosine similarity of factors to ``item_id``'s.
+    """Items by cosine similarity of factors to ``item_id``'s, exactly ``k`` when that many
+    are not hidden.
 
-    Cosine neighbours are not inner-product neighbours (long, popular vectors dominate the
-    latter), so the MIPS index only proposes candidates for large catalogues, over-fetched
-    widely; up to ``_EXACT_SIMILAR_VALUES`` factor values every item is scored exactly (~1 ms).
+    Up to ``_EXACT_SIMILAR_VALUES`` factor values (or without the model's cosine graph) every
+    item is scored exactly (~1 ms); above, the cosine graph proposes candidates, over-fetched
+    by the hidden count and doubled while short, and they are scored exactly.
     """
     row = snap.item_row.get(item_id)
     if row is None:
         raise UnknownItem(item_id)
-    Y = snap.index.item_factors
+    ix = snap.index
+    Y = ix.item_factors
     hidden = {snap.item_row[i] for i in exclude if i in snap.item_row}
     hidden.update(_banned_rows(snap, banned))
     hidden.add(row)
-    if Y.size <= _EXACT_SIMILAR_VALUES:
-        rows = np.arange(len(Y))
+    blocked = np.fromiter(hidden, np.int64, len(hidden))
+    n_items, n = len(Y), k + len(hidden)
+    exact = ix.similar is None or Y.size <= _EXACT_SIMILAR_VALUES
+    while not exact and n * 4 < n_items:  # a deep over-fetch is no cheaper than exact
+        rows = ix.similar_candidates(row, n)
+        if np.count_nonzero(~np.isin(rows, blocked)) >= k:
+            break
+        n *= 2
     else:
-        rows, _ = snap.index.query(Y[row], min(len(Y), 50 * k + len(hidden)))
-    rows = rows[~np.isin(rows, np.fromiter(hidden, np.int64, len(hidden)))]
+        rows = np.arange(n_items)
+    rows = rows[~np.isin(rows, blocked)]
     norms = np.linalg.norm(Y[rows], axis=1) * max(float(np.linalg.norm(Y[row])), 1e-12)
     cos = (Y[rows] @ Y[row]) / np.maximum(norms, 1e-12)
     order = np.argsort(-cos, kind="stable")[:k]

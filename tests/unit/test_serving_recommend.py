@@ -122,6 +122,46 @@ def test_similar_items_are_cosine_neighbours_without_the_item_itself(snaps):
         similar_items(s, "item-999", 5, set(), set())
 
 
+def test_similar_items_through_the_cosine_graph_agree_with_exact_cosine(tmp_path, monkeypatch):
+    """Large catalogues take candidates from the model's cosine graph instead of scoring every
+    item: the answer matches exact cosine, suppression and exactly-k included."""
+    import recsys_stream.serving.recommend as rec
+    rng = np.random.default_rng(3)
+    items = [f"item-{i}" for i in range(3000)]
+    # low rank with uneven norms, as ALS factors: inner-product neighbours are not cosine ones
+    Y = (rng.normal(size=(3000, 4)) @ rng.normal(size=(4, 8)) + 0.05 * rng.normal(
+        size=(3000, 8))) * rng.gamma(2.0, 0.5, (3000, 1))
+    X = rng.normal(size=(50, 8))
+    store = ModelStore(tmp_path)
+    store.write("acme", "als", 1, item_ids=items, item_factors=Y,
+                user_ids=[f"u{i}" for i in range(50)], user_factors=X, popularity=np.ones(3000),
+                manifest={"hyperparameters": {"regularization": 0.5},
+                          "confidence": ConfidenceSettings().to_dict()},
+                index_writer=lambda p: build_index(Y, p, X, recall_floor=0.9))
+    s = TenantSnapshot.from_artifacts(store.load("acme", "als", 1))
+    sim = s.index.info["similar"]
+    assert sim["space"] == "cosine" and not sim["exact"] and sim["recall_at_10"] >= 0.9
+    walks = []
+    real = s.index.similar_candidates
+    monkeypatch.setattr(s.index, "similar_candidates",
+                        lambda row, n: walks.append(n) or real(row, n))
+    exact = [similar_items(s, f"item-{i}", 5, {"item-121"}, {"item-122"}) for i in range(120, 140)]
+    assert not walks  # 3000 x 8 values: scored exactly
+    monkeypatch.setattr(rec, "_EXACT_SIMILAR_VALUES", 0)
+    graph = [similar_items(s, f"item-{i}", 5, {"item-121"}, {"item-122"}) for i in range(120, 140)]
+    assert walks and set(walks) <= {5 + 2, 5 + 3}  # k + the hidden: the item, 121, 122
+    hits = sum(len({i for i, _ in a} & {i for i, _ in b}) for a, b in zip(graph, exact))
+    assert hits >= 0.95 * 5 * 20, hits  # the cosine neighbours, not inner-product ones
+    assert all(len(a) == 5 and not {"item-121", "item-122"} & {i for i, _ in a} for a in graph)
+    # a deep exclusion list still gets exactly k: over-fetch doubles, then exact
+    many = {f"item-{i}" for i in range(0, 3000, 2)}
+    deep = similar_items(s, "item-1", 5, many, set())
+    assert len(deep) == 5 and not many & {i for i, _ in deep}
+    top = [i for i, _ in deep]
+    monkeypatch.setattr(rec, "_EXACT_SIMILAR_VALUES", 10**9)
+    assert top == [i for i, _ in similar_items(s, "item-1", 5, many, set())]
+
+
 ids = st.integers(0, 320).map(lambda i: f"item-{i}")
 
 

@@ -55,7 +55,8 @@ def test_chunked_build_with_a_bar_equals_the_single_add(kind, n, tmp_path, bar_u
     if kind == "low-rank":
         assert spaces == ["ip", "l2-mips-augmented"]
     expected = [CHUNK] * (n // CHUNK) + [n % CHUNK]
-    assert bar_updates == [(f"index ({s})", expected) for s in spaces]
+    assert bar_updates == [(f"index ({s})", expected) for s in spaces] + [
+        ("similar-items index (cosine)", expected)]  # then SimilarItems' cosine graph
     assert f"{n}/{n}" in capsys.readouterr().err  # the bar went to stderr
 
     # the same recall figures, chosen space and ef, and byte for byte the same graph
@@ -71,7 +72,8 @@ def test_without_a_sample_the_augmented_build_is_chunked_too(tmp_path, bar_updat
     Y, _, _ = _factors("spread", 500)
     plain = build_index(Y, tmp_path / "plain.bin")
     chunked = build_index(Y, tmp_path / "chunked.bin", progress=True)
-    assert bar_updates == [("index (l2-mips-augmented)", [CHUNK] * 5 + [15])]
+    assert bar_updates == [("index (l2-mips-augmented)", [CHUNK] * 5 + [15]),
+                           ("similar-items index (cosine)", [CHUNK] * 5 + [15])]
     assert chunked == plain
     assert (tmp_path / "chunked.bin").read_bytes() == (tmp_path / "plain.bin").read_bytes()
 
