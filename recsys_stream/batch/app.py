@@ -30,6 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from tqdm import tqdm
+
 from recsys_stream.batch import gates
 from recsys_stream.batch.algorithms import TRAINERS
 from recsys_stream.batch.data import Matrix, TenantData, build_matrix, from_events, \
@@ -176,15 +178,18 @@ def compare_with_current(cfg: Config, data: TenantData, store: ModelStore, algor
 
 
 # -- data ----------------------------------------------------------------------------------------
-def load_data(cfg: Config, events_file: str | None, tenant: str | None) -> list[TenantData]:
-    """Every requested tenant's data (configured tenants, or just ``tenant``)."""
+def load_data(cfg: Config, events_file: str | None, tenant: str | None,
+              progress: bool = False) -> list[TenantData]:
+    """Every requested tenant's data (configured tenants, or just ``tenant``); ``progress``:
+    a bar over the records read."""
     tenants = [tenant] if tenant else list(cfg.tenants)
     for t in tenants:
         cfg.tenant(t)  # unknown tenant: KeyError before any work
     frac = cfg.trainer.holdout_fraction
     if events_file:
         t0 = time.perf_counter()
-        events = list(iter_events_file(events_file, tenant=tenant))
+        events = list(tqdm(iter_events_file(events_file, tenant=tenant), desc="events file",
+                           unit="event", disable=not progress))
         log.info("read %d events from %s in %.1fs", len(events), events_file,
                  time.perf_counter() - t0)
         out = []
@@ -192,7 +197,7 @@ def load_data(cfg: Config, events_file: str | None, tenant: str | None) -> list[
             tc = cfg.tenant(t)
             out.append(from_events(t, events, tc.confidence, tc.history_cap, frac))
         return out
-    by_tenant = read_changelog(cfg)
+    by_tenant = read_changelog(cfg, progress=progress)
     unknown = set(by_tenant) - set(cfg.tenants)
     if unknown:
         log.warning("changelog holds unconfigured tenants %s: ignored", sorted(unknown))
@@ -246,7 +251,7 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
     while True:
         failed = []
         try:
-            datasets = load_data(cfg, events_file, tenant)
+            datasets = load_data(cfg, events_file, tenant, progress)
         except Exception as e:
             if once:
                 raise

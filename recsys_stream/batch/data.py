@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from recsys_stream.config import Config
 from recsys_stream.contracts.confidence import EVENT_TYPES, SUPPRESSING_TYPES, \
@@ -215,13 +216,14 @@ def from_histories(tenant: str, histories: dict[str, UserHistory],
 
 
 # -- the worker's state changelog ----------------------------------------------------------------
-def read_changelog(cfg: Config, timeout_s: float = 60.0) -> dict[str, dict[str, UserHistory]]:
+def read_changelog(cfg: Config, timeout_s: float = 60.0,
+                   progress: bool = False) -> dict[str, dict[str, UserHistory]]:
     """The latest state of every user on the changelog, by tenant.
 
     Every non-empty partition is read from its beginning to its end (``kafka.read_to_end``,
     which stops at the partition-EOF event, not at tansu's unreliable high watermark). The
     topic is compacted: the last value per key wins, a tombstone deletes the user, and the
-    worker's offset markers are not users.
+    worker's offset markers are not users. ``progress``: a bar counting the records read.
 
     Raises
     ------
@@ -230,7 +232,9 @@ def read_changelog(cfg: Config, timeout_s: float = 60.0) -> dict[str, dict[str, 
     """
     topic = cfg.topics.state_changelog
     latest: dict[bytes, bytes | None] = {}
-    for m in read_to_end(cfg, topic, timeout_s=timeout_s):
+    # a counting bar: tansu's high watermarks are unreliable, so there is no honest total
+    for m in tqdm(read_to_end(cfg, topic, timeout_s=timeout_s), desc="state changelog",
+                  unit="record", disable=not progress):
         if m.key() is not None and not is_offset_marker(m.key()):
             latest[m.key()] = m.value()  # compacted: the last value per key wins
     out: dict[str, dict[str, UserHistory]] = defaultdict(dict)

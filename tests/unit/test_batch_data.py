@@ -149,3 +149,18 @@ def test_matrix_holds_the_confidences_of_the_histories(events):
     sub = build_matrix(data.histories, S, item_ids=m.item_ids[:5])
     assert sub.C.shape == (len(m.user_ids), 5)
     np.testing.assert_array_equal(sub.C.toarray(), m.C[:, :5].toarray())
+
+
+def test_reading_an_events_file_shows_a_bar_only_when_asked(tmp_path, offline_cfg, capsys):
+    from recsys_stream.batch.app import load_data
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(json.dumps({"tenant": "acme", "user_id": f"u{i % 3}",
+                                        "item_id": f"i{i}", "type": "view",
+                                        "timestamp_ms": 1_700_000_000_000 + i}) + "\n"
+                            for i in range(30)))
+    (quiet,) = load_data(offline_cfg, str(path), "acme")
+    assert "events file" not in capsys.readouterr().err
+    (shown,) = load_data(offline_cfg, str(path), "acme", progress=True)
+    err = capsys.readouterr().err
+    assert "events file" in err and "30" in err
+    assert shown.n_events == quiet.n_events == 30
