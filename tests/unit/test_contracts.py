@@ -266,3 +266,21 @@ def test_an_impossible_floor_means_exact_scoring(tmp_path):
     idx = ItemIndex.load(tmp_path / "i.bin", Y, info)
     rows, scores = idx.query(X[0], 10)
     assert set(rows.tolist()) == set(exact_top_k(X[:1], Y, 10)[0].tolist())
+
+
+def test_graphs_that_do_not_match_the_factors_are_refused(tmp_path):
+    """A snapshot is built off the request path; a graph of another size must never load."""
+    rng = np.random.default_rng(4)
+    Y, X = rng.normal(size=(300, 8)), rng.normal(size=(40, 8))
+    info = build_index(Y, tmp_path / "i.bin", X, recall_floor=0.5)
+    assert info["similar"]["space"] == "cosine" and info["similar"]["n_items"] == 300
+    ok = ItemIndex.load(tmp_path / "i.bin", Y, info)
+    assert ok.index is not None and ok.similar is not None
+    with pytest.raises(ValueError, match="index holds 300 items, factors 299"):
+        ItemIndex.load(tmp_path / "i.bin", Y[:299], info)
+    only_similar = dict(info, exact=True)  # inner-product graph unused: the cosine one checked
+    with pytest.raises(ValueError, match="similar-items index holds 300 items, factors 299"):
+        ItemIndex.load(tmp_path / "i.bin", Y[:299], only_similar)
+    # a model written before the cosine graph existed: SimilarItems scores exactly
+    older = {k: v for k, v in info.items() if k != "similar"}
+    assert ItemIndex.load(tmp_path / "i.bin", Y, older).similar is None
