@@ -21,7 +21,8 @@ per-event aggregation, which is replaced by the generator): the temporal holdout
 last 20 % of interactions, ``holdout_cut``); per algorithm, the evaluated model (train part)
 and its holdout metrics on ``--eval-users`` sampled test users (``trainer.eval_max_users``, as
 the trainer samples; the time for all test users is extrapolated and printed), the published
-model (all interactions), the gates, ``write_version`` (hnswlib index with its recall@10
+model (all interactions), the gates, ``write_version`` (hnswlib index and SimilarItems' cosine
+graph, each with its recall@10
 measurement, arrays, sha256, verified re-read); then ``publish`` (``CURRENT``, ``DEFAULT``,
 announcement on an embedded broker) and the swap: the server's ``ModelFollower`` building
 ``TenantSnapshot`` from the announcement. One line per stage with seconds, the load average
@@ -195,8 +196,10 @@ def main() -> None:
                                     verify=not reasons)
             info = store.load(TENANT, algorithm, version, verify=False).manifest["index"]
             spent = index_s[0] - before
+            sim = info.get("similar", {})
             record(f"{algorithm}: index build + recall", spent,
-                   f"recall@10 {info['recall_at_10']} at ef={info['ef']} exact={info['exact']}")
+                   f"recall@10 {info['recall_at_10']} at ef={info['ef']} exact={info['exact']}; "
+                   f"cosine graph {sim.get('recall_at_10')} at ef={sim.get('ef')}")
             t = stage(f"{algorithm}: write + verify", t + spent)
             del factors
             print(f"  {algorithm}: NDCG@10 {metrics['ndcg_at_10']:.4f} (popularity "
