@@ -132,15 +132,22 @@ def test_the_gate_compares_with_the_current_model_on_the_same_test(
         assert res["rejected"] == [] and store.current_version("acme", "als") == res["version"]
 
 
-def test_too_few_users_fall_back_to_the_stored_ndcg_and_the_manifest_says_so(
-        data, offline_cfg, monkeypatch, recorded):
-    cfg = offline_cfg.replace(trainer={"min_compare_users": 2})  # only u qualifies
-    store = ModelStore(cfg.model_store)
-    v = _write_current(store, CURRENT, stored_ndcg=0.99)
+def _round_against(cfg, data, store, stored_ndcg, monkeypatch):
+    """A round of the WORSE candidate against a CURRENT model stored with ``stored_ndcg``;
+    returns (current version, result, the manifest's ``baseline_metrics["current"]``)."""
+    v = _write_current(store, CURRENT, stored_ndcg=stored_ndcg)
     monkeypatch.setitem(TRAINERS, "als", _crafted(WORSE))
     (res,) = app.train_tenant(cfg, data, store)
     cur = store.load("acme", "als", res["version"], verify=False).manifest[
         "baseline_metrics"]["current"]
+    return v, res, cur
+
+
+def test_too_few_users_fall_back_to_the_stored_ndcg_and_the_manifest_says_so(
+        data, offline_cfg, monkeypatch, recorded):
+    cfg = offline_cfg.replace(trainer={"min_compare_users": 2})  # only u qualifies
+    store = ModelStore(cfg.model_store)
+    v, res, cur = _round_against(cfg, data, store, 0.99, monkeypatch)
     assert cur["gate"] == "stored" and cur["stored_ndcg_at_10"] == 0.99 and cur["users"] == 1
     assert cur["current"]["ndcg_at_10"] == pytest.approx(NDCG_CURRENT)  # still recorded
     (reason,) = res["rejected"]  # the full holdout's 0.877 against the stored 0.99
@@ -161,11 +168,7 @@ def test_by_default_the_gate_uses_the_stored_ndcg_and_records_the_holdout_compar
     the current model, so it is reported, not gated on."""
     assert offline_cfg.trainer.min_compare_users == 0
     store = ModelStore(offline_cfg.model_store)
-    v = _write_current(store, CURRENT, stored_ndcg=0.5)
-    monkeypatch.setitem(TRAINERS, "als", _crafted(WORSE))
-    (res,) = app.train_tenant(offline_cfg, data, store)
-    cur = store.load("acme", "als", res["version"], verify=False).manifest[
-        "baseline_metrics"]["current"]
+    v, res, cur = _round_against(offline_cfg, data, store, 0.5, monkeypatch)
     assert cur["gate"] == "stored" and cur["users"] == 1 and cur["version"] == v
     assert cur["current"]["ndcg_at_10"] == pytest.approx(NDCG_CURRENT)  # recorded all the same
     assert cur["candidate"]["ndcg_at_10"] == pytest.approx(NDCG_WORSE)
