@@ -67,9 +67,13 @@ def cmd_trainer(args) -> int:
         cfg = cfg.replace(trainer={"interval_s": args.interval})
     if args.algorithms:
         cfg = cfg.replace(trainer={"algorithms": tuple(args.algorithms.split(","))})
-    if args.events_file and not args.tenant:
-        raise SystemExit("--events-file needs --tenant (the tenant the file's events belong to)")
-    run_trainer(cfg, once=not args.periodic, events_file=args.events_file, tenant=args.tenant)
+    try:
+        run_trainer(cfg, once=not args.periodic, events_file=args.events_file,
+                    tenant=args.tenant)
+    except ValueError as e:  # a bad events file: its message names the file and line
+        if not (args.events_file and str(e).startswith(str(args.events_file))):
+            raise
+        raise SystemExit(f"trainer: {e}") from None
     return 0
 
 
@@ -176,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, help="seconds between periodic rounds")
     p.add_argument("--events-file", help="train from a CSV/JSONL file (MovieLens ratings.csv "
                    "works) instead of the worker's state changelog")
-    p.add_argument("--tenant", help="only this tenant (required with --events-file)")
+    p.add_argument("--tenant", help="only this tenant (a MovieLens file has no tenant column: "
+                   "its events become this tenant's)")
     p.add_argument("--algorithms", help="comma-separated: als,bpr (overrides the config)")
 
     p = add("serve", cmd_serve, "Run the gRPC Recommender server (health and reflection on).")
