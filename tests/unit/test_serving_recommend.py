@@ -122,23 +122,55 @@ def test_similar_items_are_cosine_neighbours_without_the_item_itself(snaps):
         similar_items(s, "item-999", 5, set(), set())
 
 
-def test_similar_items_through_the_cosine_graph_agree_with_exact_cosine(tmp_path, monkeypatch):
-    """Large catalogues take candidates from the model's cosine graph instead of scoring every
-    item: the answer matches exact cosine, suppression and exactly-k included."""
-    import recsys_stream.serving.recommend as rec
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A 3,000-item model: large enough that requests walk the graphs instead of scoring all."""
     rng = np.random.default_rng(3)
     items = [f"item-{i}" for i in range(3000)]
     # low rank with uneven norms, as ALS factors: inner-product neighbours are not cosine ones
     Y = (rng.normal(size=(3000, 4)) @ rng.normal(size=(4, 8)) + 0.05 * rng.normal(
         size=(3000, 8))) * rng.gamma(2.0, 0.5, (3000, 1))
-    X = rng.normal(size=(50, 8))
-    store = ModelStore(tmp_path)
+    X = rng.normal(size=(50, 4)) @ rng.normal(size=(4, 8))
+    store = ModelStore(tmp_path_factory.mktemp("big"))
     store.write("acme", "als", 1, item_ids=items, item_factors=Y,
                 user_ids=[f"u{i}" for i in range(50)], user_factors=X, popularity=np.ones(3000),
                 manifest={"hyperparameters": {"regularization": 0.5},
                           "confidence": ConfidenceSettings().to_dict()},
                 index_writer=lambda p: build_index(Y, p, X, recall_floor=0.9))
-    s = TenantSnapshot.from_artifacts(store.load("acme", "als", 1))
+    return TenantSnapshot.from_artifacts(store.load("acme", "als", 1))
+
+
+def test_recommend_through_the_index_returns_exactly_k_of_the_exact_best(big, monkeypatch):
+    """The index path (not the small-catalogue exact one): over-fetched by the suppressed
+    count, it answers k unsuppressed items, nearly all of the exact top k."""
+    s = big
+    assert s.index.index is not None and not s.index.info["exact"]
+    walked = []
+    query = s.index.query
+    monkeypatch.setattr(s.index, "query", lambda x, n, exact=False: walked.append(
+        (n, exact)) or query(x, n, exact=exact))
+    rng = np.random.default_rng(9)
+    overlap = 0
+    for u in range(20):
+        x = s.user_factors[u]
+        ranked = [str(s.item_ids[r]) for r in query(x, 3000, exact=True)[0]]
+        seen = rng.choice(ranked[:80], 30, replace=False).tolist()  # among the best: they bite
+        banned = frozenset(ranked[80:85])
+        a = recommend(s, _profile("acme", f"u{u}", seen=seen), f"u{u}", 10, {ranked[0]}, banned)
+        got = [i for i, _ in a.items]
+        best = [i for i in ranked if i not in set(seen) | banned | {ranked[0]}][:10]
+        assert a.source == pb.BATCH and len(got) == len(set(got)) == 10
+        assert not set(got) & (set(seen) | banned | {ranked[0]})
+        overlap += len(set(got) & set(best))
+    assert all(not exact and n < 750 for n, exact in walked), walked[:3]  # graph walks only
+    assert overlap >= 0.9 * 200, overlap
+
+
+def test_similar_items_through_the_cosine_graph_agree_with_exact_cosine(big, monkeypatch):
+    """Large catalogues take candidates from the model's cosine graph instead of scoring every
+    item: the answer matches exact cosine, suppression and exactly-k included."""
+    import recsys_stream.serving.recommend as rec
+    s = big
     sim = s.index.info["similar"]
     assert sim["space"] == "cosine" and not sim["exact"] and sim["recall_at_10"] >= 0.9
     walks = []
