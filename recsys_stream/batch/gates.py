@@ -12,7 +12,7 @@ Checks, each adding a human-readable reason when it fails:
   NDCG@10s come from a :class:`Comparison`: by default the candidate's holdout figure against
   the one stored in the current manifest (``"stored"``, an older holdout), or, when
   ``trainer.min_compare_users`` asks for it and enough users allow, both models scored on the
-  same test of this round (``"holdout"``, see ``app.compare_with_current``); the reason says
+  same test of this round (``"holdout"``, see ``compare.compare_with_current``); the reason says
   which.
 
 The server re-checks shapes, values and checksums when it loads a version; these gates add what

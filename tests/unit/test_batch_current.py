@@ -8,6 +8,7 @@ import pytest
 
 from recsys_stream.batch import app
 from recsys_stream.batch.algorithms import TRAINERS, Factors
+from recsys_stream.batch.compare import compare_with_current
 from recsys_stream.batch.data import build_matrix, from_events
 from recsys_stream.batch.evaluate import current_scorer, evaluate, factor_scorer, fold_in, \
     held_out_after, popularity_scorer
@@ -95,7 +96,7 @@ def test_the_current_model_is_scored_on_the_items_it_cannot_have_seen(data, offl
     v = _write_current(store, CURRENT, stored_ndcg=0.99)
     train = build_matrix(data.train, cfg.tenant("acme").confidence)
     cand = _crafted(WORSE)(train.C, None, 0)
-    entry, comparison = app.compare_with_current(
+    entry, comparison = compare_with_current(
         cfg, data, store, "als", train, factor_scorer(cand.user_factors, cand.item_factors),
         {"ndcg_at_10": 0.877})
     assert entry["users"] == 1 and entry["gate"] == "holdout" and entry["version"] == v
