@@ -146,6 +146,7 @@ def publish(cfg: Config, store: ModelStore, candidates: list[Candidate],
 
 def _settle(cfg: Config, store: ModelStore, tenant: str, candidates: list[Candidate],
             announcer: Callable) -> str | None:
+    """:func:`publish`'s steps, run under the tenant's lock."""
     for c in candidates:
         if c.passed:
             store.set_current(tenant, c.algorithm, c.version)
