@@ -266,6 +266,8 @@ def rollback(cfg: Config, tenant: str, version: int | None = None,
         No earlier version, or the given one is missing or rejected.
     """
     store = ModelStore(cfg.model_store)
+    if tenant not in store.tenants():  # before the lock, which would create its directory
+        raise SystemExit(f"{tenant}: no models in {cfg.model_store}")
     algorithm = algorithm or store.default_algorithm(tenant) or "als"
     with store.tenant_lock(tenant):  # not between a trainer's CURRENT and its announcement
         good = [v for v in store.versions(tenant, algorithm)

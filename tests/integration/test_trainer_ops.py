@@ -321,6 +321,10 @@ def test_models_list_and_rollback_commands(cfg, tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         assert pointer.read_text().strip() == "3"
 
+        done = cli("models", "--config", str(config), "rollback", "acmee")  # a typo
+        assert done.returncode != 0 and "acmee: no models in" in done.stderr
+        assert "acmee" not in store.tenants()  # the lock did not leave a directory behind
+
         for bad in ("4", "99"):  # rejected, missing
             done = rollback_cli(bad)
             assert done.returncode != 0 and done.stdout == ""
