@@ -84,7 +84,8 @@ class WorkerConfig:
 class TrainerConfig:
     interval_s: float = 300.0       # periodic mode: seconds between rounds
     min_new_events: int = 1         # periodic mode: skip a tenant with fewer new events
-    keep_versions: int = 5          # versions kept per tenant and algorithm (rollback)
+    keep_versions: int = 5          # good versions kept per tenant and algorithm (rollback),
+                                    # and as many rejected ones; the current one always
     algorithms: tuple[str, ...] = ("als",)  # trained per round
     holdout_fraction: float = 0.2   # last share of each user's events held out for evaluation
     eval_max_users: int = 10_000    # holdout metrics over at most this many test users; 0 = all
