@@ -102,8 +102,8 @@ def build_app(config_path: str, n_events: int, out_path: str) -> faust.App:
                 touched[key] = h
                 table.partition_of[key] = items[-1][1]
             conf = {key: h.confidences(settings) for key, h in touched.items()}
-            solved, X = model.foldin.solve(list(conf), list(conf.values()))  # the worker's
-            vectors = dict(zip(solved, X))
+            solved, X, rows = model.foldin.solve(list(conf), list(conf.values()))  # the worker's
+            vectors = dict(zip(solved, zip(X, rows)))
             upd = int(time.time() * 1000)
             for key, h in touched.items():
                 ids, c = conf[key]
@@ -112,8 +112,10 @@ def build_app(config_path: str, n_events: int, out_path: str) -> faust.App:
                     suppressed_item_ids=list(h.suppressed), last_event_ms=h.last_event_ms,
                     updated_ms=upd)
                 if key in vectors:
+                    x, seen = vectors[key]
+                    hidden = [r for r in map(model.item_row.get, h.suppressed) if r is not None]
                     p.vectors.add(algorithm="als", model_version=model.version,
-                                  values=vectors[key].tolist())
+                                  values=x.tolist(), suppressed_rows=seen.tolist() + hidden)
                 await sink.send(key=key, value=p.SerializeToString())
                 table[key] = h.encode()
             done["events"] += len(events)

@@ -5,7 +5,8 @@
 
 Setup: the embedded broker; one tenant with a model of ``--items`` items and f=64 (low-rank
 factors, as ALS produces, with an hnswlib index); ``--users`` user profiles on the profiles topic,
-each with a nearline vector of that model version and 20 seen items. The server runs as
+each with a nearline vector of that model version and 20 seen items (and their rows in the
+model, as the worker writes them). The server runs as
 ``recsys-stream serve --workers N`` (SO_REUSEPORT processes; the supervisor writes the profiles
 into the RocksDB store the processes read as secondaries). The load generator is one more
 process: grpc.aio, ``--concurrency`` calls in flight on as many connections, random users, k=10;
@@ -90,7 +91,9 @@ def produce_profiles(cfg, n_users: int, n_items: int, k: int = 64) -> None:
                 p = profiles_pb2.UserProfile(tenant="bench", user_id=u,
                                              item_ids=[f"i{s}" for s in seen[j]],
                                              confidences=[2.0] * 20)
-                p.vectors.add(algorithm="als", model_version=1, values=vecs[j].tolist())
+                # as the worker writes it: the rows of the seen items in this model version
+                p.vectors.add(algorithm="als", model_version=1, values=vecs[j].tolist(),
+                              suppressed_rows=seen[j].tolist())
                 yield make_key("bench", u), p.SerializeToString()
     n = produce_all(prod, cfg.topics.profiles, records())
     prod.flush(120)

@@ -76,7 +76,7 @@ class NormalEquationCache:
                            len(item_ids))
 
     def solve(self, keys: list[bytes], histories: list[tuple[list[str], np.ndarray]]
-              ) -> tuple[list[bytes], np.ndarray]:
+              ) -> tuple[list[bytes], np.ndarray, list[np.ndarray]]:
         """Solve every user that has an item the model knows.
 
         Parameters
@@ -88,8 +88,11 @@ class NormalEquationCache:
         -------
         solved : the keys solved, in order (a user the model knows nothing of gets no vector)
         X : ndarray of shape (len(solved), solver.width), float32
+        rows : per solved key, the model rows of its history items the model knows (the
+            profile's ``suppressed_rows``; looked up here anyway)
         """
         direct, fresh, cached = [], [], []  # (key, rows, c) / (key, ids, rows, c) / key
+        cached_rows = []
         # deltas of the cached users, as CSR entries (model row, dc, dw)
         d_ptr, d_rows, d_c, d_w = [0], [], [], []
         for key, (ids, c) in zip(keys, histories):
@@ -114,6 +117,7 @@ class NormalEquationCache:
                 e.ids = ids
                 self._entries.move_to_end(key)
                 cached.append(key)
+                cached_rows.append(e.rows[e.rows >= 0])
                 continue
             rows = self.rows(ids)
             known = rows >= 0
@@ -137,8 +141,9 @@ class NormalEquationCache:
         if direct:
             X.append(self.solver.solve(*_csr([r for _, r, _ in direct], [c for *_, c in direct])))
         solved = cached + [f[0] for f in fresh] + [d[0] for d in direct]
+        rows = cached_rows + [r[r >= 0] for _, _, r, _ in fresh] + [r for _, r, _ in direct]
         return solved, (np.concatenate(X) if X else
-                        np.empty((0, self.solver.width), dtype=np.float32))
+                        np.empty((0, self.solver.width), dtype=np.float32)), rows
 
     def _form(self, users: list[tuple[bytes, list[str], np.ndarray, np.ndarray]]) -> np.ndarray:
         """Form the users' systems in full, keep them, and solve them."""

@@ -308,10 +308,17 @@ class Worker:
                          for key in keys]
             # a user the model knows nothing of gets no vector (the server falls back); heavy
             # users' systems are updated from the last batch's (nearline.normal_cache)
-            solved, X = model.foldin.solve(keys, histories)
-            for key, x in zip(solved, X):
+            solved, X, rows = model.foldin.solve(keys, histories)
+            row_of = model.item_row
+            for key, x, seen in zip(solved, X, rows):
+                # the rows of what the profile suppresses: its item_ids (the history under
+                # ``settings``; the solve's own rows when the model counts it alike) and hidden
+                seen = seen.tolist() if same else [r for r in map(row_of.get, conf[key][0])
+                                                   if r is not None]
+                seen += [r for r in map(row_of.get, users[key].suppressed) if r is not None]
                 out[key].append(profiles_pb2.ProfileVector(
-                    algorithm=algorithm, model_version=model.version, values=x.tolist()))
+                    algorithm=algorithm, model_version=model.version, values=x.tolist(),
+                    suppressed_rows=seen))
             FOLDIN_SECONDS.observe(time.perf_counter() - t0)
         return out
 

@@ -51,26 +51,27 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
 
     ``trending`` may be a callable: it is only called when no user vector answers.
     """
-    # suppressed = own | banned; ``own`` (request + profile) is kept apart from the catalog's
-    # bans so that a request never copies the tenant's whole ban list
-    own = set(exclude)
-    if profile is not None:
-        own.update(profile.item_ids)
-        own.update(profile.suppressed_item_ids)
-    if banned:
-        own = {i for i in own if i not in banned}
     if snap is None:
+        own = _own_ids(profile, exclude, banned)
         items, dropped = _take(_ranked(trending), own, banned, k)
         if items:
             return Answer(items, TRENDING, suppressed=dropped)
         return Answer(reason="no model has been published for this tenant yet and nothing "
                              "is trending")
     row_of = snap.item_row
-    # one probe per item: the model's id dict is large, each probe mostly cache misses
-    own_rows = {r for r in map(row_of.get, own) if r is not None}
     banned_rows = _banned_rows(snap, banned)
-
-    x, source = _user_vector(snap, profile, user_id)
+    x, source, vector_rows = _user_vector(snap, profile, user_id)
+    if vector_rows:
+        # a nearline vector carries the rows of its profile's suppressed items in this very
+        # version: only the request's exclusions are looked up
+        own_rows = {r for r in vector_rows if r not in banned_rows}
+        if exclude:
+            own_rows.update(r for r in map(row_of.get, exclude)
+                            if r is not None and r not in banned_rows)
+    else:
+        own = _own_ids(profile, exclude, banned)
+        # one probe per item: the model's id dict is large, each probe mostly cache misses
+        own_rows = {r for r in map(row_of.get, own) if r is not None}
     if x is not None:
         items, dropped = _top_k(snap, x, k, own_rows, banned_rows)
     else:
@@ -89,6 +90,19 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
         return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=dropped,
                       reason="every item of the model is suppressed for this user")
     return Answer(items, source, snap.algorithm, snap.version, suppressed=dropped)
+
+
+def _own_ids(profile: profiles_pb2.UserProfile | None, exclude: set[str],
+             banned: frozenset[str] | set[str]) -> set[str]:
+    """The user's and the request's suppressed ids. Suppressed = own | banned; ``own`` is kept
+    apart from the catalog's bans so that a request never copies the tenant's whole ban list."""
+    own = set(exclude)
+    if profile is not None:
+        own.update(profile.item_ids)
+        own.update(profile.suppressed_item_ids)
+    if banned:
+        own = {i for i in own if i not in banned}
+    return own
 
 
 def _ranked(trending) -> Sequence[tuple[str, float]]:
@@ -166,22 +180,24 @@ def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
 
 
 def _user_vector(snap: TenantSnapshot, profile, user_id: str):
+    """``(x, source, rows)``: the first vector of the chain, and for a nearline vector the rows
+    of its profile's suppressed items in this version (empty: look the ids up)."""
     if profile is not None:
         for v in profile.vectors:
             # invariant 2: only a vector solved against this very model version
             if v.algorithm == snap.algorithm and v.model_version == snap.version \
                     and len(v.values) == snap.width:
-                return np.asarray(v.values, dtype=np.float32), NEARLINE
+                return np.asarray(v.values, dtype=np.float32), NEARLINE, v.suppressed_rows
     row = snap.user_row.get(user_id)
     if row is not None:
-        return snap.user_factors[row], BATCH
+        return snap.user_factors[row], BATCH, ()
     if profile is not None and profile.item_ids:
         known = [(snap.item_row[i], c) for i, c in zip(profile.item_ids, profile.confidences)
                  if i in snap.item_row]
         if known:
             items, conf = zip(*known)
-            return snap.solver.solve_one(np.array(items), np.array(conf)), FOLD_IN
-    return None, POPULARITY
+            return snap.solver.solve_one(np.array(items), np.array(conf)), FOLD_IN, ()
+    return None, POPULARITY, ()
 
 
 def _top_k(snap: TenantSnapshot, x: np.ndarray, k: int, own_rows: set[int],

@@ -151,8 +151,10 @@ def test_profile_vector_equals_implicit_recalculate_user(cfg):
     handle = start_worker(cfg)
     try:
         time.sleep(1.0)  # the worker picks the model up from the store and the topic
-        produce(cfg, [ev(1, "fresh", "i3", "purchase"), ev(2, "fresh", "i7"),
-                      ev(3, "fresh", "i7", "click"), ev(4, "fresh", "unknown-item")])
+        # the hide goes first: every profile with the three history items has it too
+        produce(cfg, [ev(0, "fresh", "i11", "hide"), ev(1, "fresh", "i3", "purchase"),
+                      ev(2, "fresh", "i7"), ev(3, "fresh", "i7", "click"),
+                      ev(4, "fresh", "unknown-item")])
 
         def profile():
             for key, value, _ in reversed(seen.get(cfg.topics.profiles)):
@@ -171,6 +173,9 @@ def test_profile_vector_equals_implicit_recalculate_user(cfg):
     ref = model.recalculate_user(0, C)
     got = np.array(prof.vectors[0].values)
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-4
+    # the server suppresses by these rows: the known history and the hidden item, no others
+    assert list(prof.suppressed_item_ids) == ["i11"]
+    assert sorted(prof.vectors[0].suppressed_rows) == sorted([r for r, _ in known] + [11])
 
 
 def test_restart_midway_ends_in_the_same_state_as_an_uninterrupted_run(cfg, tmp_path):

@@ -58,14 +58,17 @@ def test_cached_solves_match_direct_solves_through_many_batches(bias):
         keys = [bytes(k) for k in rng.choice(list(users), 7, replace=False)]
         for key in keys:
             users[key] = _step(rng, *users[key], n_items + 50)
-        solved, got = cache.solve(keys, [(_ids(users[k][0]), users[k][1]) for k in keys])
+        solved, got, got_rows = cache.solve(keys, [(_ids(users[k][0]), users[k][1])
+                                                   for k in keys])
         # no vector from nothing the model knows
         assert sorted(solved) == sorted(k for k in keys if (users[k][0] < n_items).any())
-        for key, x in zip(solved, got):
+        for key, x, known_rows in zip(solved, got, got_rows):
             rows, c = users[key]
             known = rows < n_items
             np.testing.assert_allclose(x, solver.solve_one(rows[known], c[known]),
                                        rtol=1e-4, atol=1e-6)
+            # the rows the profile suppresses by: exactly the known history, cached or not
+            np.testing.assert_array_equal(known_rows, rows[known])
     assert 0 < len(cache) <= 6
 
 

@@ -39,11 +39,16 @@ def snaps(tmp_path_factory):
     return {t: _snapshot(store, t) for t in UNIVERSES}
 
 
-def _profile(tenant, user, seen=(), hidden=(), vector=None, version=1):
+def _profile(tenant, user, seen=(), hidden=(), vector=None, version=1, rows_of=None):
+    """A profile; with ``rows_of`` (a snapshot) its vector carries the suppressed items' rows
+    in that model, as the worker writes them (without: as profiles written before the field)."""
     p = profiles_pb2.UserProfile(tenant=tenant, user_id=user, item_ids=list(seen),
                                  confidences=[3.0] * len(seen), suppressed_item_ids=list(hidden))
     if vector is not None:
-        p.vectors.add(algorithm="als", model_version=version, values=list(vector))
+        rows = [] if rows_of is None else [rows_of.item_row[i] for i in [*seen, *hidden]
+                                           if i in rows_of.item_row]
+        p.vectors.add(algorithm="als", model_version=version, values=list(vector),
+                      suppressed_rows=rows)
     return p
 
 
@@ -106,6 +111,30 @@ def test_suppressed_counts_the_candidates_dropped_above_the_last_answer(snaps):
     q = recommend(s, None, "nobody", 3, {pop[1]} | set(pop[-30:]), frozenset({pop[3]}),
                   [(pop[0], 1.0)])
     assert [i for i, _ in q.items] == [pop[0], pop[2], pop[4]] and q.suppressed == 2
+
+
+def test_a_nearline_vectors_rows_suppress_like_the_ids_they_stand_for(snaps):
+    """The worker writes the rows of a profile's seen and hidden items into its vector, so the
+    server need not look every id up; answers are those of the ids."""
+    s = snaps["acme"]
+    x = np.ones(s.width)
+    ranked = [str(s.item_ids[r]) for r in s.index.query(x, len(s.item_ids), exact=True)[0]]
+    seen, hidden = [ranked[0], ranked[2], "not-in-the-model"], [ranked[5]]
+    with_rows = _profile("acme", "u", seen, hidden, x, rows_of=s)
+    assert len(with_rows.vectors[0].suppressed_rows) == 3
+    ids_only = _profile("acme", "u", seen, hidden, x)
+    for exclude, banned in ((set(), frozenset()), ({ranked[3], "nope"}, frozenset()),
+                            ({ranked[1]}, frozenset({ranked[4], ranked[0]}))):
+        a = recommend(s, with_rows, "u", 5, exclude, banned)
+        b = recommend(s, ids_only, "u", 5, exclude, banned)
+        assert a.source == b.source == pb.NEARLINE
+        assert a.items == b.items and a.suppressed == b.suppressed
+        assert not {i for i, _ in a.items} & (set(seen) | set(hidden) | exclude | banned)
+    # on the nearline path the rows are what suppresses: a row whose id the profile lacks
+    rows_only = _profile("acme", "u", vector=x)
+    rows_only.vectors[0].suppressed_rows.append(s.item_row[ranked[0]])
+    assert [i for i, _ in recommend(s, rows_only, "u", 3, set(), frozenset()).items] == \
+        ranked[1:4]
 
 
 def test_similar_items_are_cosine_neighbours_without_the_item_itself(snaps):
@@ -202,7 +231,7 @@ ids = st.integers(0, 320).map(lambda i: f"item-{i}")
 @given(tenant=st.sampled_from(sorted(UNIVERSES)), user=st.integers(0, 60),
        k=st.integers(1, 60), exclude=st.sets(ids, max_size=40), seen=st.lists(ids, max_size=30),
        hidden=st.lists(ids, max_size=10), banned=st.sets(ids, max_size=40),
-       kind=st.sampled_from(["nearline", "stale", "none", "profile"]),
+       kind=st.sampled_from(["nearline", "nearline-rows", "stale", "none", "profile"]),
        trending=st.lists(st.integers(0, 320), max_size=20))
 def test_property_no_foreign_or_suppressed_item_and_exactly_k(snaps, tenant, user, k, exclude,
                                                                seen, hidden, banned, kind,
@@ -211,8 +240,8 @@ def test_property_no_foreign_or_suppressed_item_and_exactly_k(snaps, tenant, use
     universe = {f"item-{i}" for i in UNIVERSES[tenant]}
     vec = np.linspace(-1, 1, s.width)
     profile = None if kind == "none" else _profile(
-        tenant, f"user-{user}", seen, hidden, vec if kind in ("nearline", "stale") else None,
-        version=1 if kind == "nearline" else 7)
+        tenant, f"user-{user}", seen, hidden, None if kind == "profile" else vec,
+        version=7 if kind == "stale" else 1, rows_of=s if kind == "nearline-rows" else None)
     # the tenant's own trending: only items of its own events
     tr = [(f"item-{i}", 1.0 / (n + 1)) for n, i in enumerate(trending)
           if f"item-{i}" in universe]

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ProfileVector(_message.Message):
-    __slots__ = ("algorithm", "model_version", "values")
+    __slots__ = ("algorithm", "model_version", "values", "suppressed_rows")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_ROWS_FIELD_NUMBER: _ClassVar[int]
     algorithm: str
     model_version: int
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+    suppressed_rows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., suppressed_rows: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class UserProfile(_message.Message):
     __slots__ = ("tenant", "user_id", "vectors", "item_ids", "confidences", "suppressed_item_ids", "last_event_ms", "updated_ms")
