@@ -21,12 +21,14 @@ from recsys_stream.config import Config
 
 log = logging.getLogger(__name__)
 
-# fetch.wait.max.ms of consumers on the freshness path (the worker, the profiles tail): a
-# broker that does not answer a fetch as soon as data arrives (tansu) delays records by up to it
+# fetch.wait.max.ms of consumers on the freshness path (the worker's input): a broker that does
+# not answer a fetch as soon as data arrives (tansu) delays records by up to it
 FETCH_WAIT_MS = 10
-# ... and of read models that may lag by a fraction of a second (catalog bans, model
-# announcements, trending). Every idle consumer sends one fetch per wait: at 10 ms, eight idle
-# consumers kept the embedded broker 0.15 core busy, at 100 ms 0.04 (measured, 2 cores).
+# ... and of read models that may lag by a fraction of a second (the server's profile store,
+# catalog bans, model announcements, trending). Every idle consumer sends one fetch per wait: at
+# 10 ms, eight idle consumers kept the embedded broker 0.15 core busy, at 100 ms 0.04 (measured,
+# 2 cores). The profile store's secondaries catch up every 0.1 s anyway; its tail at 100 ms
+# took the idle broker of `serve --workers 2` from 0.19 to 0.14 core.
 READ_MODEL_FETCH_WAIT_MS = 100
 
 

@@ -24,7 +24,7 @@ from rocksdict import AccessType, BlockBasedOptions, Cache, DBCompressionType, O
     WriteBatch
 
 from recsys_stream.config import Config
-from recsys_stream.kafka import TopicTail
+from recsys_stream.kafka import READ_MODEL_FETCH_WAIT_MS, TopicTail
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class ProfileWriter:
         self._marked = False
         self._readers = readers_dir(cfg)
         self._tail = TopicTail(cfg, {cfg.topics.profiles: self._on_profile}, name="profiles",
-                               after_poll=self._write)
+                               after_poll=self._write, fetch_wait_ms=READ_MODEL_FETCH_WAIT_MS)
 
     def start(self) -> ProfileWriter:
         """Wipe and reopen the store, then start the tail.
