@@ -268,6 +268,15 @@ class ItemIndex:
                 self.similar.set_ef(tuned)
         return labels[0].astype(np.int64)
 
+    @property
+    def ef(self) -> int:
+        """The tuned search depth (a walk for more candidates goes deeper, and costs more)."""
+        return int(self.info.get("ef", 64))
+
+    def walks(self, n: int) -> bool:
+        """Whether ``query`` for ``n`` candidates walks the graph (else it scores exactly)."""
+        return self.index is not None and n * 4 < len(self.item_factors)
+
     def query(self, x: np.ndarray, n: int, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` item rows and scores for one user vector ``x``, best first."""
         n_items = len(self.item_factors)
@@ -275,12 +284,12 @@ class ItemIndex:
         if n <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         x = np.asarray(x, dtype=np.float32)
-        if exact or self.index is None or n * 4 >= n_items:
+        if exact or not self.walks(n):
             scores = self.item_factors @ x
             rows = np.argpartition(-scores, n - 1)[:n] if n < n_items else np.arange(n_items)
             s = scores[rows]
         else:
-            tuned = int(self.info.get("ef", 64))
+            tuned = self.ef
             if n > tuned:  # a deep over-fetch needs ef >= n, for this query only
                 self.index.set_ef(n)
             try:

@@ -11,8 +11,9 @@ Chain (DESIGN.md "Serving"), the first step that can answer wins and names ``sou
 
 Suppression applies on every step: the user's seen and hidden items, banned or removed catalog
 items, and the request's exclusions. Exactly ``k`` items come back whenever ``k`` eligible items
-exist: the index is over-fetched by the number of suppressed items, doubled while short, and
-the last resort scores every item exactly.
+exist: the index is walked for its tuned ``ef`` candidates first (a walk for fewer costs the
+same), doubled while short up to the number of suppressed items plus ``k``, and the last
+resort scores every item exactly.
 """
 
 from __future__ import annotations
@@ -202,22 +203,29 @@ def _user_vector(snap: TenantSnapshot, profile, user_id: str):
 
 def _top_k(snap: TenantSnapshot, x: np.ndarray, k: int, own_rows: set[int],
            banned_rows: frozenset[int]) -> tuple[list[tuple[str, float]], int]:
-    """The ``k`` best unsuppressed items: over-fetch by the suppressed count, double while short;
-    and how many suppressed candidates ranked above the last item answered.
+    """The ``k`` best unsuppressed items: walk for ef candidates, double while short (up to the
+    suppressed count + k, then further only if the walk's recall fell short); and how many
+    suppressed candidates ranked above the last item answered.
 
     A few dozen candidates are filtered with set lookups (cheaper than ``np.isin`` at this size);
     only the ``k`` answered rows are mapped to ids (each id a likely cache miss on a busy server).
     """
     n_items = len(snap.item_ids)
-    n = min(n_items, k + len(own_rows) + len(banned_rows))
     ids = snap.item_id_list
+    ix = snap.index
+    # enough candidates even if every suppressed item ranks first (recall permitting)
+    cap = min(n_items, k + len(own_rows) + len(banned_rows))
+    # a walk for up to ef candidates costs what one for ef does, and one for cap candidates
+    # (a 500-item history, a 2,000-item ban list) costs as much deeper: start at the tuned ef
+    n = min(cap, max(k, ix.ef)) if ix.walks(cap) else cap
     while True:
         exact = n >= n_items
-        rows, scores = snap.index.query(x, n, exact=exact)
+        rows, scores = ix.query(x, n, exact=exact)
         picked = [(pos, r, s) for pos, (r, s) in enumerate(zip(rows.tolist(), scores.tolist()))
                   if r not in own_rows and r not in banned_rows]
         if len(picked) >= k or exact:
             # positions above the k-th answer (or the whole list when short) not picked
             dropped = picked[k - 1][0] + 1 - k if len(picked) >= k else len(rows) - len(picked)
             return [(ids[r], s) for _, r, s in picked[:k]], dropped
-        n = min(n_items, n * 2)
+        # short: go deeper, to cap first; past it only the walk's recall was short
+        n = min(cap, n * 2) if n < cap else min(n_items, n * 2)
