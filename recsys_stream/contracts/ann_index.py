@@ -258,7 +258,7 @@ class ItemIndex:
         """About the ``n`` items of highest cosine with item ``row`` (itself among them), from the
         cosine graph; the caller scores them exactly."""
         n = min(n, len(self.item_factors))
-        tuned = int(self.info["similar"].get("ef", 64))
+        tuned = self.similar_ef
         if n > tuned:  # a deep over-fetch needs ef >= n, for this query only
             self.similar.set_ef(n)
         try:
@@ -272,6 +272,11 @@ class ItemIndex:
     def ef(self) -> int:
         """The tuned search depth (a walk for more candidates goes deeper, and costs more)."""
         return int(self.info.get("ef", 64))
+
+    @property
+    def similar_ef(self) -> int:
+        """The cosine graph's tuned search depth."""
+        return int(self.info["similar"].get("ef", 64))
 
     def walks(self, n: int) -> bool:
         """Whether ``query`` for ``n`` candidates walks the graph (else it scores exactly)."""

@@ -164,8 +164,10 @@ def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
     hidden.update(_banned_rows(snap, banned))
     hidden.add(row)
     blocked = np.fromiter(hidden, np.int64, len(hidden))
-    n_items, n = len(Y), k + len(hidden)
     exact = ix.similar is None or Y.size <= _EXACT_SIMILAR_VALUES
+    # as in _top_k: a walk for up to the graph's ef candidates costs the same, start there
+    n_items = len(Y)
+    n = k + len(hidden) if exact else min(k + len(hidden), max(k + 1, ix.similar_ef))
     while not exact and n * 4 < n_items:  # a deep over-fetch is no cheaper than exact
         rows = ix.similar_candidates(row, n)
         if np.count_nonzero(~np.isin(rows, blocked)) >= k:

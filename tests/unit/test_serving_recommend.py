@@ -259,6 +259,16 @@ def test_similar_items_through_the_cosine_graph_agree_with_exact_cosine(big, mon
     assert walks and set(walks) <= {5 + 2, 5 + 3}  # k + the hidden: the item, 121, 122
     hits = sum(len({i for i, _ in a} & {i for i, _ in b}) for a, b in zip(graph, exact))
     assert hits >= 0.95 * 5 * 20, hits  # the cosine neighbours, not inner-product ones
+    # a long ban list: the first walk is for the graph's ef candidates, not for every ban
+    banned = frozenset(f"item-{i}" for i in range(1000, 1300))
+    del walks[:]
+    deep = [similar_items(s, f"item-{i}", 5, set(), banned) for i in range(120, 140)]
+    monkeypatch.setattr(rec, "_EXACT_SIMILAR_VALUES", 10**9)
+    truth = [similar_items(s, f"item-{i}", 5, set(), banned) for i in range(120, 140)]
+    assert walks and walks[0] == s.index.similar_ef and max(walks) <= 4 * s.index.similar_ef
+    assert all(len(a) == 5 and not {i for i, _ in a} & banned for a in deep)
+    hits = sum(len({i for i, _ in a} & {i for i, _ in b}) for a, b in zip(deep, truth))
+    assert hits >= 0.95 * 5 * 20, hits
     assert all(len(a) == 5 and not {"item-121", "item-122"} & {i for i, _ in a} for a in graph)
     # a deep exclusion list still gets exactly k: over-fetch doubles, then exact
     many = {f"item-{i}" for i in range(0, 3000, 2)}
