@@ -2,7 +2,7 @@
 
     cd /work/main && OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/freshness_lift.py \\
         [--data /work/shared/data/movielens-latest-small-ratings.csv] \\
-        [--config config/movielens.toml] [--window-days 30] [--splits 40]
+        [--config config/movielens.toml] [--window-days 30] [--splits 40] [--seeds 1]
 
 For each global time split T1 < T2:
 
@@ -33,6 +33,12 @@ runs over ``--splits`` event-time quantiles evenly spaced in [0.5, 0.975] and th
 are pooled; T1 = T2 - ``--window-days`` (default 30: a monthly batch cadence, the worker
 carrying the month since the last retrain). Prints recall@20 per split and pooled, and the
 share of the stale->retrain gain the nearline vectors recover; asserts nothing.
+
+Where the gain comes from: the pooled figures split into the test users the worker touched
+(active in [T1, T2)) and the others, whose nearline vector is their stale one, so that any gain
+of the retrain among them is out of reach of a user-side fold-in. ``--seeds N`` trains every
+model (T1 batch, retrain) with N seeds, folds in against each T1 model, averages each user's
+recall@20 over the seeds and prints each seed's own pooled figures: the training noise.
 
 Uncertainty: a paired bootstrap of the pooled user-splits (``--bootstrap`` resamples, fixed
 seed) prints 95 % percentile intervals of retrain - stale, nearline - stale and the recovered
@@ -133,7 +139,8 @@ def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
         users = sorted(test)
         out[protocol] = {"users": len(test), "active": len(active & set(test)),
                          "new": len((active & set(test)) - set(stale_row)),
-                         "user_ids": users, "per_user": np.empty((len(users), len(VARIANTS)))}
+                         "user_ids": users, "per_user": np.empty((len(users), len(VARIANTS))),
+                         "is_active": np.array([u in active for u in users], dtype=bool)}
         for k, variant in enumerate(VARIANTS):
             if variant == "retrain":
                 ids, Y, pop = full_t2.item_ids, retrain.item_factors, full_t2.popularity
@@ -150,6 +157,30 @@ def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
             if not np.isclose(np.mean(per_user), out[protocol][variant], rtol=0, atol=1e-12):
                 raise RuntimeError(f"per-user recall@20 of {variant} does not average to "
                                    f"{out[protocol][variant]}")
+    return out
+
+
+def run_seeds(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: int,
+              seeds: int) -> dict:
+    """``run_split`` once per seed (trainer.seed, +1, ...); recall@20 averaged per user.
+
+    ALS from another seed lands in another local optimum. Averaging a user's recall over seeds
+    takes that training noise out of the comparison; the test users stay the same.
+    ``out[protocol]["seed_means"]`` (seeds x variants) keeps each seed's own means, so the
+    spread between seeds can be printed next to the gain.
+    """
+    runs = [run_split(cfg.replace(trainer={"seed": cfg.trainer.seed + s}), events, t1, t2,
+                      horizon_ms, workdir / f"seed{s}", n * seeds + s) for s in range(seeds)]
+    out = runs[0]
+    out["worker_s"] = sum(r["worker_s"] for r in runs)
+    for protocol in ("next", "all"):
+        if any(r[protocol]["user_ids"] != out[protocol]["user_ids"] for r in runs):
+            raise RuntimeError("the test users differ between seeds")
+        out[protocol]["per_user"] = np.mean([r[protocol]["per_user"] for r in runs], axis=0)
+        out[protocol]["seed_means"] = np.array([[r[protocol][v] for v in VARIANTS]
+                                                for r in runs])
+        for v in VARIANTS:
+            out[protocol][v] = float(np.mean([r[protocol][v] for r in runs]))
     return out
 
 
@@ -245,12 +276,45 @@ def interval_line(means: np.ndarray, what: str) -> str:
             f"share >= {TARGET_SHARE:.0%} in {meets:.0%} of resamples")
 
 
+def seed_line(means: np.ndarray, first_seed: int) -> str:
+    """Each seed's pooled recall@20 and recovered share: how much training noise there is."""
+    parts = []
+    for s, (st, nl, rt) in enumerate(means):
+        share = f"{(nl - st) / (rt - st):.0%}" if rt > st else "n/a"
+        parts.append(f"{first_seed + s}: {st:.4f}/{nl:.4f}/{rt:.4f} {share}")
+    return "  per seed (stale/nearline/retrain, share): " + " | ".join(parts)
+
+
+def group_line(values: np.ndarray, is_active: np.ndarray) -> str:
+    """Where the pooled gain comes from: users active in [T1, T2) and the others.
+
+    The worker touches only the active users; the others' nearline vector is their stale one,
+    so any stale->retrain gain among them comes from the retrain's re-solved item factors, out
+    of reach of a user-side fold-in against the T1 items. Each group's part of the pooled gain
+    is its mean gain times its share of the user-splits; the parts add up to the pooled gain.
+    """
+    parts = []
+    for name, mask in (("active in [T1, T2)", is_active), ("not active", ~is_active)):
+        if not mask.any():
+            continue
+        st, nl, rt = (values[mask, VARIANTS.index(v)].mean() for v in VARIANTS)
+        share = f"{(nl - st) / (rt - st):.0%}" if rt > st else "n/a"
+        w = mask.mean()
+        parts.append(f"{name} ({mask.sum()}): stale {st:.4f} nearline {nl:.4f} retrain "
+                     f"{rt:.4f}, recovered {share}, part of the pooled gain: retrain "
+                     f"{(rt - st) * w:+.4f}, nearline {(nl - st) * w:+.4f}")
+    return "  by user group: " + " | ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(_batch.MOVIELENS))
     ap.add_argument("--config", default=str(_batch.MOVIELENS_CONFIG))
     ap.add_argument("--window-days", type=float, default=30.0)
     ap.add_argument("--splits", type=int, default=40)
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="train every model with this many seeds (trainer.seed, +1, ...) and "
+                         "average each user's recall@20 over them")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -266,12 +330,14 @@ def main() -> None:
           f"users active new  recall@20 {'/'.join(VARIANTS)} | test all after T2: users  "
           f"recall@20", flush=True)
     pooled = {p: dict.fromkeys(VARIANTS + ("users", "active"), 0.0) for p in ("next", "all")}
-    per_user = {p: [] for p in ("next", "all")}  # (user ids, recall@20 rows) per split
+    per_user = {p: [] for p in ("next", "all")}  # (user ids, recall@20 rows, active) per split
+    by_seed = {p: 0.0 for p in ("next", "all")}  # seeds x variants, summed over user-splits
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="fresh-") as tmp:
         cfg = cfg.replace(kafka={"bootstrap_servers": broker.bootstrap_servers})
         for n, q in enumerate(quantiles):
             t2 = int(np.quantile(times, q))
-            r = run_split(cfg, events, t2 - window_ms, t2, window_ms, Path(tmp) / f"s{n}", n)
+            r = run_seeds(cfg, events, t2 - window_ms, t2, window_ms, Path(tmp) / f"s{n}", n,
+                          args.seeds)
             nx, al = r["next"], r["all"]
             print(f"{time.strftime('%Y-%m-%d', time.gmtime(t2 / 1000)):>10} "
                   f"{r['window_events']:>6} {r['worker_s']:>5.1f}s | {nx['users']:>5} "
@@ -282,8 +348,9 @@ def main() -> None:
                 for v in VARIANTS:
                     pooled[protocol][v] += res[v] * res["users"]
                 pooled[protocol]["users"] += res["users"]
+                by_seed[protocol] = by_seed[protocol] + res["seed_means"] * res["users"]
                 pooled[protocol]["active"] += res["active"]
-                per_user[protocol].append((res["user_ids"], res["per_user"]))
+                per_user[protocol].append((res["user_ids"], res["per_user"], res["is_active"]))
     print(f"\n{load()}")
     for protocol, what in (("next", f"items met in the {args.window_days:g} d after T2"),
                            ("all", "items met any time after T2")):
@@ -295,10 +362,13 @@ def main() -> None:
               f"[T1, T2)); recall@20 stale {rec['stale']:.4f}, nearline {rec['nearline']:.4f}, "
               f"retrain {rec['retrain']:.4f}; nearline recovers {share} of the stale->retrain "
               f"gain")
-        users = [u for ids, _ in per_user[protocol] for u in ids]
-        values = np.concatenate([v for _, v in per_user[protocol]])
+        users = [u for ids, _, _ in per_user[protocol] for u in ids]
+        values = np.concatenate([v for _, v, _ in per_user[protocol]])
         if not len(values):
             continue
+        if args.seeds > 1:
+            print(seed_line(by_seed[protocol] / max(p["users"], 1), cfg.trainer.seed))
+        print(group_line(values, np.concatenate([a for _, _, a in per_user[protocol]])))
         rows = np.arange(len(values))
         _, by_user = np.unique(users, return_inverse=True)
         print(interval_line(bootstrap_means(values, rows, args.bootstrap, BOOTSTRAP_SEED),
