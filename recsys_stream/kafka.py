@@ -177,6 +177,11 @@ class TopicTail:
         if self._thread.is_alive():
             self._thread.join(5)
         self._consumer.close()
+        if not self._thread.is_alive():
+            # handlers are mostly bound methods of the tail's owner, which holds the tail: a
+            # cycle, left to the cyclic collector (rare in the worker, see GC_THRESHOLDS)
+            # unless it is broken here
+            self.handlers, self.after_poll = {}, None
 
 
 def read_to_end(cfg: Config, topic: str, partitions: Iterable[int] | None = None,

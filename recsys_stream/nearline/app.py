@@ -64,6 +64,12 @@ def run_worker(cfg: Config, stop: threading.Event | None = None,
         worker.producer.flush(10)
         worker.consumer.close()
         follower.stop()
+        # The clients and the follower hold the worker's callbacks (subscribe's on_assign and
+        # on_revoke, on_new_model): cycles, which this process's rare cyclic collection
+        # (GC_THRESHOLDS) frees only much later. A process that runs many workers (tests,
+        # benchmarks) kept their producers connected until then. Broken here, the worker and
+        # its librdkafka clients are freed as soon as the caller lets go of the worker.
+        worker.consumer = worker.producer = worker.models = None
         store.close()
         if http is not None:
             http.shutdown()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -234,3 +236,21 @@ def test_state_is_committed_per_interval_and_before_stopping(cfg):
         assert sum(store.get(make_key("acme", f"u{i}")).event_count for i in range(5)) == 50
     finally:
         store.close()
+
+
+def test_a_stopped_worker_is_freed_at_once_with_its_kafka_clients(cfg):
+    # The worker process runs the cyclic collector rarely (nearline/app.py GC_THRESHOLDS), so
+    # a stopped worker left in a reference cycle kept its producer connected until much later:
+    # in a process that runs many workers (tests, benchmarks) they piled up. With the
+    # collector off, only reference counting can free it.
+    gc.disable()
+    try:
+        handle = start_worker(cfg)
+        worker = weakref.ref(handle[2])
+        follower_tail = weakref.ref(handle[2].models._tail)
+        stop_worker(handle)
+        del handle
+        assert worker() is None, "the stopped worker is still referenced"
+        assert follower_tail() is None, "the model follower's tail is still referenced"
+    finally:
+        gc.enable()
