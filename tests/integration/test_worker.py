@@ -127,10 +127,12 @@ def test_aggregates_state_and_dead_letters_every_bad_kind(cfg):
 
 def _publish_model(cfg, n_items=60, k=8):
     from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
     C = sp.random(80, n_items, density=0.1, random_state=0, format="csr", dtype=np.float32)
     C.data = 1 + 2 * np.log1p(C.data * 4)
-    m = AlternatingLeastSquares(factors=k, regularization=0.1, iterations=3, random_state=0)
-    m.fit(C, show_progress=False)
+    with threadpool_limits(1, "blas"):  # as the trainer does (implicit warns otherwise)
+        m = AlternatingLeastSquares(factors=k, regularization=0.1, iterations=3, random_state=0)
+        m.fit(C, show_progress=False)
     store = ModelStore(cfg.model_store)
     v = store.next_version("acme")
     path = store.write("acme", "als", v, item_ids=[f"i{j}" for j in range(n_items)],
