@@ -231,6 +231,10 @@ def test_kill_9_at_random_points_ends_in_the_uninterrupted_state(tmp_path, kafka
         streamer.join(120)
         wait_until(lambda: markers.total() == len(records), 90, stack=stack,
                    what="the worker to commit every record")
+        # the killed start may have committed every record already: without this wait the last
+        # start could get its SIGTERM while still importing, before it handles SIGTERM
+        wait_until(lambda: len(takes(stack, "worker")) >= KILLS + 1, 60, stack=stack,
+                   what="the last start to take its partitions")
         assert stack.stop("worker") == 0
     finally:
         stack.stop_all()
