@@ -24,7 +24,8 @@ from recsys_stream.batch.data import TenantData, from_events, holdout_cut, \
 from recsys_stream.config import Config, TenantConfig, load_config  # noqa: E402
 from recsys_stream.contracts.events import Event  # noqa: E402
 
-MOVIELENS = Path("/work/shared/data/movielens-latest-small-ratings.csv")
+# ../shared/data beside the project, never an absolute path of one machine
+MOVIELENS = ROOT.parent / "shared" / "data" / "movielens-latest-small-ratings.csv"
 MOVIELENS_CONFIG = ROOT / "config" / "movielens.toml"
 TENANT = "movielens"
 METRICS = ("precision_at_10", "recall_at_20", "ndcg_at_10", "map_at_10", "coverage",
