@@ -1,7 +1,7 @@
 """Offline quality on MovieLens: our ALS and BPR next to implicit's defaults and popularity.
 
     cd /work/main && OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/quality.py \\
-        [--data /work/shared/data/movielens-latest-small-ratings.csv] \\
+        [--data ../shared/data/movielens-latest-small-ratings.csv] \\
         [--config config/movielens.toml] [--factors 64]
 
 The trainer's temporal holdout (each user's last ``trainer.holdout_fraction`` of events by time
