@@ -1,6 +1,6 @@
 """Freshness lift: how much of a retrain's gain the nearline worker's fold-in recovers.
 
-    cd /work/main && OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/freshness_lift.py \\
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/freshness_lift.py \\
         [--data ../shared/data/movielens-latest-small-ratings.csv] \\
         [--config config/movielens.toml] [--window-days 30] [--splits 40] [--seeds 1]
 

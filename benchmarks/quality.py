@@ -1,6 +1,6 @@
 """Offline quality on MovieLens: our ALS and BPR next to implicit's defaults and popularity.
 
-    cd /work/main && OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/quality.py \\
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/quality.py \\
         [--data ../shared/data/movielens-latest-small-ratings.csv] \\
         [--config config/movielens.toml] [--factors 64]
 

@@ -1,6 +1,6 @@
 """Training at scale: one full trainer round on 1M users x 100k items x 20M interactions.
 
-    cd /work/main && OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/training_scale.py \\
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/training_scale.py \\
         [--scale 1.0] [--eval-users 10000] [--bpr-iterations 30] [--als-regularization L]
 
 ``--scale s`` multiplies users, items and interactions (0.1 = 100k x 10k x 2M). The matrix is

@@ -1,6 +1,6 @@
 """Choose the MovieLens tenant's hyperparameters on a validation split, never on the test.
 
-    cd /work/main && OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/tune_movielens.py \\
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/tune_movielens.py \\
         [--data ../shared/data/movielens-latest-small-ratings.csv] [--factors 64]
 
 The trainer's temporal holdout keeps each user's first 80 % of events (by time) for training
