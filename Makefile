@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo up test test-unit test-integration bench protos clean test-tools
+.PHONY: demo up test test-unit test-integration bench protos clean test-tools kafka-jars
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -34,24 +34,37 @@ demo: $(VENV)/.installed
 up: $(VENV)/.installed
 	$(VENV)/bin/recsys-stream demo --keep-running
 
-# Tools the tests run for real: Prometheus (Debian's package) scrapes the services in
-# tests/integration/test_operations.py. Installed when missing and we may (root + apt).
+# Tools the tests run for real, from Debian's packages: Prometheus scrapes the services in
+# tests/integration/test_operations.py; kcat is the hand-made producer of
+# tests/integration/test_kcat.py. Installed when missing and we may (root + apt).
+TEST_TOOLS := prometheus kcat
 test-tools:
-	@command -v prometheus >/dev/null || { \
+	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's prometheus for the operations test"; \
+	    echo "installing Debian's$$missing for the tests"; \
 	    apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  else echo "prometheus is missing: install it (Debian: apt-get install prometheus)"; fi; }
+	      apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing for the tests:$$missing (Debian: apt-get install$$missing)"; fi; fi
 
-## make test: unit and integration tests (the integration tests start their own broker).
-test: $(VENV)/.installed-dev test-tools
+# Apache Kafka for the tests (and `recsys-stream broker --kafka`): its jars from Maven Central
+# (kafka/pom.xml, pinned, checksums checked) into .cache/kafka-<version>/, once. Java 17+ and
+# Maven must be there; without them this fails with one line saying which is missing.
+kafka-jars: $(VENV)/.installed
+	@command -v java >/dev/null || [ -x "$$JAVA_HOME/bin/java" ] || { \
+	  echo "make test needs Java 17+ for the Apache Kafka broker: set JAVA_HOME or install OpenJDK 17 (Debian: apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { \
+	  echo "make test needs Maven to fetch Apache Kafka from Maven Central: install it (Debian: apt-get install maven)"; exit 1; }
+	@$(PY) -m recsys_stream.kafka_cluster fetch
+
+## make test: unit and integration tests (the integration tests start Apache Kafka themselves).
+test: $(VENV)/.installed-dev test-tools kafka-jars
 	$(PY) -m pytest -q -ra
 
 test-unit: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -ra tests/unit
 
-test-integration: $(VENV)/.installed-dev
+test-integration: $(VENV)/.installed-dev kafka-jars
 	$(PY) -m pytest -q -ra tests/integration
 
 ## make bench: install the benchmark extras (faust-streaming, psutil); run scripts in benchmarks/.
@@ -63,4 +76,4 @@ protos: $(VENV)/.installed-dev
 	$(PY) -m recsys_stream.contracts.codegen
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .cache
