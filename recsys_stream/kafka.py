@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, \
     Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import Gauge
 
 from recsys_stream.config import Config
 
@@ -68,7 +69,10 @@ def ensure_topics(cfg: Config, timeout_s: float = 10.0) -> None:
             continue
         parts = cfg.kafka.interaction_partitions if name in (
             topics.interactions, topics.profiles, topics.state_changelog, topics.dlq) else 1
-        conf = {"cleanup.policy": "compact"} if name in topics.compacted() else {}
+        conf = {"cleanup.policy": "compact",
+                "segment.ms": str(cfg.kafka.compacted_segment_ms),
+                "min.cleanable.dirty.ratio": str(cfg.kafka.compacted_dirty_ratio),
+                } if name in topics.compacted() else {}
         new.append(NewTopic(name, num_partitions=parts, replication_factor=rf, config=conf))
     if not new:
         return
@@ -79,6 +83,48 @@ def ensure_topics(cfg: Config, timeout_s: float = 10.0) -> None:
         except KafkaException as e:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
                 raise
+    _wait_for_leaders(admin, [t.topic for t in new], timeout_s)
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Return once every partition of ``names`` has a leader the metadata names.
+
+    Apache Kafka acknowledges CreateTopics before the partitions' leaders are elected and
+    known to every broker: a watermark query in that window fails with
+    NOT_LEADER_FOR_PARTITION (seen on the first TopicTail of a fresh deployment).
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        md = admin.list_topics(timeout=timeout_s).topics
+        pending = {n for n in pending
+                   if n not in md or md[n].error is not None or not md[n].partitions
+                   or any(p.leader < 0 or p.error is not None
+                          for p in md[n].partitions.values())}
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics without a leader after {timeout_s}s: {sorted(pending)}")
+        time.sleep(0.05)
+
+
+# errors of a watermark query that a moment cures: a topic just created whose leader the
+# client's metadata does not know yet, or a leader that just moved (Apache Kafka)
+_RETRIABLE = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+              KafkaError.LEADER_NOT_AVAILABLE, KafkaError._TIMED_OUT)
+
+
+def watermarks(cons: Consumer, topic: str, partition: int, timeout_s: float = 30.0
+               ) -> tuple[int, int]:
+    """(low, high) offsets of a partition, retrying the errors a leader election causes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return cons.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        except KafkaException as e:
+            if e.args[0].code() not in _RETRIABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def partitions_of(cfg: Config, topic: str, timeout_s: float = 10.0) -> list[int]:
@@ -127,8 +173,7 @@ class TopicTail:
         assignment = []
         for topic in self.handlers:
             for p in partitions_of(self.cfg, topic):
-                low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                                 timeout=10)
+                low, high = watermarks(self._consumer, topic, p)
                 start = OFFSET_BEGINNING if self.backfill is None else max(low, high - self.backfill)
                 assignment.append(TopicPartition(topic, p, start))
                 if high > 0 and (self.backfill is None or high > start):
@@ -203,7 +248,7 @@ def read_to_end(cfg: Config, topic: str, partitions: Iterable[int] | None = None
     try:
         start = {}
         for p in partitions_of(cfg, topic) if partitions is None else partitions:
-            low, high = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermarks(cons, topic, p)
             if high > max(low, 0):
                 start[p] = OFFSET_BEGINNING if tail is None else max(low, high - tail)
         pending = set(start)
@@ -239,3 +284,56 @@ def produce_all(prod: Producer, topic: str, records: Iterable[tuple[bytes, bytes
         if n % 10_000 == 0:
             prod.poll(0)
     return n
+
+
+BROKER_REACHABLE = Gauge("recsys_broker_reachable",
+                         "1 while a metadata request to the Kafka cluster answers, else 0")
+
+
+class BrokerWatch:
+    """Whether the cluster answers, asked every ``interval_s`` from a background thread.
+
+    A process whose broker is down or cut off keeps doing what it can without it (the server
+    answers from what it holds, the worker's clients retry); ``/healthz`` reports
+    ``degraded`` meanwhile (``health()``), so an operator sees the cause, not only the lag.
+    """
+
+    def __init__(self, cfg: Config, interval_s: float = 2.0, timeout_s: float = 3.0) -> None:
+        self._admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers,
+                                   "log_level": 0})  # the process's own clients log outages
+        self.interval_s, self.timeout_s = interval_s, timeout_s
+        self.reachable = True
+        self.since = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="broker-watch", daemon=True)
+
+    def start(self) -> BrokerWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._admin.list_topics(timeout=self.timeout_s)
+                ok = True
+            except KafkaException:
+                ok = False
+            if ok != self.reachable:
+                self.reachable, self.since = ok, time.time()
+                (log.info if ok else log.warning)(
+                    "kafka cluster %s", "reachable again" if ok else "unreachable")
+            BROKER_REACHABLE.set(1 if ok else 0)
+            self._stop.wait(self.interval_s)
+
+    def health(self, view: Callable[[], dict]) -> Callable[[], dict]:
+        """``view`` plus ``broker``; an ``ok`` status becomes ``degraded`` while it is down."""
+        def combined() -> dict:
+            state = dict(view())
+            state["broker"] = {"reachable": self.reachable, "since": round(self.since, 3)}
+            if not self.reachable and state.get("status") == "ok":
+                state["status"] = "degraded"
+            return state
+        return combined

@@ -2,8 +2,11 @@
 model directories) per test.
 
 The broker is ``$KAFKA_BOOTSTRAP_SERVERS`` when set, else a testcontainers Kafka when a Docker
-engine answers (``RECSYS_TEST_DOCKER=0`` opts out), else the embedded tansu broker: the same
-scenarios run either way, nothing is skipped for want of Docker.
+engine answers (``RECSYS_TEST_DOCKER=0`` opts out), else Apache Kafka started from the project's
+own jars (``recsys_stream.kafka_cluster``; ``make test`` resolves them): the same scenarios run
+either way, nothing is skipped for want of Docker. ``RECSYS_TEST_BROKER=tansu`` runs the suite
+on the embedded tansu broker instead; the end-to-end loop runs on tansu in every session anyway
+(``tansu_bootstrap``), because it is the broker of ``make demo``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ def docker_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap():
+def tansu_bootstrap():
+    """Bootstrap servers of an embedded tansu broker (the demo's), started once per session."""
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request):
     """Bootstrap servers of the session's broker."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
@@ -48,9 +58,27 @@ def kafka_bootstrap():
             logging.getLogger(__name__).warning("tests use a testcontainers Kafka")
             yield kafka.get_bootstrap_server()
         return
-    with EmbeddedBroker() as broker:
-        logging.getLogger(__name__).warning("no Docker engine: tests use the embedded broker")
-        yield broker.bootstrap_servers
+    if os.environ.get("RECSYS_TEST_BROKER", "kafka") == "tansu":
+        logging.getLogger(__name__).warning("RECSYS_TEST_BROKER=tansu: tests use tansu")
+        yield request.getfixturevalue("tansu_bootstrap")
+        return
+    from recsys_stream.kafka_cluster import KafkaCluster
+    with KafkaCluster(nodes=1) as cluster:
+        logging.getLogger(__name__).warning("no Docker engine: tests use Apache Kafka %s",
+                                            cluster.bootstrap_servers)
+        yield cluster.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def apache_kafka_bootstrap(request):
+    """Apache Kafka for tests of what only it does (compaction, kcat): the session broker,
+    unless that is tansu (``RECSYS_TEST_BROKER=tansu``), then one started for them."""
+    if os.environ.get("RECSYS_TEST_BROKER", "kafka") != "tansu":
+        yield request.getfixturevalue("kafka_bootstrap")
+        return
+    from recsys_stream.kafka_cluster import KafkaCluster
+    with KafkaCluster(nodes=1) as cluster:
+        yield cluster.bootstrap_servers
 
 
 def make_config(tmp_path, bootstrap: str = "127.0.0.1:9", **tenant_overrides) -> Config:
@@ -60,8 +88,10 @@ def make_config(tmp_path, bootstrap: str = "127.0.0.1:9", **tenant_overrides) ->
                for t, k in KEYS.items()}
     return Config(
         model_store=str(tmp_path / "models"),
+        # compacted topics roll a segment every 2 s so the cleaner can work while a test looks
         kafka=KafkaConfig(bootstrap_servers=bootstrap,
-                          topic_prefix=f"t{uuid.uuid4().hex[:10]}-", interaction_partitions=4),
+                          topic_prefix=f"t{uuid.uuid4().hex[:10]}-", interaction_partitions=4,
+                          compacted_segment_ms=2000, compacted_dirty_ratio=0.01),
         worker=WorkerConfig(state_dir=str(tmp_path / "state")),
         trainer=TrainerConfig(algorithms=("als",)),
         server=ServerConfig(profile_dir=str(tmp_path / "server-profiles")),

@@ -41,6 +41,7 @@ from recsys_stream.batch.metrics import BASELINE_NDCG, LAST_ROUND, NDCG, RUNS, T
 from recsys_stream.batch.publish import Candidate, announce, publish, write_version
 from recsys_stream.config import Config
 from recsys_stream.contracts.model_store import ALGORITHMS, ModelStore, ModelVerificationError
+from recsys_stream.kafka import BrokerWatch
 from recsys_stream.observability import serve_metrics
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     if not once:
-        serve_metrics(cfg.trainer.metrics_port)
+        watch = BrokerWatch(cfg).start()
+        serve_metrics(cfg.trainer.metrics_port, watch.health(lambda: {"status": "ok"}))
     store = ModelStore(cfg.model_store)
     seen: dict[str, int] = {}  # tenant -> events in the data of its last round
     results: list[dict] = []

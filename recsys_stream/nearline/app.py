@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from recsys_stream.config import Config
 from recsys_stream.follow import ModelFollower
-from recsys_stream.kafka import consumer, ensure_topics, producer
+from recsys_stream.kafka import BrokerWatch, consumer, ensure_topics, producer
 from recsys_stream.nearline.models import model_follower
 from recsys_stream.nearline.state import StateStore
 from recsys_stream.nearline.worker import Worker
@@ -54,7 +54,8 @@ def run_worker(cfg: Config, stop: threading.Event | None = None,
     ensure_topics(cfg)
     tune_gc()
     worker, follower, store = build_worker(cfg)
-    http = serve_metrics(cfg.worker.metrics_port, worker.health)
+    watch = BrokerWatch(cfg).start()
+    http = serve_metrics(cfg.worker.metrics_port, watch.health(worker.health))
     follower.start()
     if on_start is not None:
         on_start(worker)

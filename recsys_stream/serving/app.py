@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from recsys_stream.config import Config
 from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
 from recsys_stream.follow import ModelFollower
-from recsys_stream.kafka import ensure_topics
+from recsys_stream.kafka import BrokerWatch, ensure_topics
 from recsys_stream.observability import serve_metrics
 from recsys_stream.serving.metrics import MODEL_CREATED, MODEL_VERSION, REJECTIONS, SWAPS
 from recsys_stream.serving.profile_store import ProfileWriter, readers_dir
@@ -104,7 +104,8 @@ def run_server(cfg: Config, stop: threading.Event | None = None,
 
     async def main() -> None:
         server = Server(cfg, profiles_secondary)
-        http = serve_metrics(cfg.server.metrics_port, server.health_view)
+        watch = BrokerWatch(cfg).start()
+        http = serve_metrics(cfg.server.metrics_port, watch.health(server.health_view))
         await server.start()
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():

@@ -26,8 +26,12 @@ pytestmark = pytest.mark.integration
 USERS, EVENTS, ITEMS = 150, 20, 200
 
 
-@pytest.fixture
-def stack(tmp_path, kafka_bootstrap):
+@pytest.fixture(params=["session-broker", "tansu"])
+def stack(request, tmp_path):
+    """The stack on the session's broker (Apache Kafka in ``make test``) and on tansu, the
+    broker of ``make demo``."""
+    kafka_bootstrap = request.getfixturevalue(
+        "kafka_bootstrap" if request.param == "session-broker" else "tansu_bootstrap")
     address = f"127.0.0.1:{free_port()}"
     path = write_config(tmp_path / "config.toml", kafka_bootstrap, tmp_path, address,
                         topic_prefix=f"loop{uuid.uuid4().hex[:8]}-")

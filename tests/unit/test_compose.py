@@ -59,3 +59,13 @@ def test_prometheus_scrapes_each_service_on_its_configured_port():
     assert targets == {"worker": f"worker:{cfg.worker.metrics_port}",
                        "trainer": f"trainer:{cfg.trainer.metrics_port}",
                        "server": f"server:{cfg.server.metrics_port}"}
+
+
+def test_the_compose_kafka_runs_the_tests_broker_version_and_settings():
+    from recsys_stream.kafka_cluster import kafka_version, shared_settings
+    kafka = _compose()["services"]["kafka"]
+    assert kafka["image"] == f"apache/kafka:{kafka_version()}"
+    env = {k: str(v) for k, v in kafka["environment"].items()}
+    for key, value in shared_settings().items():
+        var = "KAFKA_" + key.upper().replace(".", "_")
+        assert env.get(var) == value, f"{var} in docker-compose.yml != {key}={value}"
