@@ -230,13 +230,16 @@ class TopicTail:
 
 
 def read_to_end(cfg: Config, topic: str, partitions: Iterable[int] | None = None,
-                timeout_s: float = 60.0, tail: int | None = None) -> Iterator[Message]:
+                timeout_s: float = 60.0, tail: int | None = None,
+                start_at: dict[int, int] | None = None) -> Iterator[Message]:
     """Every record of ``partitions`` (default: all) of ``topic``, from the beginning to the end.
 
     The end is the client's partition-EOF event, not the high watermark (the embedded tansu
     broker reports the base offset of the last record batch + 1 there). Partitions empty at the
     start are not read. With ``tail``, each partition is read from ``tail`` records before its
-    high watermark instead of from its beginning.
+    high watermark instead of from its beginning. With ``start_at``, a partition it names is
+    read from that offset (an offset past the partition's end, as after the topic was
+    recreated, resets to its beginning: ``auto.offset.reset=earliest``).
 
     Raises
     ------
@@ -251,6 +254,9 @@ def read_to_end(cfg: Config, topic: str, partitions: Iterable[int] | None = None
             low, high = watermarks(cons, topic, p)
             if high > max(low, 0):
                 start[p] = OFFSET_BEGINNING if tail is None else max(low, high - tail)
+                if start_at and p in start_at:
+                    # not skipped when at the high watermark: tansu reports it short
+                    start[p] = start_at[p]
         pending = set(start)
         if pending:
             cons.assign([TopicPartition(topic, p, o) for p, o in sorted(start.items())])

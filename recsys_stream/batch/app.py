@@ -34,8 +34,8 @@ from tqdm import tqdm
 from recsys_stream.batch import gates
 from recsys_stream.batch.algorithms import TRAINERS
 from recsys_stream.batch.compare import compare_with_current
-from recsys_stream.batch.data import TenantData, build_matrix, from_events, from_histories, \
-    iter_events_file, read_changelog
+from recsys_stream.batch.data import ChangelogReader, TenantData, build_matrix, from_events, \
+    from_histories, iter_events_file
 from recsys_stream.batch.evaluate import evaluate, factor_scorer, popularity_scorer, sample_users
 from recsys_stream.batch.metrics import BASELINE_NDCG, LAST_ROUND, NDCG, RUNS, TRAIN_SECONDS
 from recsys_stream.batch.publish import Candidate, announce, publish, write_version
@@ -109,9 +109,11 @@ def train_tenant(cfg: Config, data: TenantData, store: ModelStore,
 
 # -- data ----------------------------------------------------------------------------------------
 def load_data(cfg: Config, events_file: str | None, tenant: str | None,
-              progress: bool = False) -> list[TenantData]:
+              progress: bool = False, changelog: ChangelogReader | None = None
+              ) -> list[TenantData]:
     """Every requested tenant's data (configured tenants, or just ``tenant``); ``progress``:
-    a bar over the records read."""
+    a bar over the records read; ``changelog``: the reader that keeps the state between
+    rounds (a fresh one, reading the topic from its start, by default)."""
     tenants = [tenant] if tenant else list(cfg.tenants)
     for t in tenants:
         cfg.tenant(t)  # unknown tenant: KeyError before any work
@@ -127,7 +129,7 @@ def load_data(cfg: Config, events_file: str | None, tenant: str | None,
             tc = cfg.tenant(t)
             out.append(from_events(t, events, tc.confidence, tc.history_cap, frac))
         return out
-    by_tenant = read_changelog(cfg, progress=progress)
+    by_tenant = (changelog or ChangelogReader(cfg)).read(progress=progress)
     unknown = set(by_tenant) - set(cfg.tenants)
     if unknown:
         log.warning("changelog holds unconfigured tenants %s: ignored", sorted(unknown))
@@ -179,10 +181,11 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
     seen: dict[str, int] = {}  # tenant -> events in the data of its last round
     results: list[dict] = []
     progress = once and sys.stderr.isatty()
+    changelog = ChangelogReader(cfg)  # each round reads only what the worker appended since
     while True:
         failed = []
         try:
-            datasets = load_data(cfg, events_file, tenant, progress)
+            datasets = load_data(cfg, events_file, tenant, progress, changelog)
         except Exception as e:
             if once:
                 raise
