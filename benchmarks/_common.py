@@ -43,9 +43,34 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+BROKERS = ("tansu", "kafka")
+
+
+@contextlib.contextmanager
+def start_broker(kind: str = "tansu") -> Iterator[object]:
+    """The embedded tansu broker or a one-node Apache Kafka (``recsys_stream.kafka_cluster``);
+    either has ``bootstrap_servers`` and ``pid`` (for CPU and RSS figures)."""
+    if kind == "tansu":
+        with EmbeddedBroker() as broker:
+            broker.pid = broker.proc.pid
+            yield broker
+    elif kind == "kafka":
+        from recsys_stream.kafka_cluster import KafkaCluster
+        with KafkaCluster(nodes=1) as cluster:
+            cluster.pid = cluster.nodes[0].proc.pid
+            yield cluster
+    else:
+        raise SystemExit(f"--broker must be one of {BROKERS}, not {kind!r}")
+
+
+def add_broker_arg(ap) -> None:
+    ap.add_argument("--broker", choices=BROKERS, default="tansu",
+                    help="the embedded tansu (the demo's) or Apache Kafka from the project's jars")
+
+
 @dataclass
 class Deployment:
-    broker: EmbeddedBroker
+    broker: object
     cfg: Config
     config_path: Path
     workdir: Path
@@ -53,9 +78,9 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deployment() -> Iterator[Deployment]:
-    """An embedded broker, a one-tenant config in a temporary directory, and the topics."""
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+def deployment(broker_kind: str = "tansu") -> Iterator[Deployment]:
+    """A broker (``start_broker``), a one-tenant config in a temporary directory, the topics."""
+    with start_broker(broker_kind) as broker, tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
         path = write_config(wd / "bench.toml", broker.bootstrap_servers, wd,
                             f"127.0.0.1:{free_port()}", keys={TENANT: "bench-key"})

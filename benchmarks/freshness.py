@@ -1,7 +1,7 @@
 """Freshness of the nearline worker at a steady event rate: event produced -> profile published.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/freshness.py [--rate 5000] [--seconds 30]
-        [--users 100000] [--items 50000] [--factors 64]
+        [--users 100000] [--items 50000] [--factors 64] [--broker tansu|kafka]
 
 Setup: the embedded broker, a published ALS model (so every batch folds in) and
 ``recsys-stream worker`` as its own process. A paced producer sends ``--rate`` events/s of
@@ -11,7 +11,8 @@ once the first profile of its user with ``last_event_ms >= `` its timestamp is p
 freshness is that profile record's timestamp (set by the worker's producer) minus the event's,
 and, as a check, the tail's receipt time minus the event's. The first second is warm-up and not
 counted. Prints the worker's 5-second batch summaries (batches, mean time per batch) and
-p50/p90/p99/max; asserts nothing.
+p50/p90/p99/max; then the broker's own produce -> consume latency at the same rate (the floor
+the worker adds to) and the ratio of the two p99s; asserts nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import TENANT, deployment, encode_interaction, load_note, log, \
+from benchmarks._common import TENANT, add_broker_arg, deployment, encode_interaction, load_note, log, \
     publish_model, start_worker, zipf_draws  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -83,6 +84,36 @@ def paced_produce(cfg, rate: float, seconds: float, users, items, types, item_id
     return sent
 
 
+def broker_floor(cfg, rate: float, seconds: float) -> list[int]:
+    """The broker's own produce -> consume latency at ``rate``: the same producer settings
+    and the same consumer fetch wait as the worker's, through a scratch topic, no worker in
+    between. Returns each record's receipt time minus its timestamp (ms)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    topic = cfg.topics.prefix + "floor"
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    admin.create_topics([NewTopic(topic, cfg.kafka.interaction_partitions, 1)])[topic].result()
+    from recsys_stream.kafka import _wait_for_leaders
+    _wait_for_leaders(admin, [topic], 10)
+    lat: list[int] = []
+    tail = TopicTail(cfg, {topic: lambda m: lat.append(int(time.time() * 1000)
+                                                        - m.timestamp()[1])},
+                     name="floor").start()
+    prod = producer(cfg)
+    j, n, t0 = 0, int(rate * seconds), time.perf_counter()
+    while j < n:
+        due = min(n, int((time.perf_counter() - t0) * rate))
+        while j < due:
+            prod.produce(topic, key=str(j % 10_000).encode(), value=b"x" * 60,
+                         timestamp=int(time.time() * 1000))
+            j += 1
+        prod.poll(0)
+        time.sleep(_TICK_S)
+    prod.flush(30)
+    wait_until(lambda: len(lat) >= n, 60, what="the floor records")
+    tail.stop()
+    return lat[int(rate):]  # the first second is warm-up, as for the worker
+
+
 def freshness(sent: list[tuple[bytes, int]], seen: dict, skip_ms: int) -> tuple[list, list]:
     """Per event: (profile timestamp - event timestamp, receipt - event timestamp) in ms."""
     by_key: dict[bytes, list[int]] = defaultdict(list)
@@ -114,13 +145,15 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=50_000)
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--zipf", type=float, default=1.0)
+    add_broker_arg(ap)
     args = ap.parse_args()
     n = int(args.rate * args.seconds)
     log(f"freshness: {args.rate:.0f} events/s for {args.seconds:.0f}s, {args.users} users (Zipf "
-        f"{args.zipf}), {args.items} items, f={args.factors} ({load_note()})")
+        f"{args.zipf}), {args.items} items, f={args.factors}, broker {args.broker} "
+        f"({load_note()})")
     users, items, types = zipf_draws(n, args.users, args.items, args.zipf)
     item_ids = make_world(TENANT, args.items).item_ids
-    with deployment() as dep:
+    with deployment(args.broker) as dep:
         publish_model(dep.cfg, args.items, args.factors)
         worker = psutil.Process(start_worker(dep).pid)
         tail = ProfileTail(dep.cfg)
@@ -130,7 +163,7 @@ def main() -> None:
                    stack=dep.stack)
         # who uses the 2 cores while paced: the worker, the broker, and this process (the
         # paced producer and the tail that parses every profile)
-        procs = {"worker": worker, "broker": psutil.Process(dep.broker.proc.pid),
+        procs = {"worker": worker, "broker": psutil.Process(dep.broker.pid),
                  "producer + tail": psutil.Process()}
         cpu0, t0 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}, time.time()
         sent = paced_produce(dep.cfg, args.rate, args.seconds, users, items, types, item_ids)
@@ -145,11 +178,18 @@ def main() -> None:
             if "processed" in line:
                 log("worker: " + line.split("processed", 1)[1].strip())
         tail.tail.stop()
+        floor = broker_floor(dep.cfg, args.rate, min(args.seconds, 15.0))
     pub, got = freshness(sent, tail.seen, skip_ms=1000)
+    fq = np.percentile(floor, [50, 90, 99, 100])
+    log(f"broker floor ({args.broker}) produce -> consume at {args.rate:.0f}/s over {len(floor)} "
+        f"records: p50 {fq[0]:.0f} ms, p90 {fq[1]:.0f} ms, p99 {fq[2]:.0f} ms, max {fq[3]:.0f} ms")
     for name, lat in (("profile record timestamp", pub), ("tail receipt", got)):
         q = np.percentile(lat, [50, 90, 99, 100])
         log(f"freshness to {name} over {len(lat)} events: p50 {q[0]:.0f} ms, p90 {q[1]:.0f} ms, "
             f"p99 {q[2]:.0f} ms, max {q[3]:.0f} ms ({load_note()})")
+    q99 = np.percentile(pub, 99)
+    log(f"event -> profile p99 / broker floor p99 = {q99:.0f} / {fq[2]:.0f} ms = "
+        f"{q99 / max(fq[2], 1):.1f}x (target <= 5x) on {args.broker}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ of a Faust agent doing the same aggregation and fold-in.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/ingest.py [--events 1000000]
         [--users 100000] [--items 50000] [--factors 64] [--zipf 1.0] [--no-faust]
+        [--broker tansu|kafka]
 
 Setup: the embedded broker; a published ALS model (``--items`` x ``--factors``) for the tenant,
 so every micro-batch folds in; ``--events`` interactions of ``--users`` Zipf-skewed users
@@ -26,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import OffsetWatch, deployment, load_note, log, preproduce, \
+from benchmarks._common import OffsetWatch, add_broker_arg, deployment, load_note, log, preproduce, \
     publish_model, rss_mb, start_worker, wait_for_state_dir, zipf_records  # noqa: E402
 
 
@@ -106,10 +107,11 @@ def main() -> None:
     ap.add_argument("--zipf", type=float, default=1.0, help="user skew exponent")
     ap.add_argument("--no-faust", action="store_true", help="time the worker only")
     ap.add_argument("--timeout", type=float, default=1800)
+    add_broker_arg(ap)
     args = ap.parse_args()
-    log(f"ingest: {args.events} events, {args.users} users (Zipf {args.zipf}), {args.items} "
+    log(f"ingest on {args.broker}: {args.events} events, {args.users} users (Zipf {args.zipf}), {args.items} "
         f"items, f={args.factors} ({load_note()})")
-    with deployment() as dep:
+    with deployment(args.broker) as dep:
         publish_model(dep.cfg, args.items, args.factors)
         n = preproduce(dep.cfg, zipf_records(args.events, args.users, args.items, args.zipf),
                        args.events)

@@ -2,6 +2,7 @@
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/serving.py [--items 100000]
         [--users 1000000] [--workers <all cores>] [--seconds 20] [--concurrency 32]
+        [--broker tansu|kafka]
 
 Setup: the embedded broker; one tenant with a model of ``--items`` items and f=64 (low-rank
 factors, as ALS produces, with an hnswlib index); ``--users`` user profiles on the profiles topic,
@@ -36,8 +37,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import load_note  # noqa: E402
-from recsys_stream.broker import EmbeddedBroker, free_port  # noqa: E402
+from benchmarks._common import add_broker_arg, load_note, start_broker  # noqa: E402
+from recsys_stream.broker import free_port  # noqa: E402
 from recsys_stream.contracts.ann_index import build_index  # noqa: E402
 from recsys_stream.contracts.confidence import ConfidenceSettings  # noqa: E402
 from recsys_stream.contracts.keys import make_key  # noqa: E402
@@ -270,10 +271,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--concurrency", type=int, default=32)
+    add_broker_arg(ap)
     args = ap.parse_args()
-    print(f"machine: {load_note()}; server --workers {args.workers}; "
+    print(f"machine: {load_note()}; broker {args.broker}; server --workers {args.workers}; "
           f"load generator: 1 process, concurrency {args.concurrency}", flush=True)
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+    with start_broker(args.broker) as broker, tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
         address = f"127.0.0.1:{free_port()}"
         metrics = free_port()
