@@ -275,7 +275,7 @@ class KafkaCluster:
             for n in self.nodes:
                 if n.proc is not None and n.proc.poll() is not None:
                     raise RuntimeError(f"kafka node {n.node_id} exited with code "
-                                       f"{n.proc.returncode}; see {n.data_dir / 'server.log'}")
+                                       f"{n.proc.returncode}: {self._last_words(n)}")
             try:
                 md = admin.list_topics(timeout=2)
                 if len(md.brokers) >= want:
@@ -287,6 +287,17 @@ class KafkaCluster:
                 last = str(e)
             time.sleep(0.2)
         raise TimeoutError(f"apache kafka not ready in {timeout_s}s ({last})")
+
+    @staticmethod
+    def _last_words(node: KafkaNode) -> str:
+        """The last lines a node logged (its directory may be removed right after)."""
+        lines = []
+        for name in ("stdout.log", "server.log"):
+            f = node.data_dir / name
+            if f.exists():
+                lines += [ln for ln in f.read_text(errors="replace").splitlines()
+                          if "ERROR" in ln or "Exception" in ln or name == "stdout.log"][-4:]
+        return " | ".join(lines)[-1500:] or f"nothing logged in {node.data_dir}"
 
     def kill_node(self, node: KafkaNode) -> None:
         """SIGKILL a node: no clean shutdown, its log directory as a crash leaves it."""

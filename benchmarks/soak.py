@@ -1,0 +1,244 @@
+"""Soak: the whole stack under steady load for a long time, on Apache Kafka by default.
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/soak.py [--minutes 30] [--rate 2000]
+        [--qps 300] [--retrain-minutes 5] [--users 20000] [--items 5000] [--broker kafka|tansu]
+
+Setup: a one-node broker, worker, server and a periodic trainer (``trainer --periodic``,
+a round every ``--retrain-minutes``) as OS processes, as ``make demo`` runs them. A paced
+producer sends ``--rate`` events/s of Zipf-skewed users with current timestamps; a gRPC client
+asks ``Recommend`` ``--qps`` times a second for users that have events.
+
+Every minute it prints each process's RSS (the broker's too), the worker's CPU in that
+minute beside its lag (so a starved worker and a slow one can be told apart), errors so far,
+the changelog's records and bytes on disk per input event, and every trainer round's changelog
+read time. At the end: RSS growth after the first 5 minutes, the lag after each retrain, the
+last round's read time against the round nearest minute 5, and the changelog topic settings
+that keep its compacted size near users x state size. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import BROKERS, TENANT, encode_interaction, load_note, log, start_broker, \
+    zipf_draws  # noqa: E402
+
+import psutil  # noqa: E402
+from confluent_kafka import TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, ConfigResource  # noqa: E402
+
+from recsys_stream.broker import free_port  # noqa: E402
+from recsys_stream.kafka import consumer, ensure_topics, producer  # noqa: E402
+from recsys_stream.serving.client import RecommenderClient  # noqa: E402
+from recsys_stream.stack import Stack, load, wait_until, write_config  # noqa: E402
+from recsys_stream.synthetic import make_world  # noqa: E402
+
+KEY = "soak-key"
+_READ = re.compile(r"^(\S+ \S+) .*read (\d+) changelog records \((\w[\w ]*)\) in ([\d.]+)s")
+
+
+def rss_mb(proc: psutil.Process) -> float:
+    """RSS of a process and its children (the server's pool), MB."""
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs if p.is_running()) / 1e6
+    except psutil.NoSuchProcess:
+        return float("nan")
+
+
+def worker_lag(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return -1
+    return int(sum(float(v) for v in re.findall(
+        r"^recsys_worker_consumer_lag\{[^}]*\} ([\d.e+]+)$", text, re.M)))
+
+
+def health(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return json.loads(r.read()).get("status", "")
+    except OSError:
+        return ""
+
+
+class Load:
+    """The paced producer and the Recommend client, each on a thread."""
+
+    def __init__(self, cfg, address: str, args) -> None:
+        self.cfg, self.address, self.args = cfg, address, args
+        self.sent = self.calls = self.errors = 0
+        self.seen_users: list[str] = []
+        self.stop = threading.Event()
+        self.error_samples: list[str] = []
+
+    def produce(self) -> None:
+        n_block = int(self.args.rate * 60)
+        item_ids = make_world(TENANT, self.args.items).item_ids
+        prod = producer(self.cfg, partitioner="murmur2_random")
+        t0, block, seed = time.perf_counter(), None, 0
+        while not self.stop.is_set():
+            if block is None or self.sent - seed * n_block >= n_block:
+                seed = self.sent // n_block
+                block = zipf_draws(n_block, self.args.users, self.args.items, seed=seed + 1)
+            due = int((time.perf_counter() - t0) * self.args.rate)
+            users, items, types = block
+            while self.sent < due:
+                j = self.sent - seed * n_block
+                if j >= n_block:
+                    break
+                key, value = encode_interaction(self.sent, int(users[j]), item_ids[items[j]],
+                                                types[j], int(time.time() * 1000))
+                prod.produce(self.cfg.topics.interactions, key=key, value=value)
+                if len(self.seen_users) < 2000 and j % 7 == 0:
+                    self.seen_users.append(f"u{int(users[j])}")
+                self.sent += 1
+            prod.poll(0)
+            time.sleep(0.005)
+        prod.flush(30)
+
+    def query(self) -> None:
+        client = RecommenderClient(self.address, KEY, timeout=5.0)
+        t0, i = time.perf_counter(), 0
+        while not self.stop.is_set():
+            if i >= (time.perf_counter() - t0) * self.args.qps or not self.seen_users:
+                time.sleep(0.001)
+                continue
+            try:
+                client.recommend(self.seen_users[i % len(self.seen_users)], k=10)
+            except Exception as e:  # noqa: BLE001 - counted and shown
+                self.errors += 1
+                if len(self.error_samples) < 5:
+                    self.error_samples.append(repr(e)[:200])
+            self.calls += 1
+            i += 1
+
+
+def changelog_disk(broker, topic: str) -> int | None:
+    """Bytes of the changelog's partitions in the Kafka log directory (None on tansu)."""
+    nodes = getattr(broker, "nodes", None)
+    if not nodes:
+        return None
+    total = 0
+    for d in (nodes[0].data_dir / "log").glob(f"{topic}-*"):
+        total += sum(f.stat().st_size for f in d.iterdir() if f.suffix == ".log")
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--rate", type=float, default=2000, help="events per second")
+    ap.add_argument("--qps", type=float, default=300, help="Recommend calls per second")
+    ap.add_argument("--retrain-minutes", type=float, default=5)
+    ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--items", type=int, default=5_000)
+    ap.add_argument("--broker", choices=BROKERS, default="kafka")
+    ap.add_argument("--segment-ms", type=int, default=60_000,
+                    help="segment.ms of the compacted topics (the head the cleaner leaves)")
+    args = ap.parse_args()
+    log(f"soak on {args.broker}: {args.minutes:.0f} min, {args.rate:.0f} events/s of "
+        f"{args.users} users, {args.qps:.0f} Recommend/s, a retrain every "
+        f"{args.retrain_minutes:g} min ({load_note()})")
+    import tempfile
+    with start_broker(args.broker) as broker, tempfile.TemporaryDirectory() as tmp:
+        wd = Path(tmp)
+        address = f"127.0.0.1:{free_port()}"
+        ports = (free_port(), free_port(), free_port())
+        path = write_config(wd / "soak.toml", broker.bootstrap_servers, wd, address,
+                            keys={TENANT: KEY}, metrics_ports=ports,
+                            trainer_interval_s=args.retrain_minutes * 60)
+        path.write_text(path.read_text().replace(
+            "[kafka]\n", f"[kafka]\ncompacted_segment_ms = {args.segment_ms}\n"
+                         "compacted_dirty_ratio = 0.1\n", 1))
+        cfg = load(path)
+        ensure_topics(cfg)
+        stack = Stack(path, wd)
+        try:
+            procs = {"worker": stack.start("worker", "worker"),
+                     "server": stack.start("server", "serve"),
+                     "trainer": stack.start("trainer", "trainer", "--periodic")}
+            ps = {n: psutil.Process(p.pid) for n, p in procs.items()}
+            ps["broker"] = psutil.Process(broker.pid)
+            load_ = Load(cfg, address, args)
+            threads = [threading.Thread(target=load_.produce, daemon=True),
+                       threading.Thread(target=load_.query, daemon=True)]
+            wait_until(lambda: worker_lag(ports[0]) >= 0, 60, stack=stack, what="the worker")
+            wait_until(lambda: health(ports[2]) == "ok", 60, stack=stack, what="the server")
+            for t in threads:
+                t.start()
+            t_start = time.time()
+            samples = []
+            cpu_last = sum(ps["worker"].cpu_times()[:2])
+            minute = 0
+            while time.time() - t_start < args.minutes * 60:
+                time.sleep(max(0.0, t_start + (minute + 1) * 60 - time.time()))
+                minute += 1
+                stack.check_alive()
+                cpu = sum(ps["worker"].cpu_times()[:2])
+                rss = {n: rss_mb(p) for n, p in ps.items()}
+                lag = worker_lag(ports[0])
+                disk = changelog_disk(broker, cfg.topics.state_changelog)
+                c = consumer(cfg, group_id="soak-watermarks")
+                written = sum(c.get_watermark_offsets(
+                    TopicPartition(cfg.topics.state_changelog, p), timeout=10)[1]
+                    for p in range(cfg.kafka.interaction_partitions))
+                c.close()
+                samples.append({"minute": minute, "rss": rss, "lag": lag,
+                                "cpu": cpu - cpu_last, "errors": load_.errors})
+                cpu_last = cpu
+                per_event = (f"; changelog {written / max(load_.sent, 1):.2f} records/event"
+                             + ("" if disk is None else
+                                f", {disk / max(load_.sent, 1):.0f} B on disk/event, "
+                                f"{disk / 1e6:.1f} MB"))
+                log(f"min {minute}: RSS " + ", ".join(f"{n} {v:.0f} MB" for n, v in rss.items())
+                    + f"; worker CPU {samples[-1]['cpu'] / 60:.2f} core, lag {lag}; sent "
+                    f"{load_.sent}, Recommend {load_.calls} ({load_.errors} errors)" + per_event)
+            load_.stop.set()
+            for t in threads:
+                t.join(30)
+            wait_until(lambda: worker_lag(ports[0]) == 0, 120, stack=stack,
+                       what="the worker to catch up")
+            log("lag back to 0 after the load stopped")
+            rounds = [(m[1], m[3], float(m[4])) for m in map(
+                _READ.match, stack.tail("trainer", 100_000).splitlines()) if m]
+        finally:
+            stack.stop_all()
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+        res = ConfigResource(ConfigResource.Type.TOPIC, cfg.topics.state_changelog)
+        try:
+            conf = admin.describe_configs([res])[res].result(10)
+            settings = {k: conf[k].value for k in ("cleanup.policy", "segment.ms",
+                                                   "segment.bytes", "min.cleanable.dirty.ratio")
+                        if k in conf}
+        except Exception as e:  # noqa: BLE001 - tansu answers DescribeConfigs partly
+            settings = {"error": str(e)[:100]}
+    log(f"changelog settings: {settings}")
+    for when, mode, secs in rounds:
+        log(f"trainer round at {when}: changelog read ({mode}) {secs:.1f}s")
+    if len(rounds) >= 2:
+        log(f"last round's read / first incremental round's: {rounds[-1][2]:.1f} / "
+            f"{rounds[1][2]:.1f} s")
+    base = next((s for s in samples if s["minute"] >= 5), samples[0] if samples else None)
+    if base and samples:
+        growth = {n: samples[-1]["rss"][n] / base["rss"][n] - 1 for n in base["rss"]}
+        log("RSS growth after minute 5: " + ", ".join(f"{n} {100 * g:+.0f} %"
+                                                      for n, g in growth.items()))
+    log(f"errors: {load_.errors} in {load_.calls} Recommend calls {load_.error_samples}; "
+        f"events sent {load_.sent} ({load_note()})")
+
+
+if __name__ == "__main__":
+    main()
