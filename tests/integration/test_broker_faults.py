@@ -5,11 +5,13 @@ that every event is applied exactly once: the final state equals an uninterrupte
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
 import pytest
 
+from recsys_stream.broker import free_port
 from recsys_stream.kafka import producer, produce_all
 from recsys_stream.kafka_cluster import KafkaCluster
 from recsys_stream.stack import wait_until
@@ -33,6 +35,20 @@ def records():
 def reference(tmp_path_factory, apache_kafka_bootstrap, records):
     """The final state of a worker that read the same records without any fault."""
     return uninterrupted(tmp_path_factory.mktemp("ref"), apache_kafka_bootstrap, records)
+
+
+@contextlib.contextmanager
+def proxied_kafka(tmp_path):
+    """One Kafka node that advertises a TCP proxy in front of it: every client goes through
+    the proxy, so cutting it cuts them all off."""
+    proxy_port = free_port()
+    with KafkaCluster(nodes=1, data_dir=tmp_path / "kafka",
+                      advertised={1: f"127.0.0.1:{proxy_port}"}) as kafka:
+        proxy = Proxy(kafka.nodes[0].port, proxy_port)
+        try:
+            yield kafka, proxy
+        finally:
+            proxy.close()
 
 
 def known_users(records, n=50) -> list[str]:
@@ -79,11 +95,7 @@ def test_kill_9_of_the_broker_and_a_restart_on_its_log_lose_nothing(tmp_path, re
 
 def test_a_30s_network_partition_between_services_and_broker_loses_nothing(tmp_path, records,
                                                                            reference):
-    from recsys_stream.broker import free_port
-    proxy_port = free_port()
-    with KafkaCluster(nodes=1, data_dir=tmp_path / "kafka",
-                      advertised={1: f"127.0.0.1:{proxy_port}"}) as kafka:
-        proxy = Proxy(kafka.nodes[0].port, proxy_port)
+    with proxied_kafka(tmp_path) as (kafka, proxy):
         sc = Scenario(tmp_path, proxy.address, "partition")
         try:
             sc.start()
@@ -94,7 +106,6 @@ def test_a_30s_network_partition_between_services_and_broker_loses_nothing(tmp_p
             got = sc.finish(streamer, ended)
         finally:
             sc.stack.stop_all()
-            proxy.close()
     assert any(h.endswith(":degraded") for h in sc.figures.health_during), \
         sc.figures.health_during
     report("network partition", sc, reference, got)
@@ -127,11 +138,7 @@ def test_losing_the_leader_of_interactions_and_changelog_on_three_nodes_loses_no
 
 def test_a_client_that_resends_after_a_timeout_gets_its_events_counted_once(
         tmp_path, records, reference):
-    from recsys_stream.broker import free_port
-    proxy_port = free_port()
-    with KafkaCluster(nodes=1, data_dir=tmp_path / "kafka",
-                      advertised={1: f"127.0.0.1:{proxy_port}"}) as kafka:
-        proxy = Proxy(kafka.nodes[0].port, proxy_port)
+    with proxied_kafka(tmp_path) as (kafka, proxy):
         sc = Scenario(tmp_path, proxy.address, "resend")
         try:
             sc.start()
@@ -159,7 +166,6 @@ def test_a_client_that_resends_after_a_timeout_gets_its_events_counted_once(
             got = sc.finish(streamer, time.monotonic())
         finally:
             sc.stack.stop_all()
-            proxy.close()
     print(f"re-send: {resent} sends reported failed and re-sent; {in_topic} records in the "
           f"topic for {len(records)} events ({in_topic - len(records)} duplicates)")
     assert resent > 0, "the cut did not make any send time out"
