@@ -53,3 +53,16 @@ def test_a_second_read_takes_only_the_new_records_and_equals_a_full_read(cfg):
     assert _view(incremental)["globex"] == {"g1": ["q"]}
 
     assert reader.read() and reader.last_records == 0  # nothing new: nothing read
+
+
+def test_a_partition_appended_past_its_compacted_size_is_read_again_from_its_start(cfg):
+    key = make_key("acme", "busy")
+    _write(cfg, [(0, key, _state("acme", "busy", "a").encode())])
+    reader = ChangelogReader(cfg)
+    reader.read()
+    # many versions of one user: more appended records than the partition's whole first read
+    _write(cfg, [(0, key, _state("acme", "busy", "a", f"i{j}").encode()) for j in range(5)])
+    latest = reader.read()
+    assert reader.last_records == 6  # the partition again from its start (uncompacted here)
+    assert sorted(latest["acme"]["busy"].items) == ["a", "i4"]
+    assert _view(latest) == _view(read_changelog(cfg))
