@@ -219,7 +219,12 @@ class KafkaCluster:
             m = re.search(r"^cluster\.id=(.+)$", meta.read_text(), re.M)
             if m:
                 return m.group(1).strip()
-        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        while True:
+            # as Kafka's Uuid.randomUuid: an id starting with "-" reads as an option to the
+            # storage tool ("argument --cluster-id/-t: expected one argument"), 1 in 64 starts
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            if not cid.startswith("-"):
+                return cid
 
     # -- lifecycle --------------------------------------------------------------------------
     def _java(self, node: KafkaNode, main: str, *args: str) -> list[str]:

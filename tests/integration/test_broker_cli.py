@@ -21,10 +21,10 @@ def _start(port, data_dir):
     import os
     proc = subprocess.Popen([sys.executable, "-m", "recsys_stream.cli", "broker", "--kafka",
                              "--port", str(port), "--data-dir", str(data_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=child_env(dict(os.environ)))
     line = proc.stdout.readline()
-    assert proc.poll() is None, "the broker command exited"
+    assert proc.poll() is None, f"the broker command exited: {proc.stderr.read()[-2000:]}"
     return proc, line
 
 

@@ -60,3 +60,9 @@ def test_the_version_is_pinned_in_the_pom():
     v = kafka_cluster.kafka_version()
     assert v.split(".")[0] == "4" and "SNAPSHOT" not in v
     assert kafka_cluster.jar_dir().name == f"kafka-{v}"
+
+
+def test_a_new_cluster_id_never_reads_as_an_option(tmp_path):
+    ids = {KafkaCluster(data_dir=tmp_path / str(i)).cluster_id for i in range(400)}
+    assert len(ids) == 400 and not any(i.startswith("-") for i in ids)
+    assert all(len(i) == 22 for i in ids)
