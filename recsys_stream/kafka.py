@@ -66,8 +66,7 @@ def ensure_topics(cfg: Config, timeout_s: float = 10.0) -> None:
     for name in topics.all():
         if name in existing:
             continue
-        parts = cfg.kafka.interaction_partitions if name in (
-            topics.interactions, topics.profiles, topics.state_changelog, topics.dlq) else 1
+        parts = cfg.kafka.interaction_partitions if name in topics.partitioned() else 1
         conf = {"cleanup.policy": "compact"} if name in topics.compacted() else {}
         new.append(NewTopic(name, num_partitions=parts, replication_factor=rf, config=conf))
     if not new:
