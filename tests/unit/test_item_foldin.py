@@ -94,3 +94,17 @@ def test_more_users_of_one_taste_point_the_vector_their_way():
     many = solver.solve_one(X[fans[:30]], np.full(30, 3.0))
     cos = lambda a: float(a @ taste / np.linalg.norm(a))  # noqa: E731
     assert cos(many) > 0.8 and cos(many) >= cos(few) - 1e-6
+
+
+def test_an_extended_user_solver_equals_one_built_over_all_items():
+    from recsys_stream.contracts.foldin import FoldInSolver
+    rng = np.random.default_rng(4)
+    for bias in (False, True):
+        Y = rng.normal(0, 0.3, (80, 7)).astype(np.float32)
+        Yn = rng.normal(0, 0.3, (5, 7)).astype(np.float32)
+        ext = FoldInSolver(Y, 0.2, bias).extended(Yn)
+        full = FoldInSolver(np.vstack([Y, Yn]), 0.2, bias)
+        items = np.array([3, 81, 84, 10])  # two of the new rows among them
+        c = np.array([2.0, 3.0, 1.5, 4.0])
+        np.testing.assert_allclose(ext.solve_one(items, c), full.solve_one(items, c), atol=1e-5)
+        assert ext.n_items == 85

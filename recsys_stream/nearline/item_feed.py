@@ -1,0 +1,170 @@
+"""The worker's side of the item fold-in: emit ``item-interactions``, use ``item-vectors``.
+
+Emit: for each user the worker folded in against version ``v`` and each item of the user's
+micro-batch events that ``v`` does not know, one ``ItemInteraction`` (the user's confidence for
+the item, ``v``, the user's new vector of ``v``) keyed ``tenant \\x1f item``, so every record of
+an item lands in one partition of ``item-interactions`` (Kafka Streams' ``through()``). After a
+new model version the background re-solve emits every item of the user's history the version
+does not know, so that the stage can solve those items again against the new version.
+
+Use: the worker follows ``item-vectors``; once new items of its model version have vectors, its
+user fold-in solves against the version's items *and* those vectors (they are v's items now):
+a ``FoldInModel`` of the same version whose solver is extended by the new rows
+(``FoldInSolver.extended``). It is rebuilt on the tail's thread at most every
+``items.worker_refresh_ms`` and swapped in with one assignment; the loop thread only reads the
+reference. An extended model keeps the batch model's ``item_row`` as ``base_item_row``: an
+item is "unknown to v" by that, however many vectors it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys_stream.config import Config
+from recsys_stream.contracts.keys import SEP, make_key
+from recsys_stream.contracts.pb import items_pb2
+from recsys_stream.follow import ModelFollower
+from recsys_stream.kafka import TopicTail
+from recsys_stream.nearline.item_metrics import ITEM_INTERACTIONS, WORKER_NEW_ITEMS
+from recsys_stream.nearline.models import FoldInModel
+from recsys_stream.nearline.normal_cache import NormalEquationCache
+
+log = logging.getLogger(__name__)
+ITEM_ALGORITHMS = ("als", "bpr")  # the algorithms whose items fold in by the implicit item step
+
+
+@dataclass(frozen=True)
+class ExtendedModel:
+    """A ``FoldInModel`` of one version extended by new items' vectors of the same version."""
+
+    tenant: str
+    algorithm: str
+    version: int
+    item_row: dict[str, int]
+    solver: object
+    confidence: object
+    foldin: NormalEquationCache
+    base_item_row: dict[str, int]
+    new_items: int
+
+
+class ItemFeed:
+    """Emits ``item-interactions`` and keeps the worker's fold-in models extended.
+
+    Parameters
+    ----------
+    cfg : Config
+    follower : the worker's model follower (the batch models)
+    produce : ``produce(topic, key, value)`` of the worker (waits for queue space)
+    """
+
+    def __init__(self, cfg: Config, follower: ModelFollower[FoldInModel],
+                 produce: Callable[[str, bytes, bytes], None]) -> None:
+        self.cfg, self.follower, self._produce = cfg, follower, produce
+        # (tenant, algorithm) -> version -> item -> vector, written on the tail's thread only
+        self._vectors: dict[tuple[str, str], dict[int, dict[str, np.ndarray]]] = {}
+        self._extended: dict[tuple[str, str], ExtendedModel] = {}
+        self._changed: set[tuple[str, str]] = set()
+        self._last_build = 0.0
+        self._tail = TopicTail(cfg, {cfg.topics.item_vectors: self._on_vector},
+                               name="worker-item-vectors", after_poll=self._rebuild)
+
+    def start(self) -> ItemFeed:
+        self._tail.start()
+        return self
+
+    def stop(self) -> None:
+        self._tail.stop()
+
+    # -- the fold-in models ----------------------------------------------------------------
+    def models(self, tenant: str) -> dict:
+        """The tenant's fold-in models: each extended by its version's new items, if any."""
+        base = self.follower.models(tenant)
+        if not self._extended:
+            return base
+        out = dict(base)
+        for algorithm, model in base.items():
+            ext = self._extended.get((tenant, algorithm))
+            if ext is not None and ext.version == model.version:
+                out[algorithm] = ext
+        return out
+
+    def _on_vector(self, msg) -> None:
+        tenant, algorithm, item = msg.key().decode().split(SEP, 2)
+        versions = self._vectors.setdefault((tenant, algorithm), {})
+        if msg.value() is None:  # tombstone: a newer model knows the item
+            for items in versions.values():
+                items.pop(item, None)
+        else:
+            v = items_pb2.ItemVector.FromString(msg.value())
+            versions.setdefault(v.model_version, {})[item] = np.asarray(v.values, np.float32)
+        self._changed.add((tenant, algorithm))
+
+    def _rebuild(self) -> None:
+        now = time.monotonic()
+        if not self._changed or now - self._last_build < self.cfg.items.worker_refresh_ms / 1000:
+            return
+        self._last_build = now
+        changed, self._changed = self._changed, set()
+        for tenant, algorithm in changed:
+            base = self.follower.models(tenant).get(algorithm)
+            if base is None:
+                continue
+            versions = self._vectors.get((tenant, algorithm), {})
+            for old in [v for v in versions if v < base.version]:
+                del versions[old]  # a newer model replaced them
+            new = {i: y for i, y in versions.get(base.version, {}).items()
+                   if i not in base.item_row and len(y) == base.solver.width}
+            if not new:
+                self._extended.pop((tenant, algorithm), None)
+                continue
+            ids = sorted(new)
+            solver = base.solver.extended(np.stack([new[i] for i in ids]))
+            row = dict(base.item_row)
+            row.update((i, len(base.item_row) + j) for j, i in enumerate(ids))
+            foldin = NormalEquationCache(solver, row, self.cfg.worker.normal_cache_users,
+                                         min_items=2 * solver.factors)
+            self._extended[(tenant, algorithm)] = ExtendedModel(
+                tenant, algorithm, base.version, row, solver, base.confidence, foldin,
+                base.item_row, len(ids))  # one assignment: the loop reads it lock-free
+            WORKER_NEW_ITEMS.labels(tenant, algorithm).set(len(ids))
+
+    # -- emitting --------------------------------------------------------------------------
+    def emit(self, tenant: str, algorithm: str, model, solved: list[bytes], X: np.ndarray,
+             histories: dict[bytes, tuple[list[str], np.ndarray]], users: dict,
+             batch_items: dict[bytes, set[str]] | None) -> None:
+        """One ``ItemInteraction`` per (solved user, item of theirs ``model`` does not know).
+
+        ``batch_items``: per user the items of this micro-batch's events (``None``: every item
+        of the history, after a new model version).
+        """
+        if algorithm not in ITEM_ALGORITHMS or not self.cfg.items.enabled:
+            return
+        known = getattr(model, "base_item_row", model.item_row)
+        topic = self.cfg.topics.item_interactions
+        n = 0
+        for key, x in zip(solved, X):
+            ids, conf = histories[key]
+            wanted = None if batch_items is None else batch_items.get(key, ())
+            if wanted is not None and not wanted:
+                continue
+            h = users[key]
+            vector = None
+            for item, c in zip(ids, conf):
+                if item in known or (wanted is not None and item not in wanted):
+                    continue
+                if vector is None:
+                    vector = x.tolist()
+                rec = items_pb2.ItemInteraction(
+                    tenant=tenant, item_id=item, user_id=h.user_id, algorithm=algorithm,
+                    model_version=model.version, confidence=float(c), user_vector=vector,
+                    event_ms=h.last_event_ms)
+                self._produce(topic, make_key(tenant, item), rec.SerializeToString())
+                n += 1
+        if n:
+            ITEM_INTERACTIONS.labels(tenant).inc(n)
