@@ -52,12 +52,16 @@ class Server:
                                     on_swap=_swapped, on_reject=_rejected)
         self.read = ReadModels(cfg, profiles_secondary)
         self.trending = Trending(cfg)
-        self.deltas = ItemDeltas(cfg)
+        self.deltas = ItemDeltas(cfg, served=self._served_version)
         self.health = health.aio.HealthServicer()
         # SO_REUSEPORT: `serve --workers N` runs N such servers on one port, the kernel spreads
         # connections between them (gRPC Python serves from one core per process)
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         self.port = 0
+
+    def _served_version(self, tenant: str, algorithm: str) -> int | None:
+        snap = self.models.models(tenant).get(algorithm)
+        return snap.version if snap is not None else None
 
     async def start(self, catch_up_s: float = 30.0) -> None:
         ensure_topics(self.cfg)

@@ -19,6 +19,8 @@ unsuppressed items, merged by score.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,10 +52,16 @@ class Delta:
 
 
 class ItemDeltas:
-    """The deltas of every tenant, algorithm and version, kept live from ``item-vectors``."""
+    """The deltas of every tenant, algorithm and version, kept live from ``item-vectors``.
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+    ``served(tenant, algorithm)``: the served version (the model follower's), for the gauges
+    of the served delta's size and age; without it they follow the newest version seen.
+    """
+
+    def __init__(self, cfg: Config,
+                 served: Callable[[str, str], int | None] | None = None) -> None:
+        self.cfg, self.served = cfg, served
+        self._last_gauges = 0.0
         # tail thread only: (tenant, algorithm) -> version -> item -> (vector, first solved ms)
         self._raw: dict[tuple[str, str], dict[int, dict[str, tuple[np.ndarray, int]]]] = {}
         self._changed: set[tuple[str, str]] = set()
@@ -96,6 +104,8 @@ class ItemDeltas:
         self._changed.add((tenant, algorithm))
 
     def _rebuild(self) -> None:
+        if time.monotonic() - self._last_gauges > 1.0:  # a swap changes the served delta too
+            self._gauges()
         if not self._changed:
             return
         changed, self._changed = self._changed, set()
@@ -115,14 +125,20 @@ class ItemDeltas:
                 deltas[(tenant, algorithm, version)] = Delta(
                     version, ids, Y, {i: j for j, i in enumerate(ids)},
                     np.linalg.norm(Y, axis=1))
-            if versions:
-                newest = max(versions)
-                items = versions[newest]
-                child(NEW_ITEM_VECTORS, tenant, algorithm).set(len(items))
-                if items:
-                    child(NEW_ITEM_FIRST_SOLVED, tenant, algorithm).set(
-                        min(f for _, f in items.values()) / 1000)
         self._deltas = deltas  # one assignment
+        self._gauges()
+
+    def _gauges(self) -> None:
+        """Size and oldest first solve of each tenant's served delta."""
+        self._last_gauges = time.monotonic()
+        for tenant, algorithm in self._raw:
+            versions = self._raw[(tenant, algorithm)]
+            version = self.served(tenant, algorithm) if self.served is not None else \
+                max(versions, default=None)
+            items = versions.get(version, {}) if version is not None else {}
+            child(NEW_ITEM_VECTORS, tenant, algorithm).set(len(items))
+            child(NEW_ITEM_FIRST_SOLVED, tenant, algorithm).set(
+                min((f for _, f in items.values()), default=0) / 1000)
 
     # -- answering -------------------------------------------------------------------------
     def merge_recommend(self, snap: TenantSnapshot, answer: Answer, profile, k: int,
