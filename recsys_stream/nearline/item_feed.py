@@ -10,9 +10,11 @@ does not know, so that the stage can solve those items again against the new ver
 Use: the worker follows ``item-vectors``; once new items of its model version have vectors, its
 user fold-in solves against the version's items *and* those vectors (they are v's items now):
 a ``FoldInModel`` of the same version whose solver is extended by the new rows
-(``FoldInSolver.extended``). It is rebuilt on the tail's thread at most every
-``items.worker_refresh_ms`` and swapped in with one assignment; the loop thread only reads the
-reference. An extended model keeps the batch model's ``item_row`` as ``base_item_row``: an
+(``FoldInSolver.extended``). The solver is prepared on the tail's thread at most every
+``items.worker_refresh_ms``; the loop thread swaps it in and moves the heavy users' cached
+systems onto it (``NormalEquationCache.rebased``: a new item's vector changes every cached
+system by the same Gram term, so only users who counted a changed item are formed again). New
+items keep their rows across rebuilds, so a re-solved item changes its own row only. An extended model keeps the batch model's ``item_row`` as ``base_item_row``: an
 item is "unknown to v" by that, however many vectors it has.
 """
 
@@ -68,7 +70,12 @@ class ItemFeed:
         self.cfg, self.follower, self._produce = cfg, follower, produce
         # (tenant, algorithm) -> version -> item -> vector, written on the tail's thread only
         self._vectors: dict[tuple[str, str], dict[int, dict[str, np.ndarray]]] = {}
-        self._extended: dict[tuple[str, str], ExtendedModel] = {}
+        # per (tenant, algorithm): the new items' rows in arrival order (stable across
+        # rebuilds, so cached systems keep their rows) and the version they are of
+        self._order: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        self._built: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        self._pending: dict[tuple[str, str], tuple] = {}  # tail thread -> loop thread
+        self._extended: dict[tuple[str, str], ExtendedModel] = {}  # loop thread only
         self._changed: set[tuple[str, str]] = set()
         self._last_build = 0.0
         self._tail = TopicTail(cfg, {cfg.topics.item_vectors: self._on_vector},
@@ -83,16 +90,40 @@ class ItemFeed:
 
     # -- the fold-in models ----------------------------------------------------------------
     def models(self, tenant: str) -> dict:
-        """The tenant's fold-in models: each extended by its version's new items, if any."""
+        """The tenant's fold-in models: each extended by its version's new items, if any.
+
+        Called on the loop thread, which also moves each model's cache of heavy users'
+        systems onto a newly prepared extension (``NormalEquationCache.rebased``).
+        """
         base = self.follower.models(tenant)
-        if not self._extended:
+        if not self._extended and not self._pending:
             return base
         out = dict(base)
         for algorithm, model in base.items():
-            ext = self._extended.get((tenant, algorithm))
+            key = (tenant, algorithm)
+            pending = self._pending.pop(key, None)
+            if pending is not None:
+                self._swap_in(key, model, pending)
+            ext = self._extended.get(key)
             if ext is not None and ext.version == model.version:
                 out[algorithm] = ext
         return out
+
+    def _swap_in(self, key, base: FoldInModel, pending: tuple) -> None:
+        version, solver, row, changed, n_new = pending
+        if version != base.version:
+            return
+        current = self._extended.get(key)
+        owner = current if current is not None and current.version == version else base
+        if solver is None:
+            # no new items left (after a retrain): the batch model again, its cache cold if an
+            # extension took it over
+            self._extended.pop(key, None)
+        else:
+            self._extended[key] = ExtendedModel(
+                base.tenant, base.algorithm, version, row, solver, base.confidence,
+                owner.foldin.rebased(solver, row, changed), base.item_row, n_new)
+        WORKER_NEW_ITEMS.labels(*key).set(n_new)
 
     def _on_vector(self, msg) -> None:
         tenant, algorithm, item = msg.key().decode().split(SEP, 2)
@@ -106,33 +137,42 @@ class ItemFeed:
         self._changed.add((tenant, algorithm))
 
     def _rebuild(self) -> None:
+        """Prepare extended solvers (tail thread); the loop thread swaps them in."""
         now = time.monotonic()
         if not self._changed or now - self._last_build < self.cfg.items.worker_refresh_ms / 1000:
             return
         self._last_build = now
         changed, self._changed = self._changed, set()
-        for tenant, algorithm in changed:
-            base = self.follower.models(tenant).get(algorithm)
+        for key in changed:
+            base = self.follower.models(key[0]).get(key[1])
             if base is None:
                 continue
-            versions = self._vectors.get((tenant, algorithm), {})
+            versions = self._vectors.get(key, {})
             for old in [v for v in versions if v < base.version]:
                 del versions[old]  # a newer model replaced them
             new = {i: y for i, y in versions.get(base.version, {}).items()
                    if i not in base.item_row and len(y) == base.solver.width}
-            if not new:
-                self._extended.pop((tenant, algorithm), None)
+            version, order = self._order.get(key, (base.version, []))
+            built = self._built.get(key, {})
+            if version != base.version or set(order) - set(new):
+                # another version, or an item left (a tombstone): rows start over, and every
+                # cached system that counted a new item is formed again
+                moved, order, built = set(order) | set(new), [], {}
+            else:
+                moved = set()
+            order = order + sorted(set(new) - set(order))
+            moved |= {i for i in order if i not in built or built[i] is not new[i]}
+            self._order[key], self._built[key] = (base.version, order), dict(new)
+            prev = self._pending.get(key)
+            if prev is not None:  # not swapped in yet: its changes are still to be applied
+                moved |= prev[3]
+            if not order:
+                self._pending[key] = (base.version, None, None, moved, 0)
                 continue
-            ids = sorted(new)
-            solver = base.solver.extended(np.stack([new[i] for i in ids]))
+            solver = base.solver.extended(np.stack([new[i] for i in order]))
             row = dict(base.item_row)
-            row.update((i, len(base.item_row) + j) for j, i in enumerate(ids))
-            foldin = NormalEquationCache(solver, row, self.cfg.worker.normal_cache_users,
-                                         min_items=2 * solver.factors)
-            self._extended[(tenant, algorithm)] = ExtendedModel(
-                tenant, algorithm, base.version, row, solver, base.confidence, foldin,
-                base.item_row, len(ids))  # one assignment: the loop reads it lock-free
-            WORKER_NEW_ITEMS.labels(tenant, algorithm).set(len(ids))
+            row.update((i, len(base.item_row) + j) for j, i in enumerate(order))
+            self._pending[key] = (base.version, solver, row, moved, len(order))
 
     # -- emitting --------------------------------------------------------------------------
     def emit(self, tenant: str, algorithm: str, model, solved: list[bytes], X: np.ndarray,
