@@ -190,16 +190,19 @@ class ItemFeed:
         n = 0
         for key, x in zip(solved, X):
             ids, conf = histories[key]
-            wanted = None if batch_items is None else batch_items.get(key, ())
-            if wanted is not None and not wanted:
-                continue
-            h = users[key]
-            vector = None
-            for item, c in zip(ids, conf):
-                if item in known or (wanted is not None and item not in wanted):
+            if batch_items is None:
+                found = [(i, c) for i, c in zip(ids, conf) if i not in known]
+            else:
+                # the common case costs a lookup per batch item, not per history item
+                wanted = sorted(i for i in batch_items.get(key, ()) if i not in known)
+                if not wanted:
                     continue
-                if vector is None:
-                    vector = x.tolist()
+                pos = {i: j for j, i in enumerate(ids)}  # hidden items are not in the history
+                found = [(i, conf[pos[i]]) for i in wanted if i in pos]
+            if not found:
+                continue
+            h, vector = users[key], x.tolist()
+            for item, c in found:
                 rec = items_pb2.ItemInteraction(
                     tenant=tenant, item_id=item, user_id=h.user_id, algorithm=algorithm,
                     model_version=model.version, confidence=float(c), user_vector=vector,
