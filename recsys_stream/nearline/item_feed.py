@@ -14,8 +14,12 @@ a ``FoldInModel`` of the same version whose solver is extended by the new rows
 ``items.worker_refresh_ms``; the loop thread swaps it in and moves the heavy users' cached
 systems onto it (``NormalEquationCache.rebased``: a new item's vector changes every cached
 system by the same Gram term, so only users who counted a changed item are formed again). New
-items keep their rows across rebuilds, so a re-solved item changes its own row only. An extended model keeps the batch model's ``item_row`` as ``base_item_row``: an
-item is "unknown to v" by that, however many vectors it has.
+items keep their rows across rebuilds, so a re-solved item changes its own row only.
+
+An extended model's ``item_row`` stays the batch model's: an item is "unknown to v" by it,
+however many vectors it has, and the rows a profile carries (``suppressed_rows``) are rows of
+the version's item factors, which is what the server reads them as; a new item the user saw is
+suppressed by its id (``serving.item_delta``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,17 @@ log = logging.getLogger(__name__)
 ITEM_ALGORITHMS = ("als", "bpr")  # the algorithms whose items fold in by the implicit item step
 
 
+class _VersionRows:
+    """A fold-in whose returned rows are only those of the version's own items."""
+
+    def __init__(self, cache: NormalEquationCache, n_base: int) -> None:
+        self.cache, self.n_base = cache, n_base
+
+    def solve(self, keys, histories):
+        solved, X, rows = self.cache.solve(keys, histories)
+        return solved, X, [r[r < self.n_base] for r in rows]
+
+
 @dataclass(frozen=True)
 class ExtendedModel:
     """A ``FoldInModel`` of one version extended by new items' vectors of the same version."""
@@ -47,12 +62,15 @@ class ExtendedModel:
     tenant: str
     algorithm: str
     version: int
-    item_row: dict[str, int]
-    solver: object
+    item_row: dict[str, int]      # the version's own items (the batch model's rows)
+    solver: object                # the extended solver
     confidence: object
-    foldin: NormalEquationCache
-    base_item_row: dict[str, int]
+    cache: NormalEquationCache    # solves against the extended solver (its item_row has all)
     new_items: int
+
+    @property
+    def foldin(self) -> _VersionRows:
+        return _VersionRows(self.cache, len(self.item_row))
 
 
 class ItemFeed:
@@ -114,15 +132,16 @@ class ItemFeed:
         if version != base.version:
             return
         current = self._extended.get(key)
-        owner = current if current is not None and current.version == version else base
+        owner = current.cache if current is not None and current.version == version else \
+            base.foldin
         if solver is None:
             # no new items left (after a retrain): the batch model again, its cache cold if an
             # extension took it over
             self._extended.pop(key, None)
         else:
             self._extended[key] = ExtendedModel(
-                base.tenant, base.algorithm, version, row, solver, base.confidence,
-                owner.foldin.rebased(solver, row, changed), base.item_row, n_new)
+                base.tenant, base.algorithm, version, base.item_row, solver, base.confidence,
+                owner.rebased(solver, row, changed), n_new)
         WORKER_NEW_ITEMS.labels(*key).set(n_new)
 
     def _on_vector(self, msg) -> None:
@@ -185,7 +204,7 @@ class ItemFeed:
         """
         if algorithm not in ITEM_ALGORITHMS or not self.cfg.items.enabled:
             return
-        known = getattr(model, "base_item_row", model.item_row)
+        known = model.item_row  # the version's own items (an extension's too)
         topic = self.cfg.topics.item_interactions
         n = 0
         for key, x in zip(solved, X):

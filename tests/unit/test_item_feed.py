@@ -81,11 +81,14 @@ def test_extended_fold_in_equals_a_direct_solve_and_cached_systems_follow(offlin
     ya = rng.normal(0, 0.4, K + bias).astype(np.float32)
     _vector(feed, "new-a", ya)
     m, x1 = _solve(feed, b"u1", *plain)
-    assert m.item_row["new-a"] == 40 and m.version == 1
+    assert m.cache.item_row["new-a"] == 40 and m.version == 1 and "new-a" not in m.item_row
     full = np.vstack([Y, ya])
     np.testing.assert_allclose(x1, _direct(full, [1, 2, 3, 4], plain[1], bias), atol=1e-5)
     assert not np.allclose(x1, x)  # the new row changed everyone's Gram
     _, xt1 = _solve(feed, b"u2", *touched)
+    # the rows a profile carries are the version's own: the new item is suppressed by id
+    assert m.foldin.solve([b"u2"], [(touched[0], np.asarray(touched[1], np.float32))]
+                          )[2][0].tolist() == [5, 6, 7]
     np.testing.assert_allclose(xt1, _direct(full, [5, 6, 7, 40], touched[1], bias), atol=1e-5)
 
     # re-solved with more users: its row keeps its place, a second new item comes after it
@@ -93,7 +96,7 @@ def test_extended_fold_in_equals_a_direct_solve_and_cached_systems_follow(offlin
     _vector(feed, "new-a", ya2)
     _vector(feed, "new-b", yb)
     m, x2 = _solve(feed, b"u1", *plain)
-    assert (m.item_row["new-a"], m.item_row["new-b"]) == (40, 41)
+    assert (m.cache.item_row["new-a"], m.cache.item_row["new-b"]) == (40, 41)
     full = np.vstack([Y, ya2, yb])
     np.testing.assert_allclose(x2, _direct(full, [1, 2, 3, 4], plain[1], bias), atol=1e-5)
     _, xt2 = _solve(feed, b"u2", *touched)
@@ -101,7 +104,7 @@ def test_extended_fold_in_equals_a_direct_solve_and_cached_systems_follow(offlin
 
     # a vector of another version is never folded in against this one
     _vector(feed, "new-c", yb, version=2)
-    assert "new-c" not in feed.models("acme")["als"].item_row
+    assert "new-c" not in feed.models("acme")["als"].cache.item_row
 
 
 def test_emits_only_the_batchs_items_the_version_does_not_know(offline_cfg):
