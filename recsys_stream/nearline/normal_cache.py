@@ -153,8 +153,9 @@ class NormalEquationCache:
         Every cached system differs from the new one by the change of the item Gram only,
         ``A_u += A0' - A0`` (and, with a bias column, ``b_u -= Y'^T b' - Y^T b``), unless the
         user's cached history holds one of ``new_ids`` (an item it counted with its old row, or
-        as unknown): those entries are dropped and formed again on their next solve. The slabs are moved, not copied; this
-        cache is left empty. Call on the thread that solves (the worker's loop).
+        as unknown): those entries are dropped and formed again on their next solve. The slabs
+        are moved, not copied; this cache is left empty. Call on the thread that solves (the
+        worker's loop).
         """
         out = object.__new__(NormalEquationCache)
         out.solver, out.item_row = solver, item_row
