@@ -23,7 +23,7 @@ from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.contracts.pb import items_pb2
 from recsys_stream.kafka import ensure_topics, produce_all, producer, read_to_end
 from recsys_stream.nearline.item_app import run_item_stage
-from recsys_stream.nearline.item_state import ItemStore
+from recsys_stream.nearline.item_state import ItemStore, item_state_key
 from recsys_stream.stack import Stack, load, wait_until, write_config
 
 pytestmark = pytest.mark.integration
@@ -185,3 +185,52 @@ def test_kill_9_of_the_stage_at_random_points_ends_in_the_uninterrupted_vectors(
         np.testing.assert_allclose(want_vectors[key][2], solver.solve_one(Xi, c), atol=1e-4)
     dlq = [m for m in read_to_end(cfg, cfg.topics.dlq)]
     assert dlq and all(dict(m.headers())["reason"] == b"undecodable" for m in dlq)
+
+
+def test_a_new_version_drops_the_items_it_knows_and_solves_the_rest_afresh(cfg):
+    rng = np.random.default_rng(9)
+    store = ModelStore(cfg.model_store)
+    X = {}
+    for version, known in ((1, []), (2, ["new-a"])):  # v2 was retrained with new-a in it
+        X[version] = rng.normal(0, 0.4, (50, K)).astype(np.float32)
+        ids = [f"old-{i}" for i in range(20)] + known
+        store.write("acme", "als", version, item_ids=ids,
+                    item_factors=rng.normal(0, 0.4, (len(ids), K)).astype(np.float32),
+                    user_ids=[f"u{u}" for u in range(50)], user_factors=X[version],
+                    popularity=np.ones(len(ids)),
+                    manifest={"hyperparameters": {"regularization": 0.2},
+                              "confidence": ConfidenceSettings().to_dict()})
+
+    def recs(version, item, users):
+        return [(make_key("acme", item), items_pb2.ItemInteraction(
+            tenant="acme", item_id=item, user_id=f"u{u}", algorithm="als",
+            model_version=version, confidence=2.0, user_vector=X[version][u].tolist(),
+            event_ms=1).SerializeToString()) for u in users]
+
+    stop, built = threading.Event(), []
+    t = threading.Thread(target=run_item_stage, args=(cfg, stop, built.append), daemon=True)
+    t.start()
+    try:
+        stream(cfg, recs(1, "new-a", [1, 2, 3]) + recs(1, "new-b", [1, 2]), 0.0, chunks=1)
+
+        def last():
+            out = {}
+            for m in read_to_end(cfg, cfg.topics.item_vectors):
+                out[m.key()] = None if m.value() is None else \
+                    items_pb2.ItemVector.FromString(m.value())
+            return out
+        a, b = (item_state_key("acme", "als", i) for i in ("new-a", "new-b"))
+        first = wait_until(lambda: (v := last()).get(a) and v, 30, what="new-a's v1 vector")
+        assert first[a].model_version == 1 and first[a].users == 3
+        assert b not in first  # 2 users: below min_item_users
+        # the worker re-solved its users against v2 and re-emitted new-b, the one v2 lacks
+        stream(cfg, recs(2, "new-b", [4, 5, 6]) + recs(1, "new-b", [7]), 0.0, chunks=1)
+        final = wait_until(lambda: (v := last()).get(b) and a in v and v[a] is None and v, 30,
+                           what="new-a's tombstone and new-b's v2 vector")
+        assert final[b].model_version == 2 and final[b].users == 3  # afresh, the v1 record stale
+        y = ItemFoldInSolver(X[2], 0.2).solve_one(X[2][[4, 5, 6]], np.full(3, 2.0))
+        np.testing.assert_allclose(final[b].values, y, atol=1e-4)
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive()
