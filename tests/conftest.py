@@ -15,8 +15,8 @@ import uuid
 import pytest
 
 from recsys_stream.broker import EmbeddedBroker
-from recsys_stream.config import AlsConfig, BprConfig, Config, KafkaConfig, ServerConfig, \
-    TenantConfig, TrainerConfig, WorkerConfig, hash_key
+from recsys_stream.config import AlsConfig, BprConfig, Config, ItemsConfig, KafkaConfig, \
+    ServerConfig, TenantConfig, TrainerConfig, WorkerConfig, hash_key
 
 logging.getLogger("recsys_stream").setLevel(logging.INFO)
 
@@ -63,6 +63,7 @@ def make_config(tmp_path, bootstrap: str = "127.0.0.1:9", **tenant_overrides) ->
         kafka=KafkaConfig(bootstrap_servers=bootstrap,
                           topic_prefix=f"t{uuid.uuid4().hex[:10]}-", interaction_partitions=4),
         worker=WorkerConfig(state_dir=str(tmp_path / "state")),
+        items=ItemsConfig(state_dir=str(tmp_path / "item-state")),
         trainer=TrainerConfig(algorithms=("als",)),
         server=ServerConfig(profile_dir=str(tmp_path / "server-profiles")),
         tenants=tenants,
