@@ -2,7 +2,8 @@
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/freshness_lift.py \\
         [--data ../shared/data/movielens-latest-small-ratings.csv] \\
-        [--config config/movielens.toml] [--window-days 30] [--splits 40] [--seeds 1]
+        [--config config/movielens.toml] [--window-days 30] [--splits 40] [--seeds 1] \\
+        [--items | --no-items]
 
 For each global time split T1 < T2:
 
@@ -40,6 +41,14 @@ of the retrain among them is out of reach of a user-side fold-in. ``--seeds N`` 
 model (T1 batch, retrain) with N seeds, folds in against each T1 model, averages each user's
 recall@20 over the seeds and prints each seed's own pooled figures: the training noise.
 
+The item fold-in stage (issue 19): ``--items`` also runs it (``run_item_stage`` on a thread)
+beside the worker; the worker emits ``item-interactions`` for items the T1 model does not know,
+the stage publishes their vectors, the worker's user fold-in includes them once they exist, and
+the nearline variant ranks the T1 items *and* the new items with vectors (the server's delta).
+``--no-items`` (the default) is the worker alone (``items.enabled = false``). The profiles are
+read once the worker has applied every event and, with ``--items``, once the stage has
+consumed every item-interaction and the worker every item vector.
+
 Uncertainty: a paired bootstrap of the pooled user-splits (``--bootstrap`` resamples, fixed
 seed) prints 95 % percentile intervals of retrain - stale, nearline - stale and the recovered
 share (over the resamples with a retrain gain > 0; how many are not is printed, and over 2.5 %
@@ -57,6 +66,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from confluent_kafka import Consumer, TopicPartition
 
 import _batch
 from _batch import TENANT, load, movielens_config, read_events
@@ -69,8 +79,11 @@ from recsys_stream.broker import EmbeddedBroker
 from recsys_stream.contracts.confidence import SUPPRESSING_TYPES
 from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.contracts.pb import profiles_pb2
-from recsys_stream.kafka import TopicTail, ensure_topics
+from recsys_stream.kafka import TopicTail, ensure_topics, partitions_of
+from recsys_stream.contracts.keys import SEP
+from recsys_stream.contracts.pb import items_pb2
 from recsys_stream.nearline.app import run_worker
+from recsys_stream.nearline.item_app import run_item_stage
 from recsys_stream.produce import produce_events
 from recsys_stream.stack import wait_until
 
@@ -80,7 +93,8 @@ TARGET_SHARE = 0.90  # the issue's target for the recovered share
 BOOTSTRAP_SEED = 0
 
 
-def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: int) -> dict:
+def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: int,
+              items: bool = False) -> dict:
     """One T1/T2 split end to end; returns recall@20 per test protocol and variant.
 
     Besides the means, ``out[protocol]["per_user"]`` holds each test user's recall@20 of the
@@ -89,6 +103,7 @@ def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
     tc = cfg.tenant(TENANT)
     cfg = cfg.replace(model_store=str(workdir / "models"),
                       kafka={"topic_prefix": f"fresh{n}-"},
+                      items={"enabled": items, "state_dir": str(workdir / "item-state")},
                       worker={"state_dir": str(workdir / "state"),
                               "max_past_ms": 60 * 365 * DAY_MS,  # MovieLens starts in 1996
                               # one worker owns every partition: manual, no group join
@@ -111,7 +126,7 @@ def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
 
     # 2. the worker folds every event before T2 in against the T1 model
     t = time.perf_counter()
-    profiles = worker_profiles(cfg, before_t2)
+    profiles, new_items = worker_profiles(cfg, before_t2, items)
     worker_s = time.perf_counter() - t
 
     # 3. the retrain at T2
@@ -132,7 +147,8 @@ def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
                 return x
         return stale.user_factors[stale_row[u]] if u in stale_row else None
 
-    out = {"window_events": len(before_t2) - len(before_t1), "worker_s": worker_s}
+    out = {"window_events": len(before_t2) - len(before_t1), "worker_s": worker_s,
+           "new_items": len(new_items)}
     for protocol, horizon in (("next", horizon_ms), ("all", None)):
         test = test_items(hist_t2, after_t2, None if horizon is None else t2 + horizon)
         seen_hist = {u: hist_t2[u] for u in test}
@@ -144,6 +160,11 @@ def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
         for k, variant in enumerate(VARIANTS):
             if variant == "retrain":
                 ids, Y, pop = full_t2.item_ids, retrain.item_factors, full_t2.popularity
+            elif variant == "nearline" and new_items:  # the T1 items and the delta of T1
+                new_ids = sorted(new_items)
+                ids = stale.item_ids.tolist() + new_ids
+                Y = np.vstack([stale.item_factors, np.stack([new_items[i] for i in new_ids])])
+                pop = np.concatenate([stale.popularity, np.zeros(len(new_ids))])
             else:
                 ids, Y, pop = stale.item_ids.tolist(), stale.item_factors, stale.popularity
             seen = build_matrix(seen_hist, tc.confidence, item_ids=ids)
@@ -161,7 +182,7 @@ def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
 
 
 def run_seeds(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: int,
-              seeds: int) -> dict:
+              seeds: int, items: bool = False) -> dict:
     """``run_split`` once per seed (trainer.seed, +1, ...); recall@20 averaged per user.
 
     ALS from another seed lands in another local optimum. Averaging a user's recall over seeds
@@ -170,7 +191,8 @@ def run_seeds(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
     spread between seeds can be printed next to the gain.
     """
     runs = [run_split(cfg.replace(trainer={"seed": cfg.trainer.seed + s}), events, t1, t2,
-                      horizon_ms, workdir / f"seed{s}", n * seeds + s) for s in range(seeds)]
+                      horizon_ms, workdir / f"seed{s}", n * seeds + s, items)
+            for s in range(seeds)]
     out = runs[0]
     out["worker_s"] = sum(r["worker_s"] for r in runs)
     for protocol in ("next", "all"):
@@ -184,17 +206,38 @@ def run_seeds(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
     return out
 
 
-def worker_profiles(cfg, events: list) -> dict[str, profiles_pb2.UserProfile]:
-    """Run the nearline worker over ``events``; the last profile of every user, from the topic.
+def worker_profiles(cfg, events: list, items: bool = False
+                    ) -> tuple[dict[str, profiles_pb2.UserProfile], dict[str, np.ndarray]]:
+    """Run the nearline worker (and with ``items`` the item stage) over ``events``; the last
+    profile of every user, from the topic, and the new items' vectors of the T1 model.
 
-    Done when every user's profile says the user's latest event time (all events applied).
+    Done when every user's profile says the user's latest event time (all events applied) and,
+    with ``items``, once the stage has consumed every item-interaction produced by then and the
+    profiles stop changing (the worker re-folds users as new items' vectors arrive only with
+    their next events: in the stream, a vector is solved at its user's event).
     """
     profiles: dict[str, profiles_pb2.UserProfile] = {}
-    tail = TopicTail(cfg, {cfg.topics.profiles: lambda m: _keep(profiles, m)},
-                     name="fresh-profiles").start()
+    vectors: dict[str, np.ndarray] = {}
+
+    def on_vector(m) -> None:
+        item = m.key().decode().split(SEP, 2)[2]
+        if m.value() is None:
+            vectors.pop(item, None)
+        else:
+            vectors[item] = np.asarray(items_pb2.ItemVector.FromString(m.value()).values,
+                                       np.float32)
+    handlers = {cfg.topics.profiles: lambda m: _keep(profiles, m)}
+    if items:
+        handlers[cfg.topics.item_vectors] = on_vector
+    tail = TopicTail(cfg, handlers, name="fresh-profiles").start()
     stop = threading.Event()
-    worker = threading.Thread(target=run_worker, args=(cfg, stop), daemon=True)
-    worker.start()
+    threads = [threading.Thread(target=run_worker, args=(cfg, stop), daemon=True)]
+    stages: list = []
+    if items:
+        threads.append(threading.Thread(target=run_item_stage, args=(cfg, stop, stages.append),
+                                        daemon=True))
+    for t in threads:
+        t.start()
     last: dict[str, int] = {}
     for e in events:
         last[e.user_id] = max(last.get(e.user_id, 0), e.timestamp_ms)
@@ -203,11 +246,23 @@ def worker_profiles(cfg, events: list) -> dict[str, profiles_pb2.UserProfile]:
         wait_until(lambda: all(u in profiles and profiles[u].last_event_ms == ts
                                for u, ts in last.items()),
                    timeout_s=600, what="a profile of every user with events before T2")
+        if items:
+            time.sleep(1.0)  # the worker's last item-interactions are delivered
+            topic = cfg.topics.item_interactions
+            probe = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers,
+                              "group.id": "fresh-probe"})
+            high = sum(probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                       for p in partitions_of(cfg, topic))
+            probe.close()
+            wait_until(lambda: stages and sum(stages[0].store.offsets(topic).values()) >= high,
+                       timeout_s=600, interval_s=0.2, what="the item stage")
+            time.sleep(1.0)  # the last vectors reach the tail
     finally:
         stop.set()
-        worker.join(30)
+        for t in threads:
+            t.join(30)
         tail.stop()
-    return profiles
+    return profiles, vectors
 
 
 def test_items(histories: dict, after: list, until_ms: int | None) -> dict[str, set[str]]:
@@ -316,6 +371,8 @@ def main() -> None:
                     help="train every model with this many seeds (trainer.seed, +1, ...) and "
                          "average each user's recall@20 over them")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    ap.add_argument("--items", action=argparse.BooleanOptionalAction, default=False,
+                    help="run the item fold-in stage beside the worker (new items' vectors)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     cfg = movielens_config(args.config)
@@ -326,8 +383,8 @@ def main() -> None:
     print(f"{len(events)} events; {args.splits} splits, T2 at event-time quantiles "
           f"{quantiles[0]:.3f}..{quantiles[-1]:.3f}, T1 = T2 - {args.window_days:g} d; "
           f"{load()}", flush=True)
-    print(f"{'T2':>10} {'window':>6} {'worker':>6} | test in the next {args.window_days:g} d: "
-          f"users active new  recall@20 {'/'.join(VARIANTS)} | test all after T2: users  "
+    print(f"{'T2':>10} {'window':>6} {'worker':>6} {'new':>4} | test in the next "
+          f"{args.window_days:g} d: users active new  recall@20 {'/'.join(VARIANTS)} | test all after T2: users  "
           f"recall@20", flush=True)
     pooled = {p: dict.fromkeys(VARIANTS + ("users", "active"), 0.0) for p in ("next", "all")}
     per_user = {p: [] for p in ("next", "all")}  # (user ids, recall@20 rows, active) per split
@@ -337,10 +394,11 @@ def main() -> None:
         for n, q in enumerate(quantiles):
             t2 = int(np.quantile(times, q))
             r = run_seeds(cfg, events, t2 - window_ms, t2, window_ms, Path(tmp) / f"s{n}", n,
-                          args.seeds)
+                          args.seeds, args.items)
             nx, al = r["next"], r["all"]
             print(f"{time.strftime('%Y-%m-%d', time.gmtime(t2 / 1000)):>10} "
-                  f"{r['window_events']:>6} {r['worker_s']:>5.1f}s | {nx['users']:>5} "
+                  f"{r['window_events']:>6} {r['worker_s']:>5.1f}s {r['new_items']:>4} | "
+                  f"{nx['users']:>5} "
                   f"{nx['active']:>6} {nx['new']:>3}  " + " ".join(f"{nx[v]:.4f}" for v in VARIANTS)
                   + f" | {al['users']:>5}  " + " ".join(f"{al[v]:.4f}" for v in VARIANTS),
                   flush=True)

@@ -81,6 +81,15 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def cmd_items(args) -> int:
+    from recsys_stream.nearline.item_app import run_item_stage
+    cfg = _config(args)
+    if args.state_dir:
+        cfg = cfg.replace(items={"state_dir": args.state_dir})
+    run_item_stage(cfg)
+    return 0
+
+
 def cmd_trainer(args) -> int:
     from recsys_stream.batch.app import run_trainer
     cfg = _config(args)
@@ -201,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
             "fold-in -> profiles, bad events to the DLQ.")
     p.add_argument("--state-dir", help="RocksDB directory (overrides worker.state_dir)")
     p.add_argument("--partitions", help="comma-separated interaction partitions (default: all)")
+
+    p = add("items", cmd_items, "Run the item fold-in stage: item-interactions -> RocksDB "
+            "per-item state -> vectors of items the served model does not know (item-vectors).")
+    p.add_argument("--state-dir", help="RocksDB directory (overrides items.state_dir)")
 
     p = add("trainer", cmd_trainer, "Train ALS/BPR per tenant, evaluate, gate, publish to the "
             "model store and announce on the models topic (once, or --periodic).")

@@ -53,6 +53,8 @@ class TenantConfig:
     half_life_days: float = 30.0   # recency half-life of an event's strength
     alpha: float = 2.0             # c = 1 + alpha * log1p(strength)
     history_cap: int = 500         # items kept per user (strongest first); trimmed once 10 % over
+    min_item_users: int = 3        # a new item gets a vector once this many distinct users touched it
+    max_item_users: int = 200      # users kept per new item (the first ones); the re-solve bound
     als: AlsConfig = field(default_factory=AlsConfig)  # ALS hyperparameters
     bpr: BprConfig = field(default_factory=BprConfig)  # BPR hyperparameters
 
@@ -80,6 +82,19 @@ class WorkerConfig:
     max_past_ms: int = 10 * 365 * 86_400_000  # events older than this are rejected (DLQ)
     resolve_active_days: float = 7.0      # on a new model, re-solve users active this recently
     metrics_port: int = 0                 # Prometheus /metrics port; 0 = off
+
+
+@dataclass(frozen=True)
+class ItemsConfig:
+    enabled: bool = True                  # the worker emits item-interactions for new items
+    state_dir: str = "var/item-state"     # RocksDB directory of the item fold-in stage
+    partitions: tuple[int, ...] = ()      # manual assignment; () = share them in the stage's group
+    session_timeout_ms: int = 10_000      # group: a stage killed without leaving keeps its partitions so long
+    batch_max_events: int = 5000          # item-interactions per micro-batch at most
+    batch_timeout_ms: int = 5             # wait for a micro-batch at most this long
+    commit_interval_ms: int = 500         # states and offsets committed this often (0 = every batch)
+    worker_refresh_ms: int = 1000         # the worker rebuilds its fold-in with new items' vectors at most this often
+    metrics_port: int = 0                 # Prometheus /metrics port of the stage; 0 = off
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,7 @@ class Config:
     model_store: str = "var/models"   # root of the versioned model store
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    items: ItemsConfig = field(default_factory=ItemsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     tenants: dict[str, TenantConfig] = field(default_factory=dict)  # tenant name -> settings

@@ -80,7 +80,8 @@ def run_demo(keep_running: bool = False, workdir: str = "var/demo") -> int:
         _say(f"embedded broker on {broker.bootstrap_servers}; config {config_path}")
         ensure_topics(cfg)
         stack.start("worker", "worker")
-        _say("nearline worker started")
+        stack.start("items", "items")
+        _say("nearline worker and item fold-in stage started")
 
         worlds = {t: make_world(t, ITEMS) for t in DEMO_KEYS}
         start = int(time.time() * 1000) - 30 * 86_400_000

@@ -67,8 +67,7 @@ def ensure_topics(cfg: Config, timeout_s: float = 10.0) -> None:
     for name in topics.all():
         if name in existing:
             continue
-        parts = cfg.kafka.interaction_partitions if name in (
-            topics.interactions, topics.profiles, topics.state_changelog, topics.dlq) else 1
+        parts = cfg.kafka.interaction_partitions if name in topics.partitioned() else 1
         conf = {"cleanup.policy": "compact",
                 "segment.ms": str(cfg.kafka.compacted_segment_ms),
                 "min.cleanable.dirty.ratio": str(cfg.kafka.compacted_dirty_ratio),

@@ -66,8 +66,8 @@ def quantile(samples, name: str, q: float) -> float | None:
 
 
 def render(cfg: Config, host: str = "127.0.0.1", interval_s: float = 2.0) -> str:
-    ports = {"worker": cfg.worker.metrics_port, "trainer": cfg.trainer.metrics_port,
-             "server": cfg.server.metrics_port}
+    ports = {"worker": cfg.worker.metrics_port, "items": cfg.items.metrics_port,
+             "trainer": cfg.trainer.metrics_port, "server": cfg.server.metrics_port}
     first = {n: scrape(f"http://{host}:{p}/metrics") if p else None for n, p in ports.items()}
     time.sleep(interval_s)
     second = {n: scrape(f"http://{host}:{p}/metrics") if p else None for n, p in ports.items()}
@@ -110,7 +110,16 @@ def render(cfg: Config, host: str = "127.0.0.1", interval_s: float = 2.0) -> str
                       "         answers by source "
                       + " ".join(f"{k}={int(v)}" for k, v in sorted(by_src.items())),
                       f"         live models {h.get('models', {})}   "
-                      f"default {h.get('default_algorithm', {})}"]
+                      f"default {h.get('default_algorithm', {})}",
+                      "         new-item vectors served "
+                      + " ".join(f"{k}={int(v)}" for k, v in sorted(
+                          _by(s, "recsys_server_new_item_vectors", "tenant").items()))]
+        elif svc == "items":
+            p50 = quantile(s, "recsys_items_event_to_vector_seconds", 0.5)
+            p99 = quantile(s, "recsys_items_event_to_vector_seconds", 0.99)
+            lines.append(f"         records/s {rate('recsys_items_records_total', svc):.0f}   "
+                         f"vectors/s {rate('recsys_items_vectors_published_total', svc):.0f}"
+                         f"   event->vector p50 <= {p50}s, p99 <= {p99}s")
         else:
             lines.append(f"         last round {h.get('last_round_finished')}   rejected models "
                          f"{int(_sum(s, 'recsys_trainer_models_rejected_total'))}")

@@ -72,3 +72,87 @@ def generate_events(world: TenantWorld, n_users: int, events_per_user: int, star
 
 def genre_of(world: TenantWorld, item_id: str) -> int:
     return int(world.item_genre[int(item_id.rsplit("-", 1)[1])])
+
+
+# -- a catalogue that churns (issue 19's benchmark) ---------------------------------------------
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class ChurningWorld:
+    """Items that launch continuously, users whose tastes stay put.
+
+    Item ``i`` launches at ``launch_day[i]`` (the initial catalogue at days in ``[-60, 0)``, then
+    ``launches_per_day`` new items each day) with a genre and a Zipf base popularity; its
+    attractiveness on day ``t`` follows a launch-popularity curve::
+
+        pop_i(t) = base_i * (evergreen + boost * exp(-(t - launch_i) / half_life * ln 2))
+
+    for ``t >= launch_i`` (0 before): a new release is most popular at launch and settles to
+    its evergreen level. A user's next item is drawn with probability proportional to
+    ``pop_i(t) * exp(3 * pref_u[genre_i])`` over the items launched so far, as in
+    :class:`TenantWorld`.
+    """
+
+    item_genre: np.ndarray
+    base: np.ndarray
+    launch_day: np.ndarray
+    genres: int
+    boost: float
+    evergreen: float
+    half_life_days: float
+
+    @property
+    def n_items(self) -> int:
+        return len(self.base)
+
+    def item_id(self, i: int) -> str:
+        return f"item-{i}"
+
+    def popularity(self, day: float) -> np.ndarray:
+        age = day - self.launch_day
+        curve = self.evergreen + self.boost * np.exp2(-np.maximum(age, 0) / self.half_life_days)
+        return np.where(age >= 0, self.base * curve, 0.0)
+
+
+def make_churning_world(initial_items: int, launches_per_day: int, days: int, genres: int = 12,
+                        boost: float = 4.0, evergreen: float = 0.3, half_life_days: float = 3.0,
+                        seed: int = 0) -> ChurningWorld:
+    """The initial catalogue plus ``days`` of daily launches (launch times uniform in a day)."""
+    rng = np.random.default_rng(seed)
+    n = initial_items + launches_per_day * days
+    launch = np.concatenate([rng.uniform(-60, 0, initial_items),
+                             np.repeat(np.arange(days), launches_per_day)
+                             + rng.uniform(0, 1, launches_per_day * days)])
+    base = 1.0 / (rng.permutation(n) + 1) ** 0.9
+    return ChurningWorld(rng.integers(0, genres, n), base / base.sum(), launch, genres, boost,
+                         evergreen, half_life_days)
+
+
+def churning_events(world: ChurningWorld, n_users: int, days: int, active_share: float = 0.3,
+                    events_per_active_day: float = 3.0, taste: float = 3.0, seed: int = 0
+                    ) -> list[tuple[int, int, int]]:
+    """``(user, item, timestamp_ms)`` of ``n_users`` users over ``days`` days, sorted by time.
+
+    Each day a user is active with probability ``active_share`` and then draws
+    ``1 + Poisson(events_per_active_day - 1)`` items (never one they met before) at times
+    uniform in the day, with probability ``pop_i(t) * exp(taste * pref_u[genre_i])``; tastes
+    (``user_preference``) never change.
+    """
+    rng = np.random.default_rng(seed)
+    prefs = np.stack([user_preference(rng, world.genres) for _ in range(n_users)])
+    affinity = np.exp(taste * prefs)  # (users, genres)
+    seen: list[set[int]] = [set() for _ in range(n_users)]
+    out = []
+    for day in range(days):
+        for u in np.flatnonzero(rng.random(n_users) < active_share):
+            t = day + np.sort(rng.uniform(0, 1, 1 + rng.poisson(events_per_active_day - 1)))
+            for ti in t:
+                w = world.popularity(ti) * affinity[u][world.item_genre]
+                if seen[u]:
+                    w[list(seen[u])] = 0.0
+                i = int(rng.choice(world.n_items, p=w / w.sum()))
+                seen[u].add(i)
+                out.append((int(u), i, int(ti * DAY_MS)))
+    out.sort(key=lambda e: e[2])
+    return out

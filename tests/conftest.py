@@ -18,8 +18,8 @@ import uuid
 import pytest
 
 from recsys_stream.broker import EmbeddedBroker
-from recsys_stream.config import AlsConfig, BprConfig, Config, KafkaConfig, ServerConfig, \
-    TenantConfig, TrainerConfig, WorkerConfig, hash_key
+from recsys_stream.config import AlsConfig, BprConfig, Config, ItemsConfig, KafkaConfig, \
+    ServerConfig, TenantConfig, TrainerConfig, WorkerConfig, hash_key
 
 logging.getLogger("recsys_stream").setLevel(logging.INFO)
 
@@ -93,6 +93,7 @@ def make_config(tmp_path, bootstrap: str = "127.0.0.1:9", **tenant_overrides) ->
                           topic_prefix=f"t{uuid.uuid4().hex[:10]}-", interaction_partitions=4,
                           compacted_segment_ms=2000, compacted_dirty_ratio=0.01),
         worker=WorkerConfig(state_dir=str(tmp_path / "state")),
+        items=ItemsConfig(state_dir=str(tmp_path / "item-state")),
         trainer=TrainerConfig(algorithms=("als",)),
         server=ServerConfig(profile_dir=str(tmp_path / "server-profiles")),
         tenants=tenants,

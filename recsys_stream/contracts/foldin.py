@@ -61,6 +61,28 @@ class FoldInSolver:
         self.n_items, self.factors = self._Y.shape
         self.regularization = regularization
 
+    def extended(self, new_item_factors: np.ndarray) -> FoldInSolver:
+        """A solver over these items and ``new_item_factors`` appended as rows ``n_items...``.
+
+        The Gram grows by the new rows only (``A0 += Y_n^T Y_n``), so extending a large model
+        by a few new items' vectors (``nearline.item_feed``) costs ``n_new k^2 + k^3``, not
+        another pass over every item.
+        """
+        Yn = np.asarray(new_item_factors, dtype=np.float64)
+        out = object.__new__(FoldInSolver)
+        out.bias_column, out.regularization = self.bias_column, self.regularization
+        if self.bias_column:
+            Yn, bn = Yn[:, :-1], Yn[:, -1]
+            out._b = np.concatenate([self._b, bn])
+            out._Ytb = self._Ytb + Yn.T @ bn
+        else:
+            out._b, out._Ytb = None, None
+        out._Y = np.ascontiguousarray(np.vstack([self._Y, Yn]))
+        out._A0 = self._A0 + Yn.T @ Yn
+        out._A0inv = np.linalg.inv(out._A0)
+        out.n_items, out.factors = out._Y.shape
+        return out
+
     @property
     def width(self) -> int:
         """Length of a returned user vector (k, or k+1 with the bias column)."""

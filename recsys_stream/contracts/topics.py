@@ -35,10 +35,25 @@ class Topics:
     def state_changelog(self) -> str:
         return f"{self.prefix}worker-state-changelog"
 
+    @property
+    def item_interactions(self) -> str:
+        """(user, confidence, version, user vector) per event on a new item, keyed by item."""
+        return f"{self.prefix}item-interactions"
+
+    @property
+    def item_vectors(self) -> str:
+        """New items' vectors per model version (compacted, keyed tenant/algorithm/item)."""
+        return f"{self.prefix}item-vectors"
+
     def compacted(self) -> tuple[str, ...]:
         """Topics whose latest value per key is the truth (cleanup.policy=compact)."""
-        return (self.catalog, self.profiles, self.state_changelog)
+        return (self.catalog, self.profiles, self.state_changelog, self.item_vectors)
+
+    def partitioned(self) -> tuple[str, ...]:
+        """Topics with ``kafka.interaction_partitions`` partitions (the others have one)."""
+        return (self.interactions, self.profiles, self.state_changelog, self.dlq,
+                self.item_interactions)
 
     def all(self) -> tuple[str, ...]:
         return (self.interactions, self.dlq, self.catalog, self.profiles, self.models,
-                self.state_changelog)
+                self.state_changelog, self.item_interactions, self.item_vectors)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from recsys_stream.config import Config
 from recsys_stream.follow import ModelFollower
 from recsys_stream.kafka import BrokerWatch, consumer, ensure_topics, producer
+from recsys_stream.nearline.item_feed import ItemFeed
 from recsys_stream.nearline.models import model_follower
 from recsys_stream.nearline.state import StateStore
 from recsys_stream.nearline.worker import Worker
@@ -38,6 +39,7 @@ def build_worker(cfg: Config) -> tuple[Worker, ModelFollower, StateStore]:
                              **{"session.timeout.ms": cfg.worker.session_timeout_ms}),
                     producer(cfg))
     worker.models = follower = model_follower(cfg, on_new_model=worker.request_resolve)
+    worker.item_feed = ItemFeed(cfg, follower, worker._produce)
     return worker, follower, store
 
 
@@ -57,6 +59,7 @@ def run_worker(cfg: Config, stop: threading.Event | None = None,
     watch = BrokerWatch(cfg).start()
     http = serve_metrics(cfg.worker.metrics_port, watch.health(worker.health))
     follower.start()
+    worker.item_feed.start()
     if on_start is not None:
         on_start(worker)
     try:
@@ -65,12 +68,13 @@ def run_worker(cfg: Config, stop: threading.Event | None = None,
         worker.producer.flush(10)
         worker.consumer.close()
         follower.stop()
+        worker.item_feed.stop()
         # The clients and the follower hold the worker's callbacks (subscribe's on_assign and
         # on_revoke, on_new_model): cycles, which this process's rare cyclic collection
         # (GC_THRESHOLDS) frees only much later. A process that runs many workers (tests,
         # benchmarks) kept their producers connected until then. Broken here, the worker and
         # its librdkafka clients are freed as soon as the caller lets go of the worker.
-        worker.consumer = worker.producer = worker.models = None
+        worker.consumer = worker.producer = worker.models = worker.item_feed = None
         store.close()
         if http is not None:
             http.shutdown()

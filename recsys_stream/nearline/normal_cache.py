@@ -145,6 +145,42 @@ class NormalEquationCache:
         return solved, (np.concatenate(X) if X else
                         np.empty((0, self.solver.width), dtype=np.float32)), rows
 
+    def rebased(self, solver: FoldInSolver, item_row: dict[str, int], new_ids: set[str]
+                ) -> NormalEquationCache:
+        """This cache moved onto ``solver``: the same item rows, new rows appended, and rows of
+        ``new_ids`` (appended or changed) that may differ from this cache's solver.
+
+        Every cached system differs from the new one by the change of the item Gram only,
+        ``A_u += A0' - A0`` (and, with a bias column, ``b_u -= Y'^T b' - Y^T b``), unless the
+        user's cached history holds one of ``new_ids`` (an item it counted with its old row, or
+        as unknown): those entries are dropped and formed again on their next solve. The slabs
+        are moved, not copied; this cache is left empty. Call on the thread that solves (the
+        worker's loop).
+        """
+        out = object.__new__(NormalEquationCache)
+        out.solver, out.item_row = solver, item_row
+        out.max_users, out.min_items = self.max_users, self.min_items
+        out._entries, out._free, out._A, out._b = self._entries, self._free, self._A, self._b
+        dA = solver._A0 - self.solver._A0
+        db = None if solver._Ytb is None else -(solver._Ytb - self.solver._Ytb)
+        # an entry counted one of new_ids with its old row, or as unknown (-1) back then
+        old_rows = np.fromiter((self.item_row[i] for i in new_ids if i in self.item_row),
+                               np.int64)
+        for key in [k for k, e in out._entries.items()
+                    if np.isin(e.rows, old_rows).any()
+                    or ((e.rows < 0).any() and not new_ids.isdisjoint(e.ids))]:
+            out._free.append(out._entries.pop(key).slot)
+        slots = np.fromiter((e.slot for e in out._entries.values()), np.int64,
+                            len(out._entries))
+        if len(slots):
+            out._A[slots] += dA
+            if db is not None:
+                out._b[slots] += db
+        k = self.solver.factors
+        self._entries, self._free = OrderedDict(), list(range(self.max_users))[::-1]
+        self._A, self._b = np.zeros((self.max_users, k, k)), np.zeros((self.max_users, k))
+        return out
+
     def _form(self, users: list[tuple[bytes, list[str], np.ndarray, np.ndarray]]) -> np.ndarray:
         """Form the users' systems in full, keep them, and solve them."""
         known = [rows >= 0 for _, _, rows, _ in users]

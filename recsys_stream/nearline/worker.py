@@ -86,6 +86,7 @@ class Worker:
         self._last_commit = time.monotonic()
         self._settled = True  # False while a group (re)join is pending: see run()
         self.last_poll = time.monotonic()
+        self.item_feed = None  # nearline.item_feed.ItemFeed: new items in and out (issue 19)
 
     # -- assignment ------------------------------------------------------------------------
     def assign(self) -> None:
@@ -226,7 +227,7 @@ class Worker:
                 EVENTS.labels(outcome).inc(n)
         if not touched:
             return
-        self._publish(touched)
+        self._publish(touched, {k: {ev.item_id for ev, _ in by_user[k]} for k in touched})
         handed = time.time() * 1000  # to the producer; the commit waits for the broker's ack
         for ts in produced_ms.values():
             if ts > 0:
@@ -273,8 +274,11 @@ class Worker:
         model = models.get("als") or next(iter(models.values()), None)
         return model.confidence if model is not None else self.cfg.tenants[tenant].confidence
 
-    def _publish(self, users: dict[bytes, UserHistory]) -> None:
-        """Fold in every user and hand their profiles to the producer."""
+    def _publish(self, users: dict[bytes, UserHistory],
+                 batch_items: dict[bytes, set[str]] | None = None) -> None:
+        """Fold in every user and hand their profiles to the producer.
+
+        ``batch_items``: per user the items of the micro-batch's events (None: a re-solve)."""
         now = int(time.time() * 1000)
         by_tenant: dict[str, list[bytes]] = defaultdict(list)
         for key, h in users.items():
@@ -282,7 +286,7 @@ class Worker:
         for tenant, keys in by_tenant.items():
             settings = self._settings(tenant)
             conf = {k: users[k].confidences(settings) for k in keys}
-            vectors = self._fold_in(tenant, keys, users, settings, conf)
+            vectors = self._fold_in(tenant, keys, users, settings, conf, batch_items)
             for key in keys:
                 h = users[key]
                 ids, c = conf[key]
@@ -293,7 +297,8 @@ class Worker:
                 self._produce(self.cfg.topics.profiles, key, profile.SerializeToString())
 
     def _fold_in(self, tenant: str, keys: list[bytes], users: dict[bytes, UserHistory],
-                 settings: ConfidenceSettings, conf: dict[bytes, tuple[list[str], np.ndarray]]
+                 settings: ConfidenceSettings, conf: dict[bytes, tuple[list[str], np.ndarray]],
+                 batch_items: dict[bytes, set[str]] | None = None
                  ) -> dict[bytes, list[profiles_pb2.ProfileVector]]:
         """One vectorised solve per algorithm over every user in ``keys``.
 
@@ -301,7 +306,9 @@ class Worker:
         the same settings reuses them instead of recomputing.
         """
         out: dict[bytes, list] = defaultdict(list)
-        for algorithm, model in self.models.models(tenant).items():
+        feed = self.item_feed
+        models = feed.models(tenant) if feed is not None else self.models.models(tenant)
+        for algorithm, model in models.items():
             t0 = time.perf_counter()
             same = model.confidence == settings
             histories = [conf[key] if same else users[key].confidences(model.confidence)
@@ -309,6 +316,9 @@ class Worker:
             # a user the model knows nothing of gets no vector (the server falls back); heavy
             # users' systems are updated from the last batch's (nearline.normal_cache)
             solved, X, rows = model.foldin.solve(keys, histories)
+            if feed is not None:  # events on items this version does not know
+                feed.emit(tenant, algorithm, model, solved, X, dict(zip(keys, histories)),
+                          users, batch_items)
             row_of = model.item_row
             for key, x, seen in zip(solved, X, rows):
                 # the rows of what the profile suppresses: its item_ids (the history under

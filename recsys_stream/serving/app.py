@@ -17,6 +17,7 @@ from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
 from recsys_stream.follow import ModelFollower
 from recsys_stream.kafka import BrokerWatch, ensure_topics
 from recsys_stream.observability import serve_metrics
+from recsys_stream.serving.item_delta import ItemDeltas
 from recsys_stream.serving.metrics import MODEL_CREATED, MODEL_VERSION, REJECTIONS, SWAPS
 from recsys_stream.serving.profile_store import ProfileWriter, readers_dir
 from recsys_stream.serving.read_models import ReadModels
@@ -51,11 +52,16 @@ class Server:
                                     on_swap=_swapped, on_reject=_rejected)
         self.read = ReadModels(cfg, profiles_secondary)
         self.trending = Trending(cfg)
+        self.deltas = ItemDeltas(cfg, served=self._served_version)
         self.health = health.aio.HealthServicer()
         # SO_REUSEPORT: `serve --workers N` runs N such servers on one port, the kernel spreads
         # connections between them (gRPC Python serves from one core per process)
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         self.port = 0
+
+    def _served_version(self, tenant: str, algorithm: str) -> int | None:
+        snap = self.models.models(tenant).get(algorithm)
+        return snap.version if snap is not None else None
 
     async def start(self, catch_up_s: float = 30.0) -> None:
         ensure_topics(self.cfg)
@@ -64,8 +70,10 @@ class Server:
         await loop.run_in_executor(None, self.models.start)
         await loop.run_in_executor(None, self.read.start)
         await loop.run_in_executor(None, self.trending.start)
+        await loop.run_in_executor(None, self.deltas.start)
         recommender_pb2_grpc.add_RecommenderServicer_to_server(
-            RecommenderService(self.cfg, self.models, self.read, self.trending), self.grpc)
+            RecommenderService(self.cfg, self.models, self.read, self.trending, self.deltas),
+            self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -95,6 +103,7 @@ class Server:
         self.models.stop()
         self.read.stop()
         self.trending.stop()
+        self.deltas.stop()
 
 
 def run_server(cfg: Config, stop: threading.Event | None = None,

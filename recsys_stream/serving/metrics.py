@@ -26,6 +26,18 @@ SWAPS = Counter("recsys_server_model_swaps_total", "Models swapped in", ["tenant
 REJECTIONS = Counter("recsys_server_model_rejections_total",
                      "Announced models that failed verification and were not served",
                      ["tenant", "algorithm"])
+# New items (the item fold-in's delta beside each snapshot, serving.item_delta)
+NEW_ITEM_VECTORS = Gauge("recsys_server_new_item_vectors",
+                         "New-item vectors of the newest model version (the delta's size)",
+                         ["tenant", "algorithm"])
+NEW_ITEM_FIRST_SOLVED = Gauge("recsys_server_new_item_oldest_solved_seconds",
+                              "When the delta's oldest new-item vector was first solved "
+                              "(its age = time() - this)", ["tenant", "algorithm"])
+NEW_ITEM_ANSWERS = Counter("recsys_server_new_item_answers_total",
+                           "Recommend answers holding at least one new item", ["tenant"])
+RECOMMEND_ANSWERS = Counter("recsys_server_recommend_answers_total",
+                            "Recommend answers (the denominator of the new-item share)",
+                            ["tenant"])
 
 
 @lru_cache(maxsize=4096)

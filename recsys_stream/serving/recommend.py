@@ -43,6 +43,9 @@ class Answer:
     # ranked candidates dropped because suppressed, up to the last item answered (what the
     # suppression-rate metric counts; not the size of the user's suppression set)
     suppressed: int = 0
+    # the user vector of ``version`` that ranked ``items`` (None: no vector answered); new
+    # items of the same version are scored with it (serving.item_delta)
+    vector: np.ndarray | None = None
 
 
 def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | None,
@@ -89,8 +92,8 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
             items += [(snap.item_id_list[r], float(snap.popularity[r])) for r in keep]
     if not items:
         return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=dropped,
-                      reason="every item of the model is suppressed for this user")
-    return Answer(items, source, snap.algorithm, snap.version, suppressed=dropped)
+                      reason="every item of the model is suppressed for this user", vector=x)
+    return Answer(items, source, snap.algorithm, snap.version, suppressed=dropped, vector=x)
 
 
 def _own_ids(profile: profiles_pb2.UserProfile | None, exclude: set[str],

@@ -20,6 +20,7 @@ from recsys_stream.follow import ModelFollower
 from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
 from recsys_stream.serving.metrics import ANSWERED, FALLBACKS, LATENCY, REQUESTS, SUPPRESSED, \
     child
+from recsys_stream.serving.item_delta import ItemDeltas
 from recsys_stream.serving.read_models import ReadModels
 from recsys_stream.serving.recommend import NEARLINE, UnknownItem, recommend, similar_items
 from recsys_stream.serving.snapshots import TenantSnapshot
@@ -48,8 +49,9 @@ class RequestError(Exception):
 
 class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
     def __init__(self, cfg: Config, models: ModelFollower[TenantSnapshot], read: ReadModels,
-                 trending: Trending | None = None) -> None:
+                 trending: Trending | None = None, deltas: ItemDeltas | None = None) -> None:
         self.cfg, self.models, self.read, self.trending = cfg, models, read, trending
+        self.deltas = deltas  # new items of each snapshot's version (serving.item_delta)
         self.keys = KeyRing(cfg)
 
     # -- methods ---------------------------------------------------------------------------
@@ -68,9 +70,13 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         self._check_excludes(r.exclude_item_ids)
         snap = self._snapshot(caller.tenant, r.algorithm)
         # trending is ranked only when no user vector answers (a lazy callable)
-        answer = recommend(snap, self.read.profile(caller.tenant, r.user_id), r.user_id, r.k,
-                           set(r.exclude_item_ids), self.read.banned(caller.tenant),
+        profile = self.read.profile(caller.tenant, r.user_id)
+        banned = self.read.banned(caller.tenant)
+        answer = recommend(snap, profile, r.user_id, r.k, set(r.exclude_item_ids), banned,
                            partial(self.trending.ranked, caller.tenant) if self.trending else ())
+        if self.deltas is not None and snap is not None:
+            answer = self.deltas.merge_recommend(snap, answer, profile, r.k,
+                                                 set(r.exclude_item_ids), banned)
         meta["source"] = _SOURCE_NAME[answer.source]
         child(SUPPRESSED, caller.tenant).inc(answer.suppressed)
         child(ANSWERED, caller.tenant).inc(len(answer.items))
@@ -89,8 +95,9 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                "no model has been published for this tenant yet")
         try:
-            items = similar_items(snap, r.item_id, r.k, set(r.exclude_item_ids),
-                                  self.read.banned(caller.tenant))
+            similar = self.deltas.similar if self.deltas is not None else similar_items
+            items = similar(snap, r.item_id, r.k, set(r.exclude_item_ids),
+                            self.read.banned(caller.tenant))
         except UnknownItem:
             raise RequestError(grpc.StatusCode.NOT_FOUND,
                                f"item_id {r.item_id!r} is not in the tenant's model") from None

@@ -26,7 +26,7 @@ def test_every_app_service_runs_an_existing_cli_command_with_valid_flags():
     compose = _compose()
     app_services = {n: s for n, s in compose["services"].items()
                     if s.get("image") == "recsys-stream:latest"}
-    assert {"worker", "trainer", "server", "kafka-init", "events"} <= set(app_services)
+    assert {"worker", "items", "trainer", "server", "kafka-init", "events"} <= set(app_services)
     choices = _subcommands()
     for name, svc in app_services.items():
         cmd = svc["command"]
@@ -48,7 +48,10 @@ def test_ports_and_volumes_agree_with_the_compose_config():
     for name in ("worker", "trainer", "server"):
         assert models_mount in svc[name]["volumes"], f"{name} does not mount the model store"
     assert f"worker-state:{cfg.worker.state_dir}" in svc["worker"]["volumes"]
-    assert set(compose["volumes"]) >= {"models", "worker-state"}
+    assert f"{cfg.items.metrics_port}:{cfg.items.metrics_port}" in svc["items"]["ports"]
+    assert models_mount in svc["items"]["volumes"]  # the stage loads versions by number
+    assert f"item-state:{cfg.items.state_dir}" in svc["items"]["volumes"]
+    assert set(compose["volumes"]) >= {"models", "worker-state", "item-state"}
 
 
 def test_prometheus_scrapes_each_service_on_its_configured_port():
@@ -57,6 +60,7 @@ def test_prometheus_scrapes_each_service_on_its_configured_port():
     targets = {job["job_name"]: job["static_configs"][0]["targets"][0]
                for job in prom["scrape_configs"]}
     assert targets == {"worker": f"worker:{cfg.worker.metrics_port}",
+                       "items": f"items:{cfg.items.metrics_port}",
                        "trainer": f"trainer:{cfg.trainer.metrics_port}",
                        "server": f"server:{cfg.server.metrics_port}"}
 

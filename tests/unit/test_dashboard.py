@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 import recsys_stream.batch.metrics  # noqa: F401 (registers the trainer's series)
+import recsys_stream.nearline.item_metrics  # noqa: F401 (the item stage's series)
 import recsys_stream.nearline.metrics  # noqa: F401
 import recsys_stream.serving.metrics  # noqa: F401
 
@@ -36,7 +37,10 @@ def test_every_query_uses_an_exported_series_and_every_group_has_panels():
                    "recsys_worker_event_to_profile_seconds_bucket",
                    "recsys_server_requests_total", "recsys_server_fallback_total",
                    "recsys_server_model_created_seconds", "recsys_trainer_ndcg_at_10",
-                   "recsys_trainer_models_rejected_total"):
+                   "recsys_trainer_models_rejected_total", "recsys_server_new_item_vectors",
+                   "recsys_server_new_item_oldest_solved_seconds",
+                   "recsys_server_new_item_answers_total",
+                   "recsys_items_event_to_vector_seconds_bucket"):
         assert series in used, f"the dashboard does not show {series}"
     assert {p["title"] for p in dash["panels"] if p["type"] == "row"} == {
-        "Ingest (nearline worker)", "Freshness", "Serving", "Models"}
+        "Ingest (nearline worker)", "Freshness", "Serving", "Models", "New items (item fold-in)"}
