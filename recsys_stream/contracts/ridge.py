@@ -113,3 +113,17 @@ def _chunks(lengths: np.ndarray, d: int):
             L, stop = nxt, stop + 1
         yield order[start:stop], L
         start = stop
+
+
+def fold_in_ratings(solver: BiasedRidgeSolver, mu: float, item_bias: np.ndarray,
+                    indptr: np.ndarray, rows: np.ndarray, ratings: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Users' ``[x_u, 1]`` and ``b_u`` from their latest ratings against a fixed mf version.
+
+    ``rows`` are the rated items' rows in the version (CSR per user, unknown items left out),
+    ``item_bias`` its ``b_i``: the user step ``[x_u, b_u] = ridge(r − μ − b_i on [y_i, 1])``.
+    Returns ``(X1, b_u)`` with ``X1 = [x_u, 1]`` (float32, the stored width) and ``b_u``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    x, b = solver.solve(indptr, rows, np.asarray(ratings, np.float64) - mu - item_bias[rows])
+    return np.hstack([x, np.ones((len(x), 1))]).astype(np.float32), b

@@ -15,10 +15,10 @@ from recsys_stream.batch.mf_sgd import _epoch
 from recsys_stream.batch.ratings import baseline_biases, build_ratings, rating_metrics
 from recsys_stream.config import MfConfig, TrainerConfig
 from recsys_stream.contracts.confidence import ConfidenceSettings
-from recsys_stream.contracts.events import Event
 from recsys_stream.contracts.model_store import ModelStore, ModelVerificationError
 from recsys_stream.contracts.ridge import BiasedRidgeSolver
 from recsys_stream.contracts.user_state import UserHistory
+from recsys_stream.synthetic import generate_ratings
 
 ALS = MfConfig(solver="als", factors=4, regularization=2.0, bias_regularization=2.0,
                iterations=10)
@@ -26,20 +26,8 @@ SGD = MfConfig(solver="sgd", factors=4, regularization=0.02, learning_rate=0.01,
                iterations=60, early_stopping=0.2, patience=3)
 
 
-def rating_events(n_users=80, n_items=60, rank=3, density=0.5, seed=0, tenant="acme"):
-    """Ratings of a low-rank world with noise, on the 0.5..5 scale in halves, timed in order."""
-    rng = np.random.default_rng(seed)
-    U, V = rng.normal(0, 0.7, (n_users, rank)), rng.normal(0, 0.7, (n_items, rank))
-    bu, bi = rng.normal(0, 0.4, n_users), rng.normal(0, 0.4, n_items)
-    events, t = [], 1_700_000_000_000
-    for u in range(n_users):
-        for i in np.flatnonzero(rng.random(n_items) < density):
-            r = 3.4 + bu[u] + bi[i] + U[u] @ V[i] + rng.normal(0, 0.3)
-            r = float(np.clip(np.round(r * 2) / 2, 0.5, 5.0))
-            t += int(rng.integers(1, 60_000))
-            events.append(Event(f"e{u}-{i}", tenant, f"u{u}", f"i{i}", "rating", r, t))
-    rng.shuffle(events)  # the trainer sorts each user's events by time
-    return events
+def rating_events(tenant="acme", **kw):
+    return generate_ratings(tenant, **kw)
 
 
 @pytest.fixture(scope="module")
