@@ -62,7 +62,7 @@ def configured() -> tuple[MfConfig, MfConfig]:
     return als, sgd
 
 
-SGD_CHOICE = {"factors": 10, "regularization": 0.05, "learning_rate": 0.005}
+SGD_CHOICE = {"factors": 100, "regularization": 0.1, "learning_rate": 0.01}
 
 
 def split(events, fraction):

@@ -59,6 +59,8 @@ class MfConfig:
     patience: int = 3              # SGD: epochs without a better validation RMSE before stopping
     damping: float = 5.0           # baseline predictor: pseudo-counts of the damped bias means
     init_std: float = 0.1          # standard deviation of the initial factors
+    recency_half_life_days: float = 0.0  # ALS: a rating this much older than the user's latest
+                                   # counts half in both ridge steps (and the fold-in); 0 = off
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class TenantConfig:
     @property
     def confidence(self) -> ConfidenceSettings:
         return ConfidenceSettings(weights=dict(self.weights), half_life_days=self.half_life_days,
-                                  alpha=self.alpha)
+                                  alpha=self.alpha, max_magnitude=self.max_magnitude)
 
 
 @dataclass(frozen=True)

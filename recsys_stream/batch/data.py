@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
@@ -95,6 +96,9 @@ def _event(d: dict, tenant: str | None, path: Path, line: int) -> Event:
             raise ValueError(f"unknown event type {tname!r}")
         value = d.get("value")
         value = float(value) if value not in (None, "") else None
+        if value is not None and (not math.isfinite(value)
+                                  or (value < 0 and tname not in SUPPRESSING_TYPES)):
+            raise ValueError(f"value must be a finite magnitude >= 0, got {value!r}")
         user, item, ts = str(d["user_id"]), str(d["item_id"]), int(d["timestamp_ms"])
         t = str(d.get("tenant") or tenant or "")
         if not (t and user and item):

@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from recsys_stream.batch.algorithms import Factors
 from recsys_stream.batch.ratings import Ratings, baseline_biases
 from recsys_stream.config import MfConfig
-from recsys_stream.contracts.ridge import BiasedRidgeSolver
+from recsys_stream.contracts.ridge import BiasedRidgeSolver, recency_weights
 
 log = logging.getLogger(__name__)
 SOLVERS = ("als", "sgd")
@@ -85,9 +85,11 @@ def foldin_settings(hp: MfConfig) -> dict:
     """The ridge the user step (trainer, worker, server) solves for this configuration."""
     if hp.solver == "sgd":  # per-rating λ: the exact user step regularises by λ·n_u
         return {"regularization": hp.regularization,
-                "bias_regularization": hp.regularization, "scale_by_count": True}
+                "bias_regularization": hp.regularization, "scale_by_count": True,
+                "recency_half_life_days": 0.0}
     return {"regularization": hp.regularization, "bias_regularization": hp.bias_regularization,
-            "scale_by_count": hp.scale_regularization}
+            "scale_by_count": hp.scale_regularization,
+            "recency_half_life_days": hp.recency_half_life_days}
 
 
 def solver_from(foldin: dict, item_factors: np.ndarray) -> BiasedRidgeSolver:
@@ -101,7 +103,8 @@ def user_step(ratings: Ratings, mu: float, Y: np.ndarray, b_i: np.ndarray,
               foldin: dict) -> tuple[np.ndarray, np.ndarray]:
     """Every user's exact ``[x_u, b_u]`` against fixed ``Y``, ``b_i``, ``μ``."""
     R = ratings.R
-    return solver_from(foldin, Y).solve(R.indptr, R.indices, R.data - mu - b_i[R.indices])
+    w = recency_weights(R.indptr, ratings.times, foldin.get("recency_half_life_days", 0.0))
+    return solver_from(foldin, Y).solve(R.indptr, R.indices, R.data - mu - b_i[R.indices], w)
 
 
 def train_mf(ratings: Ratings, hp: MfConfig, seed: int) -> MfModel:
@@ -116,6 +119,7 @@ def _hyperparameters(hp: MfConfig, seed: int, **more) -> dict:
          "bias_regularization": hp.bias_regularization,
          "scale_regularization": hp.scale_regularization, "iterations": hp.iterations,
          "damping": hp.damping, "init_std": hp.init_std, "seed": seed,
+         "recency_half_life_days": hp.recency_half_life_days,
          "foldin": foldin_settings(hp), "exact_final_user_solve": True}
     if hp.solver == "sgd":
         d |= {"learning_rate": hp.learning_rate, "early_stopping": hp.early_stopping,
@@ -133,14 +137,21 @@ def train_als(ratings: Ratings, hp: MfConfig, seed: int) -> MfModel:
     Y, b_i = np.zeros((n_items, hp.factors)), np.zeros(n_items)
     C = R.tocsc()  # item-major: each item's raters
     item_users = C.indices.astype(np.int64)
+    # recency weights (user-referred) per rating, and the same ratings' weights in CSC order
+    w = recency_weights(R.indptr, ratings.times, hp.recency_half_life_days)
+    wc = None
+    if w is not None:
+        perm = sp.csr_matrix((np.arange(R.nnz, dtype=np.float64) + 1, R.indices, R.indptr),
+                             shape=R.shape).tocsc()
+        wc = w[perm.data.astype(np.int64) - 1]
     lam, lam_b, scale = hp.regularization, hp.bias_regularization, hp.scale_regularization
     for _ in range(max(1, hp.iterations)):
         # items: [y_i, b_i] = ridge of r − μ − b_u on [x_u, 1]
         Y, b_i = BiasedRidgeSolver(X, lam, lam_b, scale).solve(
-            C.indptr, item_users, C.data - mu - b_u[item_users])
+            C.indptr, item_users, C.data - mu - b_u[item_users], wc)
         # users: [x_u, b_u] = ridge of r − μ − b_i on [y_i, 1]
         X, b_u = BiasedRidgeSolver(Y, lam, lam_b, scale).solve(
-            R.indptr, R.indices, R.data - mu - b_i[R.indices])
+            R.indptr, R.indices, R.data - mu - b_i[R.indices], w)
     return MfModel(mu, X, b_u, Y, b_i, _hyperparameters(hp, seed))
 
 

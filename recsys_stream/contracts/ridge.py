@@ -54,14 +54,16 @@ class BiasedRidgeSolver:
         self.scale_by_count = bool(scale_by_count)
         self._lam = np.array([self.regularization] * self.factors + [self.bias_regularization])
 
-    def solve(self, indptr: np.ndarray, indices: np.ndarray, targets: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def solve(self, indptr: np.ndarray, indices: np.ndarray, targets: np.ndarray,
+              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Solve every row of a CSR batch (columns = rows of ``factors``).
 
         Parameters
         ----------
         indptr, indices : CSR structure of the rows' ratings
         targets : the residuals ``t`` (the rating minus μ and the fixed side's bias)
+        weights : optional weight of each rating's squared error (``FᵀWF + Λ``, ``FᵀWt``); with
+            ``scale_by_count`` the count is then the sum of the row's weights
 
         Returns
         -------
@@ -71,9 +73,12 @@ class BiasedRidgeSolver:
         indptr = np.asarray(indptr, dtype=np.int64)
         indices = np.asarray(indices, dtype=np.int64)
         t = np.asarray(targets, dtype=np.float64)
+        wt = None if weights is None else np.asarray(weights, dtype=np.float64)
         n_rows, d = len(indptr) - 1, self.factors + 1
         out = np.zeros((n_rows, d))
         lengths = np.diff(indptr)
+        counts = lengths.astype(np.float64) if wt is None else \
+            np.bincount(np.repeat(np.arange(n_rows), lengths), wt, minlength=n_rows)
         for rows, L in _chunks(lengths, d):
             if L == 0:
                 continue  # no ratings: w = 0, b = 0 (the prior)
@@ -83,18 +88,23 @@ class BiasedRidgeSolver:
             Fa = self._F[np.where(mask, indices[pos], 0)] * mask[:, :, None]  # (B, L, d)
             tt = np.where(mask, t[pos], 0.0)
             # a row without ratings padded into this chunk solves 0 (Λ > 0, rhs 0)
-            n = np.maximum(lengths[rows], 1)[:, None]
+            n = np.where(lengths[rows] > 0, counts[rows], 1.0)[:, None]
             lam = self._lam[None, :] * (n if self.scale_by_count else 1.0)
-            # A = FᵀF + Λ (syrk-shaped product), rhs = Fᵀt
+            # A = FᵀWF + Λ (syrk-shaped product: W^½F), rhs = FᵀWt
+            if wt is not None:
+                sw = np.sqrt(np.where(mask, wt[pos], 0.0))
+                Fa, tt = Fa * sw[:, :, None], tt * sw
             A = np.matmul(Fa.transpose(0, 2, 1), Fa)
             A[:, np.arange(d), np.arange(d)] += lam
             rhs = np.einsum("bl,bld->bd", tt, Fa)
             out[rows] = np.linalg.solve(A, rhs[..., None])[..., 0]
         return out[:, :-1], out[:, -1]
 
-    def solve_one(self, cols: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
+    def solve_one(self, cols: np.ndarray, targets: np.ndarray,
+                  weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """:meth:`solve` for one row; returns ``(w, b)``."""
-        w, b = self.solve(np.array([0, len(cols)]), np.asarray(cols), np.asarray(targets))
+        w, b = self.solve(np.array([0, len(cols)]), np.asarray(cols), np.asarray(targets),
+                          weights)
         return w[0], float(b[0])
 
 
@@ -116,8 +126,8 @@ def _chunks(lengths: np.ndarray, d: int):
 
 
 def fold_in_ratings(solver: BiasedRidgeSolver, mu: float, item_bias: np.ndarray,
-                    indptr: np.ndarray, rows: np.ndarray, ratings: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    indptr: np.ndarray, rows: np.ndarray, ratings: np.ndarray,
+                    weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Users' ``[x_u, 1]`` and ``b_u`` from their latest ratings against a fixed mf version.
 
     ``rows`` are the rated items' rows in the version (CSR per user, unknown items left out),
@@ -125,5 +135,28 @@ def fold_in_ratings(solver: BiasedRidgeSolver, mu: float, item_bias: np.ndarray,
     Returns ``(X1, b_u)`` with ``X1 = [x_u, 1]`` (float32, the stored width) and ``b_u``.
     """
     rows = np.asarray(rows, dtype=np.int64)
-    x, b = solver.solve(indptr, rows, np.asarray(ratings, np.float64) - mu - item_bias[rows])
+    x, b = solver.solve(indptr, rows, np.asarray(ratings, np.float64) - mu - item_bias[rows],
+                        weights)
     return np.hstack([x, np.ones((len(x), 1))]).astype(np.float32), b
+
+
+_MS_PER_DAY = 86_400_000.0
+
+
+def recency_weights(indptr: np.ndarray, times_ms: np.ndarray, half_life_days: float
+                    ) -> np.ndarray | None:
+    """Per-rating weights ``2^(−(T_u − t)/half_life)``, ``T_u`` = the row's latest rating time.
+
+    The user's own clock, as the implicit decay (``contracts.confidence``): the same ratings
+    give the same weights in the trainer and in the worker. ``half_life_days <= 0``: None (all 1).
+    """
+    if not half_life_days or half_life_days <= 0:
+        return None
+    indptr = np.asarray(indptr, dtype=np.int64)
+    t = np.asarray(times_ms, dtype=np.float64)
+    lengths = np.diff(indptr)
+    if not len(t):
+        return np.zeros(0)
+    latest = np.maximum.reduceat(t, np.minimum(indptr[:-1], len(t) - 1))
+    age = np.repeat(latest, lengths) - t
+    return np.exp2(-np.maximum(age, 0.0) / (half_life_days * _MS_PER_DAY))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys_stream.contracts.pb import profiles_pb2, recommender_pb2
-from recsys_stream.contracts.ridge import fold_in_ratings
+from recsys_stream.contracts.ridge import fold_in_ratings, recency_weights
 from recsys_stream.serving.snapshots import TenantSnapshot
 
 NEARLINE, BATCH, FOLD_IN, BASELINE = (recommender_pb2.NEARLINE, recommender_pb2.BATCH,
@@ -46,12 +46,15 @@ def user_vector(snap: TenantSnapshot, profile: profiles_pb2.UserProfile | None,
     if row is not None:
         return snap.user_factors[row], float(snap.user_bias[row]), BATCH
     if profile is not None and profile.rated_item_ids:
-        known = [(snap.item_row[i], r) for i, r in zip(profile.rated_item_ids, profile.ratings)
-                 if i in snap.item_row]
+        times = profile.rating_ms or [0] * len(profile.rated_item_ids)
+        known = [(snap.item_row[i], r, t) for i, r, t in
+                 zip(profile.rated_item_ids, profile.ratings, times) if i in snap.item_row]
         if known:
-            rows, r = (np.array(a) for a in zip(*known))
+            rows, r, t = (np.array(a) for a in zip(*known))
+            indptr = np.array([0, len(rows)])
             X1, b = fold_in_ratings(snap.ridge, snap.global_mean, snap.index.item_factors[:, -1],
-                                    np.array([0, len(rows)]), rows, r)
+                                    indptr, rows, r,
+                                    recency_weights(indptr, t, snap.recency_half_life_days))
             return X1[0], float(b[0]), FOLD_IN
     x = np.zeros(snap.width, dtype=np.float32)
     x[-1] = 1.0  # the item-bias column still counts: r̂ = μ + b_i

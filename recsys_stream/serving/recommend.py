@@ -211,7 +211,7 @@ def _user_vector(snap: TenantSnapshot, profile, user_id: str):
 def _without_vectors(profile):
     """The profile's ratings without its vectors (none of which matched the version)."""
     return profiles_pb2.UserProfile(rated_item_ids=profile.rated_item_ids,
-                                    ratings=profile.ratings)
+                                    ratings=profile.ratings, rating_ms=profile.rating_ms)
 
 
 def _top_k(snap: TenantSnapshot, x: np.ndarray, k: int, own_rows: set[int],

@@ -36,6 +36,7 @@ class TenantSnapshot:
     user_bias: np.ndarray | None = None
     global_mean: float = 0.0
     ridge: BiasedRidgeSolver | None = None
+    recency_half_life_days: float = 0.0
     # derived lookups memoised per snapshot by the request path (e.g. rows of the banned items)
     cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -56,7 +57,8 @@ class TenantSnapshot:
             mf = {"user_bias": art.user_bias, "global_mean": float(art.global_mean),
                   "ridge": BiasedRidgeSolver(art.item_factors[:, :-1], fold["regularization"],
                                              fold["bias_regularization"],
-                                             fold["scale_by_count"])}
+                                             fold["scale_by_count"]),
+                  "recency_half_life_days": float(fold.get("recency_half_life_days", 0.0))}
         return cls(
             tenant=art.tenant, algorithm=art.algorithm, version=art.version,
             created_ms=int(art.manifest.get("created_ms", 0)),

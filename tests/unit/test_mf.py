@@ -77,20 +77,32 @@ def test_holdout_keeps_the_latest_ratings_apart(data):
 
 # -- the ridge step ----------------------------------------------------------------------------
 @pytest.mark.parametrize("scale", [False, True])
-def test_ridge_step_is_the_closed_form_per_row(scale):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ridge_step_is_the_closed_form_per_row(scale, weighted):
     rng = np.random.default_rng(3)
     F = rng.normal(size=(30, 5))
     lengths = [0, 1, 3, 7, 12, 30]
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     indices = np.concatenate([rng.choice(30, n, replace=False) for n in lengths])
     t = rng.normal(size=len(indices))
-    w, b = BiasedRidgeSolver(F, 0.7, 0.3, scale).solve(indptr, indices, t)
+    wts = rng.uniform(0.1, 1.0, len(indices)) if weighted else None
+    w, b = BiasedRidgeSolver(F, 0.7, 0.3, scale).solve(indptr, indices, t, wts)
     for r, n in enumerate(lengths):
-        cols, tt = indices[indptr[r]:indptr[r + 1]], t[indptr[r]:indptr[r + 1]]
+        sl = slice(indptr[r], indptr[r + 1])
+        cols, tt = indices[sl], t[sl]
+        W = np.diag(wts[sl] if weighted else np.ones(n))
         Fa = np.hstack([F[cols], np.ones((n, 1))])
-        lam = np.diag([0.7] * 5 + [0.3]) * (n if scale else 1)
-        ref = np.linalg.solve(Fa.T @ Fa + lam, Fa.T @ tt) if n else np.zeros(6)
+        lam = np.diag([0.7] * 5 + [0.3]) * (np.trace(W) if scale else 1)
+        ref = np.linalg.solve(Fa.T @ W @ Fa + lam, Fa.T @ W @ tt) if n else np.zeros(6)
         np.testing.assert_allclose(np.append(w[r], b[r]), ref, atol=1e-10)
+
+
+def test_recency_weights_halve_per_half_life_on_the_users_own_clock():
+    from recsys_stream.contracts.ridge import recency_weights
+    day = 86_400_000
+    w = recency_weights(np.array([0, 3, 3, 4]), np.array([10 * day, 0, 5 * day, 7]), 5.0)
+    np.testing.assert_allclose(w, [1.0, 0.25, 0.5, 1.0])
+    assert recency_weights(np.array([0, 1]), np.array([5]), 0.0) is None
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -100,7 +112,8 @@ def _rmse(model, train, test):
     return rating_metrics(model.predict(u, i, 0.5, 5.0), r, (u >= 0) & (i >= 0))["rmse"]
 
 
-@pytest.mark.parametrize("hp", [ALS, SGD], ids=["als", "sgd"])
+@pytest.mark.parametrize("hp", [ALS, SGD, dataclasses.replace(ALS, recency_half_life_days=0.01)],
+                         ids=["als", "sgd", "als-recency"])
 def test_mf_beats_the_baseline_and_its_users_are_the_exact_user_step(data, hp):
     train = build_ratings(data.train)
     model = train_mf(train, hp, seed=1)
