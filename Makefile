@@ -26,6 +26,16 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
 	$(PIP) install --quiet -e '.[dev,bench]'
 	touch $@
 
+# The explicit-rating peers of benchmarks/explicit.py (Surprise, LensKit 0.14, cornac) in a venv
+# of their own: LensKit 0.14 (numba, no torch; 2025.x needs a multi-GB CUDA torch) pins
+# numpy 1.26, which must not downgrade the project's own venv.
+PEERS_VENV := .venv-peers
+$(PEERS_VENV)/.installed: benchmarks/explicit-peers.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r benchmarks/explicit-peers.txt
+	touch $@
+
 ## make demo: the whole system on the embedded broker, with generated events; exits cleanly.
 demo: $(VENV)/.installed
 	$(VENV)/bin/recsys-stream demo
@@ -68,7 +78,7 @@ test-integration: $(VENV)/.installed-dev kafka-jars
 	$(PY) -m pytest -q -ra tests/integration
 
 ## make bench: install the benchmark extras (faust-streaming, psutil); run scripts in benchmarks/.
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-bench $(PEERS_VENV)/.installed
 	@ls benchmarks/*.py
 
 ## make protos: regenerate the protobuf / gRPC stubs after editing proto/.
@@ -76,4 +86,4 @@ protos: $(VENV)/.installed-dev
 	$(PY) -m recsys_stream.contracts.codegen
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .cache
+	rm -rf $(VENV) $(PEERS_VENV) var .pytest_cache .cache

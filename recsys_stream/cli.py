@@ -144,6 +144,18 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from recsys_stream.contracts.pb import recommender_pb2
+    from recsys_stream.serving.client import RecommenderClient
+    with RecommenderClient(args.address, args.api_key) as client:
+        resp = client.predict_ratings(args.user, args.items, tenant=args.tenant or "")
+    print(f"tenant={resp.tenant} algorithm={resp.algorithm} version={resp.model_version} "
+          f"source={recommender_pb2.Source.Name(resp.source)}")
+    for r in resp.ratings:
+        print(f"{r.item_id}  {r.rating:.3f}" + ("" if r.known else "  (unknown item: mu + b_u)"))
+    return 0
+
+
 def cmd_models(args) -> int:
     from recsys_stream.batch.app import list_models, rollback
     cfg = _config(args)
@@ -249,7 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--exclude", nargs="*", help="item ids to leave out")
     p.add_argument("--tenant", help="must be the API key's tenant when given")
-    p.add_argument("--algorithm", choices=["als", "bpr"])
+    p.add_argument("--algorithm", choices=["als", "bpr", "mf"])
+
+    p = add("predict", cmd_predict, "Ask the gRPC server for a user's predicted ratings of "
+            "items (the tenant's explicit mf model).", config=False)
+    p.add_argument("--address", default="127.0.0.1:50051")
+    p.add_argument("--api-key", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--items", nargs="+", required=True, help="item ids (at most 1000)")
+    p.add_argument("--tenant", help="must be the API key's tenant when given")
 
     p = add("models", cmd_models, "List model versions, or roll a tenant back.")
     msub = p.add_subparsers(dest="models_cmd", required=True)

@@ -46,6 +46,26 @@ class BprConfig:
 
 
 @dataclass(frozen=True)
+class MfConfig:
+    """Biased matrix factorisation of explicit ratings (``batch/mf.py``)."""
+
+    solver: str = "als"            # "als": closed-form ridge per side; "sgd": Funk/Koren updates
+    factors: int = 50              # latent dimension k
+    regularization: float = 15.0   # lambda on x_u and y_i
+    bias_regularization: float = 15.0  # lambda on b_u and b_i
+    scale_regularization: bool = False  # multiply both lambdas by the row's rating count
+    iterations: int = 20           # ALS sweeps; SGD: most epochs
+    learning_rate: float = 0.005   # SGD step (factors and biases)
+    early_stopping: float = 0.1    # SGD: share of each user's latest train ratings held out to pick
+                                   # the epoch count (then refitted on all); 0 = run every epoch
+    patience: int = 3              # SGD: epochs without a better validation RMSE before stopping
+    damping: float = 5.0           # baseline predictor: pseudo-counts of the damped bias means
+    init_std: float = 0.1          # standard deviation of the initial factors
+    recency_half_life_days: float = 0.0  # ALS: a rating this much older than the user's latest
+                                   # counts half in both ridge steps (and the fold-in); 0 = off
+
+
+@dataclass(frozen=True)
 class TenantConfig:
     api_key_sha256: tuple[str, ...] = ()    # sha256 hex of each API key bound to this tenant
     admin_key_sha256: tuple[str, ...] = ()  # keys that may also call operator methods
@@ -57,11 +77,15 @@ class TenantConfig:
     max_item_users: int = 200      # users kept per new item (the first ones); the re-solve bound
     als: AlsConfig = field(default_factory=AlsConfig)  # ALS hyperparameters
     bpr: BprConfig = field(default_factory=BprConfig)  # BPR hyperparameters
+    mf: MfConfig = field(default_factory=MfConfig)     # explicit MF hyperparameters
+    rating_min: float = 0.5        # the rating scale: ratings outside it are dead letters,
+    rating_max: float = 5.0        # predictions are clipped to it
+    max_magnitude: float = 1e6     # an event's magnitude (`value`) is capped here
 
     @property
     def confidence(self) -> ConfidenceSettings:
         return ConfidenceSettings(weights=dict(self.weights), half_life_days=self.half_life_days,
-                                  alpha=self.alpha)
+                                  alpha=self.alpha, max_magnitude=self.max_magnitude)
 
 
 @dataclass(frozen=True)
@@ -110,6 +134,7 @@ class TrainerConfig:
     max_vector_norm: float = 1e3    # gate: any user or item vector longer than this rejects
     min_mean_item_norm: float = 1e-4  # gate: mean item vector norm below this (collapsed) rejects
     ndcg_tolerance: float = 0.05    # gate: relative NDCG@10 drop allowed against the current model
+    rmse_tolerance: float = 0.02    # gate (mf): relative RMSE rise allowed against the current model
     min_compare_users: int = 0      # gate: >0 = compare with the current model on held-out
                                     # items met after its data when this many users have some
                                     # (leans to the current model); 0 / fewer: its stored NDCG@10

@@ -156,3 +156,20 @@ def churning_events(world: ChurningWorld, n_users: int, days: int, active_share:
                 out.append((int(u), i, int(ti * DAY_MS)))
     out.sort(key=lambda e: e[2])
     return out
+def generate_ratings(tenant: str, n_users: int = 80, n_items: int = 60, rank: int = 3,
+                     density: float = 0.5, seed: int = 0,
+                     start_ms: int = 1_700_000_000_000) -> list[Event]:
+    """Explicit ratings of a low-rank world: ``3.4 + b_u + b_i + u·v + noise`` rounded to halves
+    on 0.5..5, users ``u<n>`` and items ``i<n>``, each user's in time order (shuffled overall)."""
+    rng = np.random.default_rng(seed)
+    U, V = rng.normal(0, 0.7, (n_users, rank)), rng.normal(0, 0.7, (n_items, rank))
+    bu, bi = rng.normal(0, 0.4, n_users), rng.normal(0, 0.4, n_items)
+    events, t = [], start_ms
+    for u in range(n_users):
+        for i in np.flatnonzero(rng.random(n_items) < density):
+            r = 3.4 + bu[u] + bi[i] + U[u] @ V[i] + rng.normal(0, 0.3)
+            r = float(np.clip(np.round(r * 2) / 2, 0.5, 5.0))
+            t += int(rng.integers(1, 60_000))
+            events.append(Event(f"e{u}-{i}", tenant, f"u{u}", f"i{i}", "rating", r, t))
+    rng.shuffle(events)
+    return events

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -50,7 +50,9 @@ class Factors:
     item_factors : ndarray of shape (n_items, width), float32
     user_factors : ndarray of shape (n_users, width), float32
     hyperparameters : dict, written to the manifest (always has "regularization")
-    bias_column : bool, the last column is ``implicit`` BPR's item bias (users' entry = 1)
+    bias_column : bool, the last column is an item bias (users' entry = 1): BPR's, mf's ``b_i``
+    extras : dict of name to ndarray, more arrays of the version (mf: ``user_bias``,
+        ``global_mean``), written and checksummed beside the factors
     """
 
     algorithm: str
@@ -58,6 +60,7 @@ class Factors:
     user_factors: np.ndarray
     hyperparameters: dict
     bias_column: bool
+    extras: dict = field(default_factory=dict)
 
 
 def train_als(C: sp.csr_matrix, hp: AlsConfig, seed: int, progress: bool = False) -> Factors:

@@ -36,6 +36,7 @@ from recsys_stream.batch.algorithms import TRAINERS
 from recsys_stream.batch.compare import compare_with_current
 from recsys_stream.batch.data import ChangelogReader, TenantData, build_matrix, from_events, \
     from_histories, iter_events_file
+from recsys_stream.batch.explicit import train_mf_round
 from recsys_stream.batch.evaluate import evaluate, factor_scorer, popularity_scorer, sample_users
 from recsys_stream.batch.metrics import BASELINE_NDCG, LAST_ROUND, NDCG, RUNS, TRAIN_SECONDS
 from recsys_stream.batch.publish import Candidate, announce, publish, write_version
@@ -72,6 +73,16 @@ def train_tenant(cfg: Config, data: TenantData, store: ModelStore,
               "n_items": len(full.item_ids)}
     candidates = []
     for algorithm in cfg.trainer.algorithms:
+        if algorithm == "mf":  # explicit ratings: its own round (batch/explicit.py)
+            shared = {"confidence": settings.to_dict(), "history_cap": tc.history_cap,
+                      "data_window": window,
+                      "training": {"evaluated": "train split (ratings before each user's cut)",
+                                   "published": "retrained on all latest ratings",
+                                   "holdout_fraction": cfg.trainer.holdout_fraction}}
+            c = train_mf_round(cfg, data, store, train, test, baseline, shared, progress)
+            if c is not None:
+                candidates.append(c)
+            continue
         hp = getattr(tc, algorithm)
         t0 = time.perf_counter()
         evaluated = TRAINERS[algorithm](train.C, hp, cfg.trainer.seed, progress)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import logging
 import time
 from collections import defaultdict
@@ -96,6 +97,9 @@ def _event(d: dict, tenant: str | None, path: Path, line: int) -> Event:
             raise ValueError(f"unknown event type {tname!r}")
         value = d.get("value")
         value = float(value) if value not in (None, "") else None
+        if value is not None and (not math.isfinite(value)
+                                  or (value < 0 and tname not in SUPPRESSING_TYPES)):
+            raise ValueError(f"value must be a finite magnitude >= 0, got {value!r}")
         user, item, ts = str(d["user_id"]), str(d["item_id"]), int(d["timestamp_ms"])
         t = str(d.get("tenant") or tenant or "")
         if not (t and user and item):
@@ -125,6 +129,8 @@ class TenantData:
     n_events: int = 0
     window: tuple[int, int] = (0, 0)  # event time range, ms
     test_times: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> ms
+    # explicit models: the latest held-out rating of each item the user did not rate in train
+    test_ratings: dict[str, dict[str, float]] = field(default_factory=dict)  # user -> item -> r
 
     @property
     def event_count(self) -> int:
@@ -158,7 +164,7 @@ def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, 
     for e in events:
         if e.tenant == tenant:
             by_user[e.user_id].append(e)
-    full, train, test, times = {}, {}, {}, {}
+    full, train, test, times, rated = {}, {}, {}, {}, {}
     lo = hi = None
     for user, evs in by_user.items():
         evs.sort(key=lambda e: e.timestamp_ms)
@@ -172,6 +178,9 @@ def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, 
                 train[user] = _copy(h) if cut < len(evs) else h
         full[user] = h
         if cut < len(evs):
+            late = {i: v[0] for i, v in h.ratings.items() if i not in train[user].ratings}
+            if late:
+                rated[user] = late
             held = {e.item_id for e in evs[cut:] if e.type not in SUPPRESSING_TYPES}
             held -= set(train[user].items)
             held -= set(h.suppressed)  # hidden in the end: not something to recommend
@@ -183,7 +192,7 @@ def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, 
                         first.setdefault(e.item_id, e.timestamp_ms)
                 times[user] = first
     n = sum(len(v) for v in by_user.values())
-    return TenantData(tenant, full, train, test, n, (lo or 0, hi or 0), times)
+    return TenantData(tenant, full, train, test, n, (lo or 0, hi or 0), times, rated)
 
 
 def from_histories(tenant: str, histories: dict[str, UserHistory],
@@ -193,7 +202,7 @@ def from_histories(tenant: str, histories: dict[str, UserHistory],
     A test item's time is its ``first_seen_ms``: the item is not in the train history, so its
     first sighting is its first held-out event.
     """
-    train, test, times = {}, {}, {}
+    train, test, times, rated = {}, {}, {}, {}
     lo = hi = None
     for user, h in histories.items():
         items = sorted(h.items.items(), key=lambda kv: kv[1][2])  # stable: ties keep order
@@ -209,11 +218,17 @@ def from_histories(tenant: str, histories: dict[str, UserHistory],
         t.items = dict(items[:-n_test])
         # decay refers to the latest train event, as a replay stopped at the cut would
         t.last_event_ms = max(v[1] for v in t.items.values())
-        train[user] = t
         test[user] = {i for i, _ in items[-n_test:]}
         times[user] = {i: v[2] for i, v in items[-n_test:]}
+        # the held-out items' ratings are the explicit test; the rest stay in train
+        t.ratings = {i: v for i, v in h.ratings.items() if i not in test[user]}
+        late = {i: h.ratings[i][0] for i in test[user] if i in h.ratings}
+        if late:
+            rated[user] = late
+        train[user] = t
     return TenantData(tenant, histories, train, test,
-                      sum(h.event_count for h in histories.values()), (lo or 0, hi or 0), times)
+                      sum(h.event_count for h in histories.values()), (lo or 0, hi or 0), times,
+                      rated)
 
 
 # -- the worker's state changelog ----------------------------------------------------------------

@@ -84,7 +84,8 @@ def write_version(store: ModelStore, cfg: Config, tenant: str, factors: Factors,
                 index_writer=lambda p: build_index(factors.item_factors, p, sample,
                                                    recall_floor=cfg.trainer.index_recall_floor,
                                                    seed=cfg.trainer.seed,
-                                                   progress=progress))
+                                                   progress=progress),
+                extras=factors.extras)
     if verify:
         store.load(tenant, factors.algorithm, version)  # verify what was written, as readers do
     return version

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from recsys_stream.contracts.confidence import EVENT_TYPES
+from recsys_stream.contracts.confidence import EVENT_TYPES, SUPPRESSING_TYPES
 from recsys_stream.contracts.keys import SEP, make_key
 from recsys_stream.contracts.pb import events_pb2
 
@@ -92,9 +92,17 @@ def _parse(value: bytes) -> tuple[str, str, str, str, str, float | None, int]:
             msg.value if msg.HasField("value") else None, msg.timestamp_ms)
 
 
+DEFAULT_SCALE = (0.5, 5.0)
+
+
 def decode_event(key: bytes | None, value: bytes | None, tenants: Container[str],
-                 now_ms: int, max_future_ms: int, max_past_ms: int) -> Event:
+                 now_ms: int, max_future_ms: int, max_past_ms: int,
+                 rating_scales: Mapping[str, tuple[float, float]] | None = None) -> Event:
     """Decode and validate one record of the interactions topic.
+
+    ``rating_scales``: each tenant's ``(rating_min, rating_max)`` (default 0.5..5). A rating
+    needs a value within it; any other positive type's ``value`` is its magnitude and must be
+    finite and not negative.
 
     Raises
     ------
@@ -119,10 +127,15 @@ def decode_event(key: bytes | None, value: bytes | None, tenants: Container[str]
     if tenant not in tenants:
         raise InvalidEvent("unknown_tenant", f"tenant {tenant!r} is not configured")
     if tname == "rating":
-        if val is None or not math.isfinite(val) or not 0.5 <= val <= 5.0:
-            raise InvalidEvent("bad_value", f"rating value must be in 0.5..5, got {val!r}")
+        lo, hi = (rating_scales or {}).get(tenant, DEFAULT_SCALE)
+        if val is None or not math.isfinite(val) or not lo <= val <= hi:
+            raise InvalidEvent("bad_value", f"rating value must be in {lo:g}..{hi:g}, "
+                                            f"got {val!r}")
     elif val is not None and not math.isfinite(val):
         raise InvalidEvent("bad_value", f"value must be finite, got {val!r}")
+    elif val is not None and val < 0 and tname not in SUPPRESSING_TYPES:
+        raise InvalidEvent("bad_value", f"the magnitude (value) of a {tname} event must not be "
+                                        f"negative, got {val!r}")
     if ts <= 0:
         raise InvalidEvent("bad_timestamp", "timestamp_ms is missing")
     if ts > now_ms + max_future_ms:

@@ -4,6 +4,7 @@ Layout (DESIGN.md, "Models and the model store")::
 
     <root>/<tenant>/<algorithm>/<version>/manifest.json  item_ids.npy  item_factors.npy
                                           user_ids.npy  user_factors.npy  popularity.npy  index.bin
+                                          (mf also: user_bias.npy  global_mean.npy)
     <root>/<tenant>/<algorithm>/CURRENT   the served version of that algorithm
     <root>/<tenant>/DEFAULT              the algorithm served when a request names none
 
@@ -31,8 +32,11 @@ import numpy as np
 
 from recsys_stream.contracts.confidence import ConfidenceSettings
 
-ALGORITHMS = ("als", "bpr")
+ALGORITHMS = ("als", "bpr", "mf")
 ARRAY_FILES = ("item_ids", "item_factors", "user_ids", "user_factors", "popularity")
+# Explicit MF's biases beside its factors (its item biases are the item factors' last column):
+# b_u per user row and the global mean μ (a 0-d array), checksummed like every file.
+EXTRA_FILES = {"mf": ("user_bias", "global_mean")}
 INDEX_FILE = "index.bin"
 MANIFEST = "manifest.json"
 REJECTED = "REJECTED.json"
@@ -65,6 +69,8 @@ class ModelArtifacts:
     user_ids: np.ndarray      # (n_users,) str
     user_factors: np.ndarray  # (n_users, width) float32; BPR: last column is 1
     popularity: np.ndarray    # (n_items,) float32, interactions per item in the training window
+    user_bias: np.ndarray | None = None  # mf: (n_users,) b_u
+    global_mean: float | None = None     # mf: μ
 
     @property
     def tenant(self) -> str:
@@ -159,10 +165,12 @@ class ModelStore:
     # -- writing ---------------------------------------------------------------------------
     def write(self, tenant: str, algorithm: str, version: int, *, item_ids, item_factors,
               user_ids, user_factors, popularity, manifest: dict,
-              index_writer: Callable[[Path], dict] | None = None) -> Path:
+              index_writer: Callable[[Path], dict] | None = None,
+              extras: dict | None = None) -> Path:
         """Write a complete version directory atomically; returns its final path.
 
         ``index_writer(path)`` writes the index file and returns manifest entries for it.
+        ``extras``: the algorithm's ``EXTRA_FILES`` arrays (all of them, and no others).
         """
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
@@ -179,6 +187,11 @@ class ModelStore:
             "user_factors": np.asarray(user_factors, dtype=np.float32),
             "popularity": np.asarray(popularity, dtype=np.float32),
         }
+        extras = dict(extras or {})
+        if set(extras) != set(EXTRA_FILES.get(algorithm, ())):
+            raise ValueError(f"{algorithm} needs the extra arrays {EXTRA_FILES.get(algorithm, ())}"
+                             f", got {sorted(extras)}")
+        arrays.update({k: np.asarray(v) for k, v in extras.items()})
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
         full = dict(manifest)
@@ -264,9 +277,17 @@ def load_dir(path: Path, verify: bool = True) -> ModelArtifacts:
         arrays = {n: np.load(path / f"{n}.npy", allow_pickle=False) for n in ARRAY_FILES}
     except (OSError, ValueError) as e:
         raise ModelVerificationError(path, [f"unreadable array: {e}"]) from e
-    for a in arrays.values():
+    extra = {}
+    for name in EXTRA_FILES.get(manifest.get("algorithm", ""), ()):
+        try:
+            extra[name] = np.load(path / f"{name}.npy", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ModelVerificationError(path, [f"unreadable array: {e}"]) from e
+    for a in (*arrays.values(), *extra.values()):
         a.setflags(write=False)
-    art = ModelArtifacts(path=path, manifest=manifest, **arrays)
+    if "global_mean" in extra:
+        extra["global_mean"] = float(extra["global_mean"])
+    art = ModelArtifacts(path=path, manifest=manifest, **arrays, **extra)
     if verify:
         reasons = check_shapes_and_values(art)
         if reasons:
@@ -292,6 +313,16 @@ def check_shapes_and_values(art: ModelArtifacts) -> list[str]:
             r.append(f"{name} contains NaN or Inf")
     if len(set(art.item_ids.tolist())) != ni:
         r.append("item ids are not unique")
+    if art.algorithm == "mf":
+        if art.user_bias is None or art.user_bias.shape != (nu,):
+            r.append(f"user_bias shape {getattr(art.user_bias, 'shape', None)} does not match "
+                     f"{nu} user ids")
+        elif not np.isfinite(art.user_bias).all():
+            r.append("user_bias contains NaN or Inf")
+        if art.global_mean is None or not np.isfinite(art.global_mean):
+            r.append("global_mean is missing, NaN or Inf")
+        if not art.bias_column:
+            r.append("an mf model must carry its item biases as the last item column")
     return r
 
 

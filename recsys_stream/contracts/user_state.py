@@ -7,6 +7,11 @@ Aggregation per item keeps ``(strength, last_seen_ms)`` with the strength referr
 ``last_seen_ms``. An event at ``t`` with strength ``w`` gives
 ``s' = s * decay(t - last_seen) + w`` when ``t >= last_seen`` and ``s' = s + w * decay(last_seen - t)``
 otherwise, which equals ``sum_j w_j * decay(T - t_j)`` with ``T = max t_j`` in any arrival order.
+
+Rating events also keep the latest rating per item, ``ratings[item] = [value, time]``: the
+rating with the latest event time wins in any arrival order (a re-rating replaces; at equal times
+the later arrival). Explicit models train on these; the implicit strength adds as before. The map
+is bounded like the history (``history_cap`` plus slack, the oldest ratings dropped first).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class UserHistory:
     applied_offset: int = -1
     recent_event_ids: list[str] = field(default_factory=list)
     event_count: int = 0
+    ratings: dict[str, list] = field(default_factory=dict)  # item -> [latest rating, its time]
 
     # -- applying events -------------------------------------------------------------------
     def apply(self, event_id: str, item_id: str, type_name: str, value: float | None,
@@ -77,6 +83,8 @@ class UserHistory:
             return True
         if item_id in self.suppressed:
             return True  # hide is explicit: later views do not bring the item back
+        if type_name == "rating" and value is not None:
+            self._rate(item_id, float(value), timestamp_ms, history_cap)
         w = settings.event_strength(type_name, value)
         agg = self.items.get(item_id)
         if agg is None:
@@ -90,6 +98,24 @@ class UserHistory:
         if len(self.items) > history_cap + cap_slack(history_cap):
             self._cap(settings, history_cap)
         return True
+
+    def _rate(self, item_id: str, value: float, timestamp_ms: int, cap: int) -> None:
+        old = self.ratings.get(item_id)
+        if old is not None and timestamp_ms < old[1]:
+            return  # an older rating arriving late does not replace a newer one
+        self.ratings.pop(item_id, None)  # re-insert: the dict stays in rating-time order
+        self.ratings[item_id] = [value, timestamp_ms]
+        if len(self.ratings) > cap + cap_slack(cap):
+            # drop the oldest ratings (by event time; ties keep insertion order)
+            keep = sorted(self.ratings.items(), key=lambda kv: kv[1][1])[-cap:]
+            self.ratings = dict(keep)
+
+    def rating_arrays(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Rated item ids, their latest ratings (float64) and the ratings' times (int64)."""
+        ids = list(self.ratings)
+        vals = list(self.ratings.values())
+        return (ids, np.fromiter(map(_FIRST, vals), np.float64, len(vals)),
+                np.fromiter(map(_SECOND, vals), np.int64, len(vals)))
 
     def _cap(self, settings: ConfidenceSettings, cap: int) -> None:
         # Keep the `cap` strongest items at the user's latest event time (recent ones win ties).
@@ -135,6 +161,11 @@ class UserHistory:
             msg.strengths.extend(strengths)
             msg.item_last_seen_ms.extend(last_seen)
             msg.item_first_seen_ms.extend(first_seen)
+        if self.ratings:
+            msg.rated_item_ids.extend(self.ratings.keys())
+            values, times = zip(*self.ratings.values())
+            msg.ratings.extend(values)
+            msg.rating_ms.extend(times)
         return msg
 
     def encode(self) -> bytes:
@@ -150,7 +181,9 @@ class UserHistory:
             suppressed=dict.fromkeys(msg.suppressed_item_ids),
             last_event_ms=msg.last_event_ms, input_partition=msg.input_partition,
             applied_offset=msg.applied_offset, recent_event_ids=list(msg.recent_event_ids),
-            event_count=msg.event_count)
+            event_count=msg.event_count,
+            ratings={i: [r, t] for i, r, t in zip(msg.rated_item_ids, msg.ratings,
+                                                  msg.rating_ms)})
 
     @classmethod
     def decode(cls, data: bytes) -> UserHistory:

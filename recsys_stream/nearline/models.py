@@ -12,6 +12,7 @@ from recsys_stream.contracts.confidence import ConfidenceSettings
 from recsys_stream.contracts.foldin import FoldInSolver
 from recsys_stream.contracts.model_store import ModelArtifacts
 from recsys_stream.follow import ModelFollower
+from recsys_stream.nearline.explicit import MfFoldIn
 from recsys_stream.nearline.metrics import MODEL_VERSION
 from recsys_stream.nearline.normal_cache import NormalEquationCache
 
@@ -27,6 +28,7 @@ class FoldInModel:
     solver: FoldInSolver
     confidence: ConfidenceSettings
     foldin: NormalEquationCache  # solves users; keeps heavy ones' systems (loop thread only)
+    explicit: MfFoldIn | None = None  # mf: the ridge step on the latest ratings instead
 
     @classmethod
     def from_artifacts(cls, art: ModelArtifacts, heavy_users: int = 0) -> FoldInModel:
@@ -36,9 +38,12 @@ class FoldInModel:
         solver = FoldInSolver(art.item_factors, reg, art.bias_column)
         item_row = {item: i for i, item in enumerate(art.item_ids.tolist())}
         # below 2k items forming a user's system costs about what updating it does
+        explicit = MfFoldIn.from_artifacts(art) if art.algorithm == "mf" else None
+        if explicit is not None:
+            heavy_users = 0  # mf users are solved by ``explicit``: no implicit systems kept
         foldin = NormalEquationCache(solver, item_row, heavy_users, min_items=2 * solver.factors)
         return cls(art.tenant, art.algorithm, art.version, item_row, solver, art.confidence,
-                   foldin)
+                   foldin, explicit)
 
 
 def model_follower(cfg: Config, on_new_model: Callable[[str, str, int], None] | None = None

@@ -71,6 +71,7 @@ class Worker:
         self.consumer, self.producer = consumer, producer
         self.topic = cfg.topics.interactions
         self._tenants = frozenset(cfg.tenants)
+        self._scales = {t: (tc.rating_min, tc.rating_max) for t, tc in cfg.tenants.items()}
         self._resolve_pending: set[str] = set()
         self._resolve_lock = threading.Lock()
         self._resolve_keys: list[bytes] = []
@@ -174,7 +175,7 @@ class Worker:
             offsets[tp] = max(offsets.get(tp, 0), m.offset() + 1)
             try:
                 ev = decode_event(m.key(), m.value(), self._tenants, now, wc.max_future_ms,
-                                  wc.max_past_ms)
+                                  wc.max_past_ms, self._scales)
             except InvalidEvent as err:
                 dead_letter(self.producer, self.cfg.topics.dlq, m, err)
                 self._stats["invalid"] += 1
@@ -271,7 +272,9 @@ class Worker:
     def _settings(self, tenant: str) -> ConfidenceSettings:
         """The aggregation settings: the manifest's of the model folded into, else the config's."""
         models = self.models.models(tenant)
-        model = models.get("als") or next(iter(models.values()), None)
+        model = models.get("als") or next((m for m in models.values()
+                                           if m.explicit is None), None) \
+            or next(iter(models.values()), None)
         return model.confidence if model is not None else self.cfg.tenants[tenant].confidence
 
     def _publish(self, users: dict[bytes, UserHistory],
@@ -294,6 +297,10 @@ class Worker:
                     tenant=h.tenant, user_id=h.user_id, item_ids=ids, confidences=c.tolist(),
                     suppressed_item_ids=list(h.suppressed), last_event_ms=h.last_event_ms,
                     updated_ms=now, vectors=vectors.get(key, []))
+                if h.ratings:  # the server's mf fold-in fallback folds these in
+                    profile.rated_item_ids.extend(h.ratings)
+                    profile.ratings.extend(v[0] for v in h.ratings.values())
+                    profile.rating_ms.extend(v[1] for v in h.ratings.values())
                 self._produce(self.cfg.topics.profiles, key, profile.SerializeToString())
 
     def _fold_in(self, tenant: str, keys: list[bytes], users: dict[bytes, UserHistory],
@@ -310,6 +317,11 @@ class Worker:
         models = feed.models(tenant) if feed is not None else self.models.models(tenant)
         for algorithm, model in models.items():
             t0 = time.perf_counter()
+            if model.explicit is not None:  # mf: [x_u, b_u] from the latest ratings
+                for key, vec in model.explicit.vectors(keys, users).items():
+                    out[key].append(vec)
+                FOLDIN_SECONDS.observe(time.perf_counter() - t0)
+                continue
             same = model.confidence == settings
             histories = [conf[key] if same else users[key].confidences(model.confidence)
                          for key in keys]

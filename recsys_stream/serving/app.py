@@ -13,11 +13,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from recsys_stream.config import Config
-from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
+from recsys_stream.contracts.pb import recommender_pb2
 from recsys_stream.follow import ModelFollower
 from recsys_stream.kafka import BrokerWatch, ensure_topics
 from recsys_stream.observability import serve_metrics
 from recsys_stream.serving.item_delta import ItemDeltas
+from recsys_stream.serving.handlers import add_to_server
 from recsys_stream.serving.metrics import MODEL_CREATED, MODEL_VERSION, REJECTIONS, SWAPS
 from recsys_stream.serving.profile_store import ProfileWriter, readers_dir
 from recsys_stream.serving.read_models import ReadModels
@@ -74,6 +75,9 @@ class Server:
         recommender_pb2_grpc.add_RecommenderServicer_to_server(
             RecommenderService(self.cfg, self.models, self.read, self.trending, self.deltas),
             self.grpc)
+        # bodies parsed by the service: one that does not parse is INVALID_ARGUMENT, not UNKNOWN
+        add_to_server(RecommenderService(self.cfg, self.models, self.read, self.trending),
+                      self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -12,7 +12,7 @@ from recsys_stream.serving.auth import METADATA_KEY
 
 class RecommenderClient:
     """``RecommenderClient(address, api_key).recommend(user_id, k=10)``; also
-    ``similar_items(item_id, k)`` and, with an admin key, ``get_profile(user_id)``.
+    ``similar_items(item_id, k)``, ``predict_ratings(user_id, item_ids)`` and, with an admin key, ``get_profile(user_id)``.
 
     Raises ``grpc.RpcError`` with the server's status code and message on any refusal.
     """
@@ -37,6 +37,13 @@ class RecommenderClient:
                                                   exclude_item_ids=list(exclude),
                                                   algorithm=algorithm)
         return self.stub.SimilarItems(req, metadata=self.metadata, timeout=self.timeout)
+
+    def predict_ratings(self, user_id: str, item_ids: Iterable[str], tenant: str = ""
+                        ) -> recommender_pb2.PredictRatingsResponse:
+        """Predicted ratings of ``item_ids`` for the user by the tenant's ``mf`` model."""
+        req = recommender_pb2.PredictRatingsRequest(tenant=tenant, user_id=user_id,
+                                                    item_ids=list(item_ids))
+        return self.stub.PredictRatings(req, metadata=self.metadata, timeout=self.timeout)
 
     def get_profile(self, user_id: str, tenant: str = "") -> profiles_pb2.UserProfile:
         """The user's profile as the server holds it (an operator's admin key only)."""

@@ -197,6 +197,11 @@ def _user_vector(snap: TenantSnapshot, profile, user_id: str):
     row = snap.user_row.get(user_id)
     if row is not None:
         return snap.user_factors[row], BATCH, ()
+    if snap.ridge is not None:  # mf: the fold-in is the ridge step on the latest ratings
+        from recsys_stream.serving.predict import FOLD_IN as _FOLD, user_vector
+        x, _, src = user_vector(snap, None, user_id) if profile is None else \
+            user_vector(snap, _without_vectors(profile), user_id)
+        return (x, FOLD_IN, ()) if src == _FOLD else (None, POPULARITY, ())
     if profile is not None and profile.item_ids:
         known = [(snap.item_row[i], c) for i, c in zip(profile.item_ids, profile.confidences)
                  if i in snap.item_row]
@@ -204,6 +209,12 @@ def _user_vector(snap: TenantSnapshot, profile, user_id: str):
             items, conf = zip(*known)
             return snap.solver.solve_one(np.array(items), np.array(conf)), FOLD_IN, ()
     return None, POPULARITY, ()
+
+
+def _without_vectors(profile):
+    """The profile's ratings without its vectors (none of which matched the version)."""
+    return profiles_pb2.UserProfile(rated_item_ids=profile.rated_item_ids,
+                                    ratings=profile.ratings, rating_ms=profile.rating_ms)
 
 
 def _top_k(snap: TenantSnapshot, x: np.ndarray, k: int, own_rows: set[int],

@@ -18,16 +18,19 @@ from recsys_stream.config import Config
 from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
 from recsys_stream.follow import ModelFollower
 from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
+from recsys_stream.serving.handlers import Unparsed
 from recsys_stream.serving.metrics import ANSWERED, FALLBACKS, LATENCY, REQUESTS, SUPPRESSED, \
     child
 from recsys_stream.serving.item_delta import ItemDeltas
+from recsys_stream.serving.predict import predict_ratings
 from recsys_stream.serving.read_models import ReadModels
 from recsys_stream.serving.recommend import NEARLINE, UnknownItem, recommend, similar_items
 from recsys_stream.serving.snapshots import TenantSnapshot
 from recsys_stream.serving.trending import Trending
 
 log = logging.getLogger(__name__)
-ALGORITHMS = ("", "als", "bpr")
+ALGORITHMS = ("", "als", "bpr", "mf")
+MAX_PREDICT_ITEMS = 1000
 _BAD = grpc.StatusCode.INVALID_ARGUMENT
 _SOURCE_NAME = {v.number: v.name for v in recommender_pb2.Source.DESCRIPTOR.values}
 
@@ -63,6 +66,37 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
 
     async def GetProfile(self, request, context):
         return await self._handle("GetProfile", request, context, self._profile)
+
+    async def PredictRatings(self, request, context):
+        return await self._handle("PredictRatings", request, context, self._predict)
+
+    def _predict(self, r, caller: Caller, meta: dict):
+        self._check_id("user_id", r.user_id)
+        ids = list(r.item_ids)
+        if not ids:
+            raise RequestError(_BAD, "item_ids is required (1 to "
+                                     f"{MAX_PREDICT_ITEMS} ids)")
+        if len(ids) > MAX_PREDICT_ITEMS:
+            raise RequestError(_BAD, f"item_ids has {len(ids)} ids; at most {MAX_PREDICT_ITEMS}")
+        if any(not i or len(i.encode()) > self.cfg.server.max_id_bytes for i in ids):
+            raise RequestError(_BAD, "item_ids must be non-empty ids of at most "
+                                     f"{self.cfg.server.max_id_bytes} bytes")
+        snap = self.models.models(caller.tenant).get("mf")  # read once
+        if snap is None:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               "no explicit-rating (mf) model has been published for this "
+                               "tenant yet")
+        tc = self.cfg.tenant(caller.tenant)
+        p = predict_ratings(snap, self.read.profile(caller.tenant, r.user_id), r.user_id, ids,
+                            (tc.rating_min, tc.rating_max))
+        meta["source"] = _SOURCE_NAME[p.source]
+        resp = recommender_pb2.PredictRatingsResponse(
+            tenant=caller.tenant, algorithm=snap.algorithm, model_version=snap.version,
+            source=p.source, unknown_item_ids=p.unknown)
+        add = resp.ratings.add
+        for item_id, rating, known in p.ratings:
+            add(item_id=item_id, rating=rating, known=known)
+        return resp
 
     def _recommend(self, r, caller: Caller, meta: dict):
         self._check_k(r.k)
@@ -124,6 +158,9 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             if remaining is not None and remaining <= 0:
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already passed")
             caller = self._caller(request.tenant, context)
+            if isinstance(request, Unparsed):  # after auth: strangers learn nothing more
+                raise RequestError(_BAD, f"the request body does not parse as {request.message}"
+                                         f": {request.error}")
             return fn(request, caller, meta)
         except RequestError as e:
             status = e.code.name
@@ -137,11 +174,12 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             child(LATENCY, method, status, meta["source"]).observe(time.perf_counter() - t0)
 
     def _caller(self, requested: str, context) -> Caller:
-        key = None
-        for name, value in context.invocation_metadata() or ():
-            if name == METADATA_KEY:
-                key = value  # the last one wins, as a dict of the metadata would have it
-        caller = self.keys.identify(key)
+        keys = [value for name, value in context.invocation_metadata() or ()
+                if name == METADATA_KEY]
+        if len(keys) > 1:  # never decided by whichever value comes last
+            raise RequestError(grpc.StatusCode.UNAUTHENTICATED,
+                               f"{len(keys)} values of gRPC metadata {METADATA_KEY!r}; send one")
+        caller = self.keys.identify(keys[0] if keys else None)
         if caller is None:
             raise RequestError(grpc.StatusCode.UNAUTHENTICATED,
                                f"missing or unknown API key (gRPC metadata {METADATA_KEY!r})")
@@ -154,7 +192,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
 
     def _snapshot(self, tenant: str, algorithm: str) -> TenantSnapshot | None:
         if algorithm not in ALGORITHMS:
-            raise RequestError(_BAD, f"algorithm must be one of als, bpr (or empty), "
+            raise RequestError(_BAD, f"algorithm must be one of als, bpr, mf (or empty), "
                                      f"got {algorithm!r}")
         models = self.models.models(tenant)  # read once: one consistent set of versions
         name = algorithm or self.models.default_algorithm(tenant) or "als"

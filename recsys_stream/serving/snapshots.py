@@ -14,6 +14,7 @@ import numpy as np
 from recsys_stream.contracts.ann_index import ItemIndex
 from recsys_stream.contracts.foldin import FoldInSolver
 from recsys_stream.contracts.model_store import ModelArtifacts
+from recsys_stream.contracts.ridge import BiasedRidgeSolver
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class TenantSnapshot:
     popular_order: np.ndarray  # item rows, most popular first
     index: ItemIndex
     solver: FoldInSolver
+    # explicit mf only: b_u per user row, μ, and the user step of its fold-in (ratings)
+    user_bias: np.ndarray | None = None
+    global_mean: float = 0.0
+    ridge: BiasedRidgeSolver | None = None
+    recency_half_life_days: float = 0.0
     # derived lookups memoised per snapshot by the request path (e.g. rows of the banned items)
     cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -45,6 +51,14 @@ class TenantSnapshot:
         hp = art.manifest.get("hyperparameters", {})
         reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
         ids = art.item_ids.tolist()
+        mf = {}
+        if art.algorithm == "mf":
+            fold = hp["foldin"]
+            mf = {"user_bias": art.user_bias, "global_mean": float(art.global_mean),
+                  "ridge": BiasedRidgeSolver(art.item_factors[:, :-1], fold["regularization"],
+                                             fold["bias_regularization"],
+                                             fold["scale_by_count"]),
+                  "recency_half_life_days": float(fold.get("recency_half_life_days", 0.0))}
         return cls(
             tenant=art.tenant, algorithm=art.algorithm, version=art.version,
             created_ms=int(art.manifest.get("created_ms", 0)),
@@ -54,7 +68,7 @@ class TenantSnapshot:
             user_factors=art.user_factors,
             popularity=art.popularity,
             popular_order=np.argsort(-art.popularity, kind="stable"),
-            index=index, solver=FoldInSolver(art.item_factors, reg, art.bias_column))
+            index=index, solver=FoldInSolver(art.item_factors, reg, art.bias_column), **mf)
 
     @property
     def width(self) -> int:

@@ -46,7 +46,9 @@ class Trending:
         now = int(time.time() * 1000)
         try:
             e = decode_event(msg.key(), msg.value(), self._tenants, now,
-                             self.cfg.worker.max_future_ms, self.cfg.worker.max_past_ms)
+                             self.cfg.worker.max_future_ms, self.cfg.worker.max_past_ms,
+                             {t: (tc.rating_min, tc.rating_max)
+                              for t, tc in self.cfg.tenants.items()})
         except InvalidEvent:
             return
         if e.type in SUPPRESSING_TYPES:

@@ -9,7 +9,8 @@ import pytest
 
 from recsys_stream.cli import build_parser
 
-COMMANDS = ["broker", "topics", "worker", "items", "trainer", "serve", "produce", "recommend", "models",
+COMMANDS = ["broker", "topics", "worker", "items", "trainer", "serve", "produce", "recommend", "predict",
+            "models",
             "demo", "status"]
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18recsys/v1/profiles.proto\x12\trecsys.v1\"b\n\rProfileVector\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x02\x12\x17\n\x0fsuppressed_rows\x18\x04 \x03(\x05\"\xc8\x01\n\x0bUserProfile\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12)\n\x07vectors\x18\x03 \x03(\x0b\x32\x18.recsys.v1.ProfileVector\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12\x13\n\x0b\x63onfidences\x18\x05 \x03(\x02\x12\x1b\n\x13suppressed_item_ids\x18\x06 \x03(\t\x12\x15\n\rlast_event_ms\x18\x07 \x01(\x03\x12\x12\n\nupdated_ms\x18\x08 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18recsys/v1/profiles.proto\x12\trecsys.v1\"u\n\rProfileVector\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x02\x12\x17\n\x0fsuppressed_rows\x18\x04 \x03(\x05\x12\x11\n\tuser_bias\x18\x05 \x01(\x02\"\x84\x02\n\x0bUserProfile\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12)\n\x07vectors\x18\x03 \x03(\x0b\x32\x18.recsys.v1.ProfileVector\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12\x13\n\x0b\x63onfidences\x18\x05 \x03(\x02\x12\x1b\n\x13suppressed_item_ids\x18\x06 \x03(\t\x12\x15\n\rlast_event_ms\x18\x07 \x01(\x03\x12\x12\n\nupdated_ms\x18\x08 \x01(\x03\x12\x16\n\x0erated_item_ids\x18\t \x03(\t\x12\x0f\n\x07ratings\x18\n \x03(\x01\x12\x11\n\trating_ms\x18\x0b \x03(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.v1.profiles_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROFILEVECTOR']._serialized_start=39
-  _globals['_PROFILEVECTOR']._serialized_end=137
-  _globals['_USERPROFILE']._serialized_start=140
-  _globals['_USERPROFILE']._serialized_end=340
+  _globals['_PROFILEVECTOR']._serialized_end=156
+  _globals['_USERPROFILE']._serialized_start=159
+  _globals['_USERPROFILE']._serialized_end=419
 # @@protoc_insertion_point(module_scope)

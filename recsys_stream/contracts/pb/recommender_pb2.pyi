@@ -17,6 +17,7 @@ class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POPULARITY: _ClassVar[Source]
     EMPTY: _ClassVar[Source]
     TRENDING: _ClassVar[Source]
+    BASELINE: _ClassVar[Source]
 SOURCE_UNSPECIFIED: Source
 NEARLINE: Source
 BATCH: Source
@@ -24,6 +25,7 @@ PROFILE_FOLD_IN: Source
 POPULARITY: Source
 EMPTY: Source
 TRENDING: Source
+BASELINE: Source
 
 class RecommendRequest(_message.Message):
     __slots__ = ("tenant", "user_id", "k", "exclude_item_ids", "algorithm")
@@ -96,3 +98,39 @@ class GetProfileRequest(_message.Message):
     tenant: str
     user_id: str
     def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class PredictRatingsRequest(_message.Message):
+    __slots__ = ("tenant", "user_id", "item_ids")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    user_id: str
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PredictedRating(_message.Message):
+    __slots__ = ("item_id", "rating", "known")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    rating: float
+    known: bool
+    def __init__(self, item_id: _Optional[str] = ..., rating: _Optional[float] = ..., known: _Optional[bool] = ...) -> None: ...
+
+class PredictRatingsResponse(_message.Message):
+    __slots__ = ("ratings", "tenant", "algorithm", "model_version", "source", "unknown_item_ids")
+    RATINGS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    ratings: _containers.RepeatedCompositeFieldContainer[PredictedRating]
+    tenant: str
+    algorithm: str
+    model_version: int
+    source: Source
+    unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ratings: _Optional[_Iterable[_Union[PredictedRating, _Mapping]]] = ..., tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...

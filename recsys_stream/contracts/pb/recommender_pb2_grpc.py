@@ -50,6 +50,11 @@ class RecommenderStub:
                 request_serializer=recsys_dot_v1_dot_recommender__pb2.GetProfileRequest.SerializeToString,
                 response_deserializer=recsys_dot_v1_dot_profiles__pb2.UserProfile.FromString,
                 _registered_method=True)
+        self.PredictRatings = channel.unary_unary(
+                '/recsys.v1.Recommender/PredictRatings',
+                request_serializer=recsys_dot_v1_dot_recommender__pb2.PredictRatingsRequest.SerializeToString,
+                response_deserializer=recsys_dot_v1_dot_recommender__pb2.PredictRatingsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -76,6 +81,13 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PredictRatings(self, request, context):
+        """Predicted ratings of items for a user by the tenant's explicit model (algorithm "mf").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +105,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.GetProfile,
                     request_deserializer=recsys_dot_v1_dot_recommender__pb2.GetProfileRequest.FromString,
                     response_serializer=recsys_dot_v1_dot_profiles__pb2.UserProfile.SerializeToString,
+            ),
+            'PredictRatings': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictRatings,
+                    request_deserializer=recsys_dot_v1_dot_recommender__pb2.PredictRatingsRequest.FromString,
+                    response_serializer=recsys_dot_v1_dot_recommender__pb2.PredictRatingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +193,33 @@ class Recommender:
             '/recsys.v1.Recommender/GetProfile',
             recsys_dot_v1_dot_recommender__pb2.GetProfileRequest.SerializeToString,
             recsys_dot_v1_dot_profiles__pb2.UserProfile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictRatings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/PredictRatings',
+            recsys_dot_v1_dot_recommender__pb2.PredictRatingsRequest.SerializeToString,
+            recsys_dot_v1_dot_recommender__pb2.PredictRatingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

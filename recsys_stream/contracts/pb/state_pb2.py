@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15recsys/v1/state.proto\x12\trecsys.v1\"\x9c\x02\n\tUserState\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\t\x12\x11\n\tstrengths\x18\x04 \x03(\x01\x12\x19\n\x11item_last_seen_ms\x18\x05 \x03(\x03\x12\x1b\n\x13suppressed_item_ids\x18\x06 \x03(\t\x12\x15\n\rlast_event_ms\x18\x07 \x01(\x03\x12\x17\n\x0finput_partition\x18\x08 \x01(\x05\x12\x16\n\x0e\x61pplied_offset\x18\t \x01(\x03\x12\x18\n\x10recent_event_ids\x18\n \x03(\t\x12\x13\n\x0b\x65vent_count\x18\x0b \x01(\x03\x12\x1a\n\x12item_first_seen_ms\x18\x0c \x03(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15recsys/v1/state.proto\x12\trecsys.v1\"\xd8\x02\n\tUserState\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\t\x12\x11\n\tstrengths\x18\x04 \x03(\x01\x12\x19\n\x11item_last_seen_ms\x18\x05 \x03(\x03\x12\x1b\n\x13suppressed_item_ids\x18\x06 \x03(\t\x12\x15\n\rlast_event_ms\x18\x07 \x01(\x03\x12\x17\n\x0finput_partition\x18\x08 \x01(\x05\x12\x16\n\x0e\x61pplied_offset\x18\t \x01(\x03\x12\x18\n\x10recent_event_ids\x18\n \x03(\t\x12\x13\n\x0b\x65vent_count\x18\x0b \x01(\x03\x12\x1a\n\x12item_first_seen_ms\x18\x0c \x03(\x03\x12\x16\n\x0erated_item_ids\x18\r \x03(\t\x12\x0f\n\x07ratings\x18\x0e \x03(\x01\x12\x11\n\trating_ms\x18\x0f \x03(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.v1.state_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USERSTATE']._serialized_start=37
-  _globals['_USERSTATE']._serialized_end=321
+  _globals['_USERSTATE']._serialized_end=381
 # @@protoc_insertion_point(module_scope)

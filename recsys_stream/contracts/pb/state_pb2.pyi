@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class UserState(_message.Message):
-    __slots__ = ("tenant", "user_id", "item_ids", "strengths", "item_last_seen_ms", "suppressed_item_ids", "last_event_ms", "input_partition", "applied_offset", "recent_event_ids", "event_count", "item_first_seen_ms")
+    __slots__ = ("tenant", "user_id", "item_ids", "strengths", "item_last_seen_ms", "suppressed_item_ids", "last_event_ms", "input_partition", "applied_offset", "recent_event_ids", "event_count", "item_first_seen_ms", "rated_item_ids", "ratings", "rating_ms")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,9 @@ class UserState(_message.Message):
     RECENT_EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
     EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     ITEM_FIRST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
+    RATED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    RATINGS_FIELD_NUMBER: _ClassVar[int]
+    RATING_MS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     user_id: str
     item_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -32,4 +35,7 @@ class UserState(_message.Message):
     recent_event_ids: _containers.RepeatedScalarFieldContainer[str]
     event_count: int
     item_first_seen_ms: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., strengths: _Optional[_Iterable[float]] = ..., item_last_seen_ms: _Optional[_Iterable[int]] = ..., suppressed_item_ids: _Optional[_Iterable[str]] = ..., last_event_ms: _Optional[int] = ..., input_partition: _Optional[int] = ..., applied_offset: _Optional[int] = ..., recent_event_ids: _Optional[_Iterable[str]] = ..., event_count: _Optional[int] = ..., item_first_seen_ms: _Optional[_Iterable[int]] = ...) -> None: ...
+    rated_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    ratings: _containers.RepeatedScalarFieldContainer[float]
+    rating_ms: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., strengths: _Optional[_Iterable[float]] = ..., item_last_seen_ms: _Optional[_Iterable[int]] = ..., suppressed_item_ids: _Optional[_Iterable[str]] = ..., last_event_ms: _Optional[int] = ..., input_partition: _Optional[int] = ..., applied_offset: _Optional[int] = ..., recent_event_ids: _Optional[_Iterable[str]] = ..., event_count: _Optional[int] = ..., item_first_seen_ms: _Optional[_Iterable[int]] = ..., rated_item_ids: _Optional[_Iterable[str]] = ..., ratings: _Optional[_Iterable[float]] = ..., rating_ms: _Optional[_Iterable[int]] = ...) -> None: ...
