@@ -235,6 +235,7 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
                 raise RuntimeError(f"training failed for tenants {failed} (see the log)")
             return results
         if stop.wait(cfg.trainer.interval_s):
+            watch.stop()
             log.info("trainer stopped")
             return results
 

@@ -69,6 +69,7 @@ def run_worker(cfg: Config, stop: threading.Event | None = None,
         worker.consumer.close()
         follower.stop()
         worker.item_feed.stop()
+        watch.stop()
         # The clients and the follower hold the worker's callbacks (subscribe's on_assign and
         # on_revoke, on_new_model): cycles, which this process's rare cyclic collection
         # (GC_THRESHOLDS) frees only much later. A process that runs many workers (tests,

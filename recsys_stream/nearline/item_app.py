@@ -41,6 +41,7 @@ def run_item_stage(cfg: Config, stop: threading.Event | None = None,
     try:
         stage.run(stop)
     finally:
+        watch.stop()
         stage.producer.flush(10)
         stage.consumer.close()
         stage.consumer = stage.producer = None

@@ -127,6 +127,7 @@ def run_server(cfg: Config, stop: threading.Event | None = None,
         while not stop.is_set():
             await asyncio.sleep(0.2)
         await server.stop()
+        watch.stop()
         if http is not None:
             http.shutdown()
         log.info("server stopped")
