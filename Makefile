@@ -18,12 +18,13 @@ $(VENV)/.installed: pyproject.toml $(VENV)/bin/activate
 	$(PIP) install --quiet -e .
 	touch $@
 
+# the tests run the Spark engine too (tests/integration/test_spark_engine.py): dev + spark
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,spark]'
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
-	$(PIP) install --quiet -e '.[dev,bench]'
+	$(PIP) install --quiet -e '.[dev,spark,bench]'
 	touch $@
 
 ## make demo: the whole system on the embedded broker, with generated events; exits cleanly.
