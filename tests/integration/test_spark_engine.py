@@ -89,6 +89,7 @@ def serving(cfg):
         t.join(15)
 
 
+@pytest.mark.timeout(1800)  # two Spark rounds; minutes when the shared cores are busy
 def test_standalone_cluster_trains_what_the_worker_and_server_fold_into(cfg, changelog,
                                                                         tmp_path):
     cluster = SparkCluster(tmp_path / "spark", workers=2, cores=1, memory="1g").start()
@@ -182,6 +183,7 @@ def test_missing_java_is_one_line(cfg, changelog, monkeypatch, tmp_path):
     assert ModelStore(cfg.model_store).current_version("acme", "als") is None
 
 
+@pytest.mark.timeout(900)
 def test_undecodable_changelog_is_one_line_and_publishes_nothing(cfg):
     prod = producer(cfg)
     for n in range(20):

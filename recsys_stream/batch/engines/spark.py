@@ -42,7 +42,6 @@ from recsys_stream.contracts.user_state import UserHistory
 
 log = logging.getLogger(__name__)
 
-_ROWS_SCHEMA = "tenant string, user string, item string, r_full double, r_train double"
 # the Python exception at the bottom of a task failure Spark relays as a Java error
 _PY_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 
@@ -105,6 +104,9 @@ class SparkEngine(Engine):
     # -- data ------------------------------------------------------------------------------
     def load(self, cfg: Config, tenants: list[str], events_file: str | None,
              file_tenant: str | None = None, progress: bool = False) -> list[TenantRound]:
+        """Three Spark jobs for all tenants (per-user summaries, per-item counts, the evaluated
+        sample) plus the ALS input; each Spark job costs seconds of scheduling and Python
+        worker start-up, so the driver asks for everything it needs in as few as it can."""
         spark = self.session()
         t0 = time.perf_counter()
         source = events_file or cfg.topics.state_changelog
@@ -114,70 +116,82 @@ class SparkEngine(Engine):
             else:
                 records = spark_data.changelog_records(spark, cfg, tenants)
             records = self._persist(records)
-            if not events_file:
-                n_bad = spark_data.check_decodable(records, source, tenants)
-                if n_bad:
-                    log.warning("%s: %d undecodable records skipped", source, n_bad)
-            rows = spark.createDataFrame(spark_data.rating_rows(records, cfg, tenants),
-                                         _ROWS_SCHEMA)
-            rows = self._persist(rows)
-            rounds = [self._round(cfg, t, records, rows) for t in tenants]
+            summaries = records.map(spark_data.summary).collect()
+            bad = [r for r in summaries if r[0] == "bad"]
+            users = [r for r in summaries if r[0] == "user"]
+            del summaries
+            if bad:
+                if not users:
+                    _, p, offset, error = bad[0]
+                    raise SparkEngineError(
+                        f"state changelog {source}: {len(bad)} records do not decode and no "
+                        f"user state of {', '.join(tenants)} does (first: partition {p} offset "
+                        f"{offset}: {error}); nothing trained")
+                log.warning("%s: %d undecodable records skipped", source, len(bad))
+            rows = self._persist(spark_data.rating_rows(records, cfg, tenants))
+            item_counts = rows.map(spark_data.item_split_counts).reduceByKey(
+                spark_data.add_pairs).collect()
+            sample = {}
+            for t in tenants:
+                test_users = [r[2] for r in users if r[1] == t and r[4]]
+                sample[t] = set(sample_users(dict.fromkeys(test_users),
+                                             cfg.trainer.eval_max_users, cfg.trainer.seed))
+            picked = records.filter(lambda r: r[0] == "user" and r[2] in sample[r[1]]).map(
+                lambda r: (r[1], r[2], r[4] if r[4] is not None else r[3], r[5])).collect()
+            rounds = [self._round(cfg, t, [u for u in users if u[1] == t],
+                                  [c for c in item_counts if c[0][0] == t],
+                                  [p for p in picked if p[0] == t], rows) for t in tenants]
         log.info("Spark read %s for %d tenants in %.1fs", source, len(tenants),
                  time.perf_counter() - t0)
         return rounds
 
-    def _round(self, cfg: Config, tenant: str, records, rows) -> TenantRound:
-        from pyspark.ml.feature import StringIndexer
-        from pyspark.sql import functions as F
-        df = rows.filter(F.col("tenant") == tenant)
-        mine = records.filter(lambda r: r[0] == "user" and r[1] == tenant)
-        if df.isEmpty():
+    def _round(self, cfg: Config, tenant: str, users: list, item_counts: list, picked: list,
+               rows) -> TenantRound:
+        """A tenant's round from its summaries; the ALS inputs as DataFrames of int ids."""
+        if not item_counts:
             return _empty_round(tenant)
-        # ids in sorted order (Spark compares UTF-8 bytes: the code-point order Python sorts by)
-        users = StringIndexer(inputCol="user", outputCol="u",
-                              stringOrderType="alphabetAsc").fit(df)
-        items = StringIndexer(inputCol="item", outputCol="i",
-                              stringOrderType="alphabetAsc").fit(df)
-        user_labels, item_labels = np.array(users.labels, dtype=object), \
-            np.array(items.labels, dtype=object)
-        indexed = items.transform(users.transform(df)).select(
-            F.col("u").cast("int").alias("u"), F.col("i").cast("int").alias("i"),
-            "r_full", "r_train")
-        splits, ids = {}, {}
-        for split in ("train", "full"):
-            part = indexed.filter(F.col(f"r_{split}").isNotNull()).select(
-                "u", "i", F.col(f"r_{split}").cast("float").alias("r"))
-            splits[split] = self._persist(part)
-            pop = part.groupBy("i").count().orderBy("i").toArrow()
-            u = part.select("u").distinct().orderBy("u").toArrow()
-            ids[split] = (np.asarray(u.column("u")), np.asarray(pop.column("i")),
-                          np.asarray(pop.column("count"), dtype=np.float32))
-        (u_tr, i_tr, pop_tr), (u_fu, i_fu, pop_fu) = ids["train"], ids["full"]
-        train_users, train_items = user_labels[u_tr].tolist(), item_labels[i_tr].tolist()
+        # ids sorted as data.build_matrix sorts them; only users / items with a row in a split
+        full_users = sorted(u[2] for u in users if u[3])
+        train_users = sorted(u[2] for u in users if u[9])
+        items = sorted(item_counts)  # ((tenant, item), (train users, full users))
+        full_items = [i for (_, i), (_, n) in items if n]
+        train_items = [i for (_, i), (n, _) in items if n]
+        pop_full = np.array([n for _, (_, n) in items if n], dtype=np.float32)
+        pop_train = np.array([n for _, (n, _) in items if n], dtype=np.float32)
+        u_index = {u: n for n, u in enumerate(full_users)}
+        i_index = {i: n for n, i in enumerate(full_items)}
+        for u in train_users:  # a train-only user / item (a cap trimmed it later) gets an id
+            u_index.setdefault(u, len(u_index))
+        for i in train_items:
+            i_index.setdefault(i, len(i_index))
+        u_b, i_b = self._spark.sparkContext.broadcast(u_index), \
+            self._spark.sparkContext.broadcast(i_index)
+        splits = {}
+        for col, split, uids, iids in ((4, "train", train_users, train_items),
+                                       (3, "full", full_users, full_items)):
+            ints = rows.filter(lambda r, c=col: r[0] == tenant and r[c] is not None).map(
+                lambda r, c=col: (u_b.value[r[1]], i_b.value[r[2]], float(r[c])))
+            df = self._persist(self._spark.createDataFrame(ints, "u int, i int, r float"))
+            splits[split] = (df, np.array([u_index[u] for u in uids], dtype=np.int64),
+                             np.array([i_index[i] for i in iids], dtype=np.int64))
 
-        # the evaluated users: the implicit engine's seeded sample of the test users
-        test_users = mine.filter(lambda r: bool(r[5])).map(lambda r: r[2]).collect()
-        sample = set(sample_users(dict.fromkeys(test_users), cfg.trainer.eval_max_users,
-                                  cfg.trainer.seed))
-        picked = mine.filter(lambda r: r[2] in sample).map(
-            lambda r: (r[2], r[4] if r[4] is not None else r[3], r[5])).collect()
-        train_h = {u: UserHistory.decode(b) for u, b, _ in picked}
-        test_times = {u: dict(t) for u, _, t in picked}
-        agg = mine.map(lambda r: (r[6], r[7], r[8], r[9])).reduce(spark_data.merge_summaries)
-        agg = (agg[0] or 0, agg[1] or 0, agg[2], agg[3])
+        agg = (None, None, 0, 0)
+        for u in users:
+            agg = spark_data.merge_summaries(agg, u[5:9])
+        train_h = {u: UserHistory.decode(b) for _, u, b, _ in picked}
+        test_times = {u: dict(t) for _, u, _, t in picked}
         row_of = {u: n for n, u in enumerate(train_users)}
         ev = build_matrix({u: h for u, h in train_h.items() if u in row_of},
                           cfg.tenant(tenant).confidence, item_ids=train_items)
+        window = (int(agg[0] or 0), int(agg[1] or 0))
         data = TenantData(tenant, {}, train_h, {u: set(t) for u, t in test_times.items()},
-                          int(agg[2]), (int(agg[0]), int(agg[1])), test_times)
+                          int(agg[2]), window, test_times)
         return TenantRound(
-            tenant, train_users, train_items, user_labels[u_fu].tolist(),
-            item_labels[i_fu].tolist(), pop_tr, pop_fu, eval=ev,
-            eval_rows=np.array([row_of[u] for u in ev.user_ids], dtype=np.int64),
+            tenant, train_users, train_items, full_users, full_items, pop_train, pop_full,
+            eval=ev, eval_rows=np.array([row_of[u] for u in ev.user_ids], dtype=np.int64),
             test={u: data.test_items[u] for u in ev.user_ids if u in data.test_items},
-            data=data, n_events=int(agg[2]), event_count=int(agg[3]),
-            window=(int(agg[0]), int(agg[1])), train_nnz=int(pop_tr.sum()),
-            handle={"train": (splits["train"], u_tr, i_tr), "full": (splits["full"], u_fu, i_fu)})
+            data=data, n_events=int(agg[2]), event_count=int(agg[3]), window=window,
+            train_nnz=int(pop_train.sum()), handle=splits)
 
     def release(self, rnd: TenantRound) -> None:
         for split in (rnd.handle or {}).values():

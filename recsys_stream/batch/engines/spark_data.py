@@ -12,7 +12,7 @@ groups them by user, and replays each user through ``UserHistory.apply`` with th
 ``r = log1p(strength)``, the strengths decayed with the tenant's confidence settings.
 
 A record that cannot be decoded is counted and skipped, as ``data.read_changelog`` does; when
-no record of the changelog decodes at all, the load fails with one line naming the first error.
+no user state decodes at all, the engine's load fails with one line naming the first error.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import math
 from pathlib import Path
 
 from recsys_stream.batch.data import _MOVIELENS_COLUMNS, _event, replay_user, split_history
-from recsys_stream.batch.engines.spark_session import SparkEngineError
 from recsys_stream.config import Config
 from recsys_stream.contracts.events import Event
 from recsys_stream.contracts.keys import is_offset_marker, split_key
@@ -41,7 +40,7 @@ from recsys_stream.kafka import partitions_of, read_to_end
 R_MIN = 1e-30
 
 USER_FIELDS = ("kind", "tenant", "user", "full", "train", "test", "lo", "hi", "n_events",
-               "event_count")
+               "event_count", "n_full_items", "n_train_items")
 
 
 def _record(tenant, user, full: UserHistory, full_bytes, train: UserHistory, first, n_events,
@@ -51,7 +50,25 @@ def _record(tenant, user, full: UserHistory, full_bytes, train: UserHistory, fir
         lo, hi = (min(times), max(times)) if times else (None, None)
     return ("user", tenant, user, full_bytes or full.encode(),
             None if train is full else train.encode(), sorted(first.items()), lo, hi,
-            int(n_events), int(full.event_count))
+            int(n_events), int(full.event_count), len(full.items), len(train.items))
+
+
+def summary(rec: tuple) -> tuple:
+    """What the driver collects of every user: (kind, tenant, user, has items, has test items,
+    lo, hi, n_events, event_count, has train items); a "bad" record as it is."""
+    if rec[0] != "user":
+        return rec
+    return ("user", rec[1], rec[2], rec[10] > 0, bool(rec[5]), rec[6], rec[7], rec[8], rec[9],
+            rec[11] > 0)
+
+
+def item_split_counts(row: tuple) -> tuple:
+    """((tenant, item), (1 if in the train split, 1 if in all data)) of a rating row."""
+    return (row[0], row[2]), (int(row[4] is not None), int(row[3] is not None))
+
+
+def add_pairs(a: tuple, b: tuple) -> tuple:
+    return a[0] + b[0], a[1] + b[1]
 
 
 def merge_summaries(a: tuple, b: tuple) -> tuple:
@@ -164,25 +181,3 @@ def rating_rows(records, cfg: Config, tenants: list[str]):
                    None if f is None else max(math.log1p(max(f, 0.0)), R_MIN),
                    None if t is None else max(math.log1p(max(t, 0.0)), R_MIN))
     return records.flatMap(rows)
-
-
-def check_decodable(records, topic: str, tenants: list[str]) -> int:
-    """Count the records that did not decode; raise when no user state of ``tenants`` did.
-
-    Returns
-    -------
-    int : undecodable records (logged by the caller)
-
-    Raises
-    ------
-    SparkEngineError
-        Records failed to decode and none of ``tenants`` decoded (one line, the first error).
-    """
-    bad = records.filter(lambda r: r[0] == "bad")
-    n_bad = bad.count()
-    if n_bad and records.filter(lambda r: r[0] == "user").isEmpty():
-        _, p, offset, error = bad.first()
-        raise SparkEngineError(f"state changelog {topic}: {n_bad} records do not decode and no "
-                               f"user state of {', '.join(tenants)} does (first: partition {p} "
-                               f"offset {offset}: {error}); nothing trained")
-    return n_bad
