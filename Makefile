@@ -44,6 +44,13 @@ test-tools:
 	    apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
 	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "prometheus is missing: install it (Debian: apt-get install prometheus)"; fi; }
+	@# a Java 17+ for the Spark engine's tests (PySpark's jars run on it); JAVA_HOME wins
+	@[ -n "$$JAVA_HOME" ] || command -v java >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's OpenJDK 17 for the Spark engine tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null; \
+	  else echo "java is missing: install a Java 17+ (Debian: apt-get install openjdk-17-jre-headless)"; fi; }
 
 ## make test: unit and integration tests (the integration tests start their own broker).
 test: $(VENV)/.installed-dev test-tools
