@@ -174,7 +174,7 @@ def main() -> None:
     base = {"spark.sql.shuffle.partitions": "8", "spark.driver.maxResultSize": "2g"}
     runs = {}
     cfg = Config(tenants={TENANT: tc}).replace(trainer={"engine": "spark", "spark": SparkConfig(
-        master="local[2]", settings={**base, "spark.driver.memory": "6g"}, als_blocks=4)})
+        master="local[2]", settings={**base, "spark.driver.memory": "3g"}, als_blocks=4)})
     s, peaks, to_spark, _ = spark_fit(cfg, C, hp_s, args.seed)
     runs["local[2]"] = (s, 2)
     print(f"Spark engine ALS local[2]  {s:8.1f} s   ({s / imp:.1f}x implicit; rows to Spark "

@@ -57,7 +57,16 @@ class SparkCluster:
                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.procs.append(p)
 
-    def start(self, timeout_s: float = 120.0) -> SparkCluster:
+    def start(self, timeout_s: float = 300.0) -> SparkCluster:
+        """Start the master and the workers, and wait until every worker has registered (a
+        minute each when the shared cores are busy); on failure nothing is left running."""
+        try:
+            return self._start_all(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_all(self, timeout_s: float) -> SparkCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                     "--port", str(self.port), "--webui-port", str(self.ui_port))
