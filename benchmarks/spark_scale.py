@@ -131,12 +131,15 @@ def sizing(rate_per_core: float, k: int, iterations: int) -> None:
     uf, itf = U * k * 4 / 2**30, I * k * 4 / 2**30
     print(f"  driver: the published user factors are {uf:.1f} GiB (float32) and the item "
           f"factors {itf:.1f} GiB; the model store, the HNSW index of 10M items "
-          f"(~{I * (k * 4 + 16 * 2 * 4) / 2**30:.1f} GiB, hours of single-node build) and the "
+          f"(~{I * (k * 4 + 16 * 2 * 4) / 2**30:.1f} GiB, built on the driver alone) and the "
           f"user-id list ({U * 40 / 2**30:.0f} GiB as Python strings) sit on the driver: past "
           "~10M users the collect-to-driver steps (user ids and factors, writing the model) "
           "stop fitting a 24 GB machine and would have to be written by the executors.")
-    print("  evaluation: 10k sampled users x 10M items = 1e11 scores x 64 flops: ~2 core-hours "
-          "on the driver per model (sample fewer users or score in Spark at that size).")
+    block = 1024 * I * 4 / 2**30  # evaluate.py scores 1024 users at a time, densely
+    print(f"  evaluation: the scores of 10k sampled users x 10M items are 1.3e13 flops (~0.2 "
+          f"core-hours of sgemm) but evaluate's dense block of 1024 users x 10M items is "
+          f"{block:.0f} GiB: on a 24 GB driver it stops fitting past ~4M items (a smaller "
+          "block or scoring in Spark would be needed).")
 
 
 def main() -> None:
