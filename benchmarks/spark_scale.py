@@ -132,9 +132,10 @@ def sizing(rate_per_core: float, k: int, iterations: int) -> None:
     print(f"  driver: the published user factors are {uf:.1f} GiB (float32) and the item "
           f"factors {itf:.1f} GiB; the model store, the HNSW index of 10M items "
           f"(~{I * (k * 4 + 16 * 2 * 4) / 2**30:.1f} GiB, built on the driver alone) and the "
-          f"user-id list ({U * 40 / 2**30:.0f} GiB as Python strings) sit on the driver: past "
-          "~10M users the collect-to-driver steps (user ids and factors, writing the model) "
-          "stop fitting a 24 GB machine and would have to be written by the executors.")
+          f"user-id list ({U * 40 / 2**30:.0f} GiB as Python strings) sit on the driver: at ~300 B a "
+          "user (factors + id) the collect-to-driver steps (user ids and factors, writing the "
+          "model) pass half of a 24 GB machine near 40M users; beyond that the executors "
+          "would have to write the model store.")
     block = 1024 * I * 4 / 2**30  # evaluate.py scores 1024 users at a time, densely
     print(f"  evaluation: the scores of 10k sampled users x 10M items are 1.3e13 flops (~0.2 "
           f"core-hours of sgemm) but evaluate's dense block of 1024 users x 10M items is "
