@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--config", default=str(_batch.MOVIELENS_CONFIG))
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--regularization-spark", type=float, default=None)
-    ap.add_argument("--grid", default="0.003,0.01,0.03,0.1,0.3,1.0",
+    ap.add_argument("--grid", default="0.003,0.01,0.02,0.03,0.05,0.07,0.1,0.3,1.0",
                     help="regParam values tried on validation carved from training data")
     args = ap.parse_args()
     cfg = movielens_config(args.config)
