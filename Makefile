@@ -18,12 +18,13 @@ $(VENV)/.installed: pyproject.toml $(VENV)/bin/activate
 	$(PIP) install --quiet -e .
 	touch $@
 
+# the tests run the Spark engine too (tests/integration/test_spark_engine.py): dev + spark
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,spark]'
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
-	$(PIP) install --quiet -e '.[dev,bench]'
+	$(PIP) install --quiet -e '.[dev,spark,bench]'
 	touch $@
 
 # The explicit-rating peers of benchmarks/explicit.py (Surprise, LensKit 0.14, cornac) in a venv
@@ -56,6 +57,13 @@ test-tools:
 	    apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
 	      apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "missing for the tests:$$missing (Debian: apt-get install$$missing)"; fi; fi
+	@# a Java 17+ for the Spark engine's tests (PySpark's jars run on it); JAVA_HOME wins
+	@[ -n "$$JAVA_HOME" ] || command -v java >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's OpenJDK 17 for the Spark engine tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null; \
+	  else echo "java is missing: install a Java 17+ (Debian: apt-get install openjdk-17-jre-headless)"; fi; }
 
 # Apache Kafka for the tests (and `recsys-stream broker --kafka`): its jars from Maven Central
 # (kafka/pom.xml, pinned, checksums checked) into .cache/kafka-<version>/, once. Java 17+ and

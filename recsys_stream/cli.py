@@ -92,6 +92,7 @@ def cmd_items(args) -> int:
 
 def cmd_trainer(args) -> int:
     from recsys_stream.batch.app import run_trainer
+    from recsys_stream.batch.engines.spark_session import SparkEngineError
     cfg = _config(args)
     if args.interval is not None:
         cfg = cfg.replace(trainer={"interval_s": args.interval})
@@ -103,6 +104,8 @@ def cmd_trainer(args) -> int:
     except ValueError as e:  # a bad events file: its message names the file and line
         if not (args.events_file and str(e).startswith(str(args.events_file))):
             raise
+        raise SystemExit(f"trainer: {e}") from None
+    except SparkEngineError as e:  # no Java, unreachable master, undecodable changelog
         raise SystemExit(f"trainer: {e}") from None
     return 0
 

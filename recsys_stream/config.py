@@ -32,7 +32,7 @@ class KafkaConfig:
 @dataclass(frozen=True)
 class AlsConfig:
     factors: int = 64              # latent dimension k
-    regularization: float = 0.05   # lambda, not scaled by the user's interaction count
+    regularization: float = 0.05   # lambda (implicit: unscaled; spark: regParam x item count)
     iterations: int = 15           # ALS sweeps
 
 
@@ -43,6 +43,9 @@ class BprConfig:
     regularization: float = 0.01   # L2 on factors
     iterations: int = 100          # epochs
     foldin_regularization: float = 0.1  # lambda of the least-squares fold-in on BPR factors
+
+
+ENGINES = ("implicit", "spark")  # where the trainer fits factors (recsys_stream.batch.engines)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,11 @@ class TenantConfig:
     rating_min: float = 0.5        # the rating scale: ratings outside it are dead letters,
     rating_max: float = 5.0        # predictions are clipped to it
     max_magnitude: float = 1e6     # an event's magnitude (`value`) is capped here
+    engine: str = ""               # training engine of this tenant; "" = trainer.engine
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("", *ENGINES):
+            raise ValueError(f"config tenant engine must be one of {ENGINES}, got {self.engine!r}")
 
     @property
     def confidence(self) -> ConfidenceSettings:
@@ -122,6 +130,20 @@ class ItemsConfig:
 
 
 @dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"        # Spark master URL: local[N], spark://host:port, ...
+    settings: dict = field(default_factory=dict)  # Spark properties passed through ("spark.*")
+    als_blocks: int = 0             # ALS numUserBlocks = numItemBlocks; 0 = Spark's default (10)
+    connect_timeout_s: float = 5.0  # a spark:// master must accept a connection within this
+    read_timeout_s: float = 300.0   # a task reading one changelog partition gives up after this
+
+    def __post_init__(self) -> None:
+        bad = sorted(k for k in self.settings if not str(k).startswith("spark."))
+        if bad:
+            raise ValueError(f"config trainer.spark.settings: not Spark properties: {bad}")
+
+
+@dataclass(frozen=True)
 class TrainerConfig:
     interval_s: float = 300.0       # periodic mode: seconds between rounds
     min_new_events: int = 1         # periodic mode: skip a tenant with fewer new events
@@ -140,6 +162,14 @@ class TrainerConfig:
                                     # (leans to the current model); 0 / fewer: its stored NDCG@10
     index_recall_floor: float = 0.9  # below this recall@10 at the largest ef, score exactly
     metrics_port: int = 0           # Prometheus /metrics port; 0 = off
+    engine: str = "implicit"        # where factors are fitted: "implicit" (this process) or
+                                    # "spark" (Spark MLlib; ALS only); a tenant may override it
+    spark: SparkConfig = field(default_factory=SparkConfig)  # the Spark engine's session
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"config trainer.engine must be one of {ENGINES}, "
+                             f"got {self.engine!r}")
 
 
 @dataclass(frozen=True)
@@ -167,6 +197,10 @@ class Config:
     @property
     def topics(self) -> Topics:
         return Topics(self.kafka.topic_prefix)
+
+    def engine_of(self, tenant: str) -> str:
+        """The training engine of ``tenant``: its own ``engine``, else ``trainer.engine``."""
+        return self.tenant(tenant).engine or self.trainer.engine
 
     def tenant(self, name: str) -> TenantConfig:
         try:

@@ -5,7 +5,9 @@ Per tenant and algorithm in ``trainer.algorithms``:
 
 1. data: the worker's state changelog (default) or an events file, aggregated by
    ``UserHistory`` with the tenant's confidence settings, split by the temporal holdout
-   (:mod:`recsys_stream.batch.data`);
+   (:mod:`recsys_stream.batch.data`), read by the tenant's engine
+   (:mod:`recsys_stream.batch.engines`: ``implicit`` in this process, ``spark`` in Spark tasks),
+   which also fits the factors;
 2. the evaluated model is trained on the train split and scored on the holdout against the
    popularity baseline (:mod:`recsys_stream.batch.evaluate`), and against the current version
    on the held-out items first met after that version's data window, the part of the holdout
@@ -29,15 +31,12 @@ import sys
 import threading
 import time
 
-from tqdm import tqdm
-
 from recsys_stream.batch import gates
-from recsys_stream.batch.algorithms import TRAINERS
 from recsys_stream.batch.compare import compare_with_current
-from recsys_stream.batch.data import ChangelogReader, TenantData, build_matrix, from_events, \
-    from_histories, iter_events_file
+from recsys_stream.batch.data import ChangelogReader, TenantData
+from recsys_stream.batch.engines import Engine, TenantRound, make_engine
+from recsys_stream.batch.evaluate import evaluate, factor_scorer, popularity_scorer
 from recsys_stream.batch.explicit import train_mf_round
-from recsys_stream.batch.evaluate import evaluate, factor_scorer, popularity_scorer, sample_users
 from recsys_stream.batch.metrics import BASELINE_NDCG, LAST_ROUND, NDCG, RUNS, TRAIN_SECONDS
 from recsys_stream.batch.publish import Candidate, announce, publish, write_version
 from recsys_stream.config import Config
@@ -49,102 +48,128 @@ log = logging.getLogger(__name__)
 
 
 # -- one tenant ----------------------------------------------------------------------------------
-def train_tenant(cfg: Config, data: TenantData, store: ModelStore,
-                 progress: bool = False) -> list[dict]:
+def train_tenant(cfg: Config, data: TenantData | TenantRound, store: ModelStore,
+                 progress: bool = False, engine: Engine | None = None) -> list[dict]:
     """Train, evaluate, gate and publish every configured algorithm for one tenant.
 
-    Returns one dict per algorithm: tenant, algorithm, version, metrics, baseline, rejected
-    (the gate's reasons; empty when published), seconds.
+    ``data`` is a round of ``engine`` (:mod:`recsys_stream.batch.engines`), or a tenant's
+    ``TenantData`` for the implicit engine. The engine fits; everything else happens here,
+    alike for every engine. Returns one dict per algorithm: tenant, algorithm, version,
+    metrics, baseline, rejected (the gate's reasons; empty when published), seconds.
     """
-    tc = cfg.tenant(data.tenant)
+    if isinstance(data, TenantData):
+        engine = engine or make_engine("implicit", cfg)
+        data = engine.round(cfg, data)
+    elif engine is None:
+        raise ValueError("a TenantRound needs the engine that loaded it")
+    rnd, tenant = data, data.tenant
+    tc = cfg.tenant(tenant)
     settings = tc.confidence
-    train = build_matrix(data.train, settings)
-    full = build_matrix(data.histories, settings)
-    pop_train, pop_full = train.popularity, full.popularity
-    test = sample_users(data.test_items, cfg.trainer.eval_max_users, cfg.trainer.seed)
-    baseline = evaluate(popularity_scorer(pop_train), train, test, pop_train, progress,
-                        f"{data.tenant} popularity")
-    BASELINE_NDCG.labels(data.tenant).set(baseline["ndcg_at_10"])
+    pop_train = rnd.pop_train
+    baseline = evaluate(popularity_scorer(pop_train), rnd.eval, rnd.test, pop_train, progress,
+                        f"{tenant} popularity")
+    BASELINE_NDCG.labels(tenant).set(baseline["ndcg_at_10"])
     log.info("%s: %d users, %d items, %d events (train nnz %d, %d test users); "
-             "popularity NDCG@10 %.4f", data.tenant, len(full.user_ids), len(full.item_ids),
-             data.n_events, train.C.nnz, baseline["users_evaluated"], baseline["ndcg_at_10"])
-    window = {"from_ms": int(data.window[0]), "to_ms": int(data.window[1]),
-              "n_events": int(data.n_events), "n_users": len(full.user_ids),
-              "n_items": len(full.item_ids)}
+             "popularity NDCG@10 %.4f; engine %s", tenant, len(rnd.full_users),
+             len(rnd.full_items), rnd.n_events, rnd.train_nnz, baseline["users_evaluated"],
+             baseline["ndcg_at_10"], engine.name)
+    window = {"from_ms": int(rnd.window[0]), "to_ms": int(rnd.window[1]),
+              "n_events": int(rnd.n_events), "n_users": len(rnd.full_users),
+              "n_items": len(rnd.full_items)}
     candidates = []
     for algorithm in cfg.trainer.algorithms:
+        if algorithm not in engine.algorithms:
+            log.warning("%s/%s: the %s engine has no %s (Spark MLlib has no BPR, and mf is fitted "
+                        "by this process's engine only): not trained this round; the tenant "
+                        "trains %s", tenant, algorithm, engine.name, algorithm,
+                        ", ".join(a for a in cfg.trainer.algorithms
+                                  if a in engine.algorithms) or "nothing")
+            continue
         if algorithm == "mf":  # explicit ratings: its own round (batch/explicit.py)
             shared = {"confidence": settings.to_dict(), "history_cap": tc.history_cap,
-                      "data_window": window,
+                      "data_window": window, "engine": engine.name,
                       "training": {"evaluated": "train split (ratings before each user's cut)",
                                    "published": "retrained on all latest ratings",
                                    "holdout_fraction": cfg.trainer.holdout_fraction}}
-            c = train_mf_round(cfg, data, store, train, test, baseline, shared, progress)
+            c = train_mf_round(cfg, rnd.data, store, rnd.eval, rnd.test, baseline, shared,
+                               progress)
             if c is not None:
                 candidates.append(c)
             continue
         hp = getattr(tc, algorithm)
         t0 = time.perf_counter()
-        evaluated = TRAINERS[algorithm](train.C, hp, cfg.trainer.seed, progress)
-        scorer = factor_scorer(evaluated.user_factors, evaluated.item_factors)
-        metrics = evaluate(scorer, train, test, pop_train, progress,
-                           f"{data.tenant}/{algorithm}")
+        evaluated = engine.fit(rnd, "train", algorithm, hp, cfg.trainer.seed, progress)
+        # the evaluated users' rows of the train-split factors, in the order of rnd.eval
+        scorer = factor_scorer(evaluated.user_factors[rnd.eval_rows], evaluated.item_factors)
+        metrics = evaluate(scorer, rnd.eval, rnd.test, pop_train, progress,
+                           f"{tenant}/{algorithm}")
         log.info("%s/%s evaluated: NDCG@10 %.4f, recall@20 %.4f, MAP@10 %.4f, coverage %.3f",
-                 data.tenant, algorithm, metrics["ndcg_at_10"], metrics["recall_at_20"],
+                 tenant, algorithm, metrics["ndcg_at_10"], metrics["recall_at_20"],
                  metrics["map_at_10"], metrics["coverage"])
-        against, comparison = compare_with_current(cfg, data, store, algorithm, train, scorer,
-                                                   metrics, progress)
-        factors = TRAINERS[algorithm](full.C, hp, cfg.trainer.seed, progress)
+        against, comparison = compare_with_current(cfg, rnd.data, store, algorithm, rnd.eval,
+                                                   scorer, metrics, progress,
+                                                   popularity=pop_train)
+        factors = engine.fit(rnd, "full", algorithm, hp, cfg.trainer.seed, progress)
         seconds = time.perf_counter() - t0
-        TRAIN_SECONDS.labels(data.tenant, algorithm).observe(seconds)
-        NDCG.labels(data.tenant, algorithm).set(metrics["ndcg_at_10"])
-        reasons = gates.check(factors, len(full.user_ids), len(full.item_ids), metrics,
+        TRAIN_SECONDS.labels(tenant, algorithm).observe(seconds)
+        NDCG.labels(tenant, algorithm).set(metrics["ndcg_at_10"])
+        reasons = gates.check(factors, len(rnd.full_users), len(rnd.full_items), metrics,
                               baseline, comparison, cfg.trainer)
         compared = {"popularity": baseline} | ({"current": against} if against else {})
         manifest = {"confidence": settings.to_dict(), "history_cap": tc.history_cap,
+                    "engine": engine.name,
+                    "regularization_scaling": engine.regularization_scaling,
                     "metrics": metrics, "baseline_metrics": compared,
                     "train_seconds": seconds, "data_window": window,
                     "training": {"evaluated": "train split (events before each user's cut)",
                                  "published": "retrained on all events",
                                  "holdout_fraction": cfg.trainer.holdout_fraction}}
-        version = write_version(store, cfg, data.tenant, factors, full.user_ids, full.item_ids,
-                                pop_full, manifest, verify=not reasons,
+        version = write_version(store, cfg, tenant, factors, rnd.full_users, rnd.full_items,
+                                rnd.pop_full, manifest, verify=not reasons,
                                 progress=progress)
-        log.info("%s/%s v%d written in %.1fs%s", data.tenant, algorithm, version, seconds,
+        log.info("%s/%s v%d written in %.1fs%s", tenant, algorithm, version, seconds,
                  "" if not reasons else " (fails a gate)")
-        candidates.append(Candidate(data.tenant, algorithm, version, metrics, baseline,
+        candidates.append(Candidate(tenant, algorithm, version, metrics, baseline,
                                     reasons, seconds))
     publish(cfg, store, candidates, announcer=announce)  # resolved here: injectable
     return [c.as_dict() for c in candidates]
 
 
 # -- data ----------------------------------------------------------------------------------------
-def load_data(cfg: Config, events_file: str | None, tenant: str | None,
-              progress: bool = False, changelog: ChangelogReader | None = None
-              ) -> list[TenantData]:
-    """Every requested tenant's data (configured tenants, or just ``tenant``); ``progress``:
-    a bar over the records read; ``changelog``: the reader that keeps the state between
-    rounds (a fresh one, reading the topic from its start, by default)."""
+def _tenants(cfg: Config, tenant: str | None) -> list[str]:
     tenants = [tenant] if tenant else list(cfg.tenants)
     for t in tenants:
         cfg.tenant(t)  # unknown tenant: KeyError before any work
-    frac = cfg.trainer.holdout_fraction
-    if events_file:
-        t0 = time.perf_counter()
-        events = list(tqdm(iter_events_file(events_file, tenant=tenant), desc="events file",
-                           unit="event", disable=not progress))
-        log.info("read %d events from %s in %.1fs", len(events), events_file,
-                 time.perf_counter() - t0)
-        out = []
-        for t in tenants:
-            tc = cfg.tenant(t)
-            out.append(from_events(t, events, tc.confidence, tc.history_cap, frac))
-        return out
-    by_tenant = (changelog or ChangelogReader(cfg)).read(progress=progress)
-    unknown = set(by_tenant) - set(cfg.tenants)
-    if unknown:
-        log.warning("changelog holds unconfigured tenants %s: ignored", sorted(unknown))
-    return [from_histories(t, by_tenant.get(t, {}), frac) for t in tenants]
+    return tenants
+
+
+def load_data(cfg: Config, events_file: str | None, tenant: str | None,
+              progress: bool = False) -> list[TenantData]:
+    """Every requested tenant's data in memory (configured tenants, or just ``tenant``), as the
+    implicit engine reads it; ``progress``: a bar over the records read."""
+    from recsys_stream.batch.engines.local import ImplicitEngine
+    return ImplicitEngine.load_data(cfg, _tenants(cfg, tenant), events_file, tenant, progress)
+
+
+def load_rounds(cfg: Config, events_file: str | None, tenant: str | None,
+                progress: bool = False, changelog: ChangelogReader | None = None
+                ) -> list[tuple[Engine, list[TenantRound]]]:
+    """The requested tenants grouped by their engine (``trainer.engine``, a tenant's own
+    ``engine``), each group loaded by its engine; ``changelog``: the implicit engine's reader,
+    kept between a periodic trainer's rounds."""
+    by_engine: dict[str, list[str]] = {}
+    for t in _tenants(cfg, tenant):
+        by_engine.setdefault(cfg.engine_of(t), []).append(t)
+    out = []
+    for name, tenants in by_engine.items():
+        engine = make_engine(name, cfg, changelog)
+        try:
+            out.append((engine, engine.load(cfg, tenants, events_file, tenant, progress)))
+        except BaseException:
+            for e, _ in out + [(engine, None)]:
+                e.close()
+            raise
+    return out
 
 
 def _published_events(store: ModelStore, tenant: str) -> int:
@@ -196,40 +221,22 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
     while True:
         failed = []
         try:
-            datasets = load_data(cfg, events_file, tenant, progress, changelog)
+            groups = load_rounds(cfg, events_file, tenant, progress, changelog)
         except Exception as e:
             if once:
                 raise
             log.exception("loading training data failed; next round in %ss: %s",
                           cfg.trainer.interval_s, e)
-            datasets = []
-        for data in datasets:
-            if stop.is_set():
-                break
-            if not data.histories:
-                log.info("%s: no data, skipped", data.tenant)
-                RUNS.labels(data.tenant, "skipped").inc()
-                continue
-            if not once:
-                if data.tenant not in seen:
-                    seen[data.tenant] = _published_events(store, data.tenant)
-                new = data.event_count - seen[data.tenant]
-                if new < cfg.trainer.min_new_events:
-                    log.info("%s: %d new events (< %d), skipped", data.tenant, new,
-                             cfg.trainer.min_new_events)
-                    RUNS.labels(data.tenant, "skipped").inc()
-                    LAST_ROUND.labels(data.tenant).set(time.time())
-                    continue
-            try:
-                results += train_tenant(cfg, data, store, progress=progress)
-            except Exception:
-                log.exception("%s: training round failed", data.tenant)
-                RUNS.labels(data.tenant, "failed").inc()
-                failed.append(data.tenant)
-                continue
-            seen[data.tenant] = data.event_count
-            RUNS.labels(data.tenant, "trained").inc()
-            LAST_ROUND.labels(data.tenant).set(time.time())
+            groups = []
+        for engine, rounds in groups:
+            with engine:  # the Spark engine's session ends with its tenants' rounds
+                for rnd in rounds:
+                    if stop.is_set():
+                        break
+                    outcome = _round(cfg, engine, rnd, store, seen, once, progress, results)
+                    if outcome == "failed":
+                        failed.append(rnd.tenant)
+                    engine.release(rnd)
         if once:
             if failed:
                 raise RuntimeError(f"training failed for tenants {failed} (see the log)")
@@ -238,6 +245,35 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
             watch.stop()
             log.info("trainer stopped")
             return results
+
+
+def _round(cfg: Config, engine: Engine, rnd: TenantRound, store: ModelStore,
+           seen: dict[str, int], once: bool, progress: bool, results: list[dict]) -> str:
+    """One tenant's round in the trainer loop: "skipped", "trained" or "failed"."""
+    if rnd.empty:
+        log.info("%s: no data, skipped", rnd.tenant)
+        RUNS.labels(rnd.tenant, "skipped").inc()
+        return "skipped"
+    if not once:
+        if rnd.tenant not in seen:
+            seen[rnd.tenant] = _published_events(store, rnd.tenant)
+        new = rnd.event_count - seen[rnd.tenant]
+        if new < cfg.trainer.min_new_events:
+            log.info("%s: %d new events (< %d), skipped", rnd.tenant, new,
+                     cfg.trainer.min_new_events)
+            RUNS.labels(rnd.tenant, "skipped").inc()
+            LAST_ROUND.labels(rnd.tenant).set(time.time())
+            return "skipped"
+    try:
+        results += train_tenant(cfg, rnd, store, progress=progress, engine=engine)
+    except Exception:
+        log.exception("%s: training round failed", rnd.tenant)
+        RUNS.labels(rnd.tenant, "failed").inc()
+        return "failed"
+    seen[rnd.tenant] = rnd.event_count
+    RUNS.labels(rnd.tenant, "trained").inc()
+    LAST_ROUND.labels(rnd.tenant).set(time.time())
+    return "trained"
 
 
 # -- operator commands ---------------------------------------------------------------------------

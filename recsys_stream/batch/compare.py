@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 def compare_with_current(cfg: Config, data: TenantData, store: ModelStore, algorithm: str,
                          train: Matrix, scorer: Callable, metrics: dict,
-                         progress: bool = False) -> tuple[dict | None, gates.Comparison | None]:
+                         progress: bool = False, popularity=None
+                         ) -> tuple[dict | None, gates.Comparison | None]:
     """Score the current version and the candidate on the same fair test; what the gate uses.
 
     The current version was trained on every event up to its ``data_window.to_ms``, so the
@@ -45,6 +46,9 @@ def compare_with_current(cfg: Config, data: TenantData, store: ModelStore, algor
     A fair comparison would train a comparison model on the events up to ``to_ms`` as well:
     one more training per round, not done.
 
+    ``train`` holds at least the test users' train rows; ``popularity`` (default: that of
+    ``train``) is the train split's, for the concentration metric.
+
     Returns
     -------
     entry : dict or None
@@ -66,7 +70,8 @@ def compare_with_current(cfg: Config, data: TenantData, store: ModelStore, algor
     entry = {"version": v, "test": f"held-out items first met after {to_ms}", "users": 0,
              "stored_ndcg_at_10": stored}
     if test:
-        tag, pop = f"{data.tenant}/{algorithm}", train.popularity
+        tag = f"{data.tenant}/{algorithm}"
+        pop = train.popularity if popularity is None else popularity
         current = evaluate(current_scorer(art, data.train, train, list(test)), train, test,
                            pop, progress, f"{tag} current v{v}")
         candidate = evaluate(scorer, train, test, pop, progress, f"{tag} vs current")

@@ -152,12 +152,38 @@ def _copy(h: UserHistory) -> UserHistory:
     return UserHistory.decode(h.encode())
 
 
+def replay_user(tenant: str, user: str, events: list[Event], settings: ConfidenceSettings,
+                cap: int, fraction: float) -> tuple[UserHistory, UserHistory, dict[str, int]]:
+    """One user's events (any order) through ``UserHistory.apply``, with the holdout.
+
+    The events are replayed in time order (the given order among equal times); the train history
+    is a copy taken at the cut. Returns the full history, the train history (the same object when
+    nothing is held out) and the held-out test items with the time of each one's first held-out
+    event.
+    """
+    evs = sorted(events, key=lambda e: e.timestamp_ms)
+    cut = holdout_cut(len(evs), fraction)
+    h, train = UserHistory(tenant, user), None
+    for i, e in enumerate(evs):
+        h.apply(e.event_id, e.item_id, e.type, e.value, e.timestamp_ms, settings, cap)
+        if i == cut - 1:
+            train = _copy(h) if cut < len(evs) else h
+    first: dict[str, int] = {}
+    if cut < len(evs):
+        held = {e.item_id for e in evs[cut:] if e.type not in SUPPRESSING_TYPES}
+        held -= set(train.items)
+        held -= set(h.suppressed)  # hidden in the end: not something to recommend
+        for e in evs[cut:]:  # in time order: the first held-out event of each item
+            if e.item_id in held:
+                first.setdefault(e.item_id, e.timestamp_ms)
+    return h, train, first
+
+
 def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, cap: int,
                 fraction: float) -> TenantData:
     """Aggregate a tenant's events per user through ``UserHistory.apply``, with the holdout.
 
-    Events of other tenants are ignored. Each user's events are replayed in time order (file
-    order among equal times); the train history is a copy taken at the cut. A test item's time
+    Events of other tenants are ignored; each user is :func:`replay_user`. A test item's time
     is that of its first held-out event.
     """
     by_user: dict[str, list[Event]] = defaultdict(list)
@@ -167,37 +193,50 @@ def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, 
     full, train, test, times, rated = {}, {}, {}, {}, {}
     lo = hi = None
     for user, evs in by_user.items():
-        evs.sort(key=lambda e: e.timestamp_ms)
-        lo = evs[0].timestamp_ms if lo is None else min(lo, evs[0].timestamp_ms)
-        hi = evs[-1].timestamp_ms if hi is None else max(hi, evs[-1].timestamp_ms)
-        cut = holdout_cut(len(evs), fraction)
-        h = UserHistory(tenant, user)
-        for i, e in enumerate(evs):
-            h.apply(e.event_id, e.item_id, e.type, e.value, e.timestamp_ms, settings, cap)
-            if i == cut - 1:
-                train[user] = _copy(h) if cut < len(evs) else h
-        full[user] = h
-        if cut < len(evs):
-            late = {i: v[0] for i, v in h.ratings.items() if i not in train[user].ratings}
+        t0, t1 = min(e.timestamp_ms for e in evs), max(e.timestamp_ms for e in evs)
+        lo, hi = (t0, t1) if lo is None else (min(lo, t0), max(hi, t1))
+        full[user], train[user], first = replay_user(tenant, user, evs, settings, cap, fraction)
+        if train[user] is not full[user]:
+            # items first rated after the cut are the explicit test
+            late = {i: v[0] for i, v in full[user].ratings.items()
+                    if i not in train[user].ratings}
             if late:
                 rated[user] = late
-            held = {e.item_id for e in evs[cut:] if e.type not in SUPPRESSING_TYPES}
-            held -= set(train[user].items)
-            held -= set(h.suppressed)  # hidden in the end: not something to recommend
-            if held:
-                test[user] = held
-                first: dict[str, int] = {}
-                for e in evs[cut:]:  # in time order: the first held-out event of each item
-                    if e.item_id in held:
-                        first.setdefault(e.item_id, e.timestamp_ms)
-                times[user] = first
+        if first:
+            test[user], times[user] = set(first), first
     n = sum(len(v) for v in by_user.values())
     return TenantData(tenant, full, train, test, n, (lo or 0, hi or 0), times, rated)
 
 
+def split_history(h: UserHistory, fraction: float) -> tuple[UserHistory, dict[str, int]]:
+    """The changelog's holdout of one user: the items met last (by ``first_seen_ms``) are held
+    out. Returns the train history (``h`` itself when nothing is held out) and the test items
+    with their ``first_seen_ms``."""
+    items = sorted(h.items.items(), key=lambda kv: kv[1][2])  # stable: ties keep order
+    n_test = int(round(len(items) * fraction)) if len(items) >= MIN_EVENTS_FOR_HOLDOUT else 0
+    n_test = min(n_test, len(items) - 1)
+    if n_test <= 0:
+        return h, {}
+    t = _copy(h)
+    t.items = dict(items[:-n_test])
+    # decay refers to the latest train event, as a replay stopped at the cut would
+    t.last_event_ms = max(v[1] for v in t.items.values())
+    test = {i: v[2] for i, v in items[-n_test:]}
+    # the held-out items' ratings are the explicit test; the rest stay in train
+    t.ratings = {i: v for i, v in h.ratings.items() if i not in test}
+    return t, test
+
+
+def history_window(h: UserHistory) -> tuple[int, int] | None:
+    """(earliest first_seen_ms, latest last_seen_ms) of a history's items; None without any."""
+    if not h.items:
+        return None
+    return min(v[2] for v in h.items.values()), max(v[1] for v in h.items.values())
+
+
 def from_histories(tenant: str, histories: dict[str, UserHistory],
                    fraction: float) -> TenantData:
-    """The changelog path: hold out the items each user met last (by ``first_seen_ms``).
+    """The changelog path: hold out the items each user met last (:func:`split_history`).
 
     A test item's time is its ``first_seen_ms``: the item is not in the train history, so its
     first sighting is its first held-out event.
@@ -205,27 +244,15 @@ def from_histories(tenant: str, histories: dict[str, UserHistory],
     train, test, times, rated = {}, {}, {}, {}
     lo = hi = None
     for user, h in histories.items():
-        items = sorted(h.items.items(), key=lambda kv: kv[1][2])  # stable: ties keep order
-        if items:
-            t0, t1 = min(v[2] for _, v in items), max(v[1] for _, v in items)
-            lo, hi = (t0, t1) if lo is None else (min(lo, t0), max(hi, t1))
-        n_test = int(round(len(items) * fraction)) if len(items) >= MIN_EVENTS_FOR_HOLDOUT else 0
-        n_test = min(n_test, len(items) - 1)
-        if n_test <= 0:
-            train[user] = h
-            continue
-        t = _copy(h)
-        t.items = dict(items[:-n_test])
-        # decay refers to the latest train event, as a replay stopped at the cut would
-        t.last_event_ms = max(v[1] for v in t.items.values())
-        test[user] = {i for i, _ in items[-n_test:]}
-        times[user] = {i: v[2] for i, v in items[-n_test:]}
-        # the held-out items' ratings are the explicit test; the rest stay in train
-        t.ratings = {i: v for i, v in h.ratings.items() if i not in test[user]}
-        late = {i: h.ratings[i][0] for i in test[user] if i in h.ratings}
-        if late:
-            rated[user] = late
-        train[user] = t
+        w = history_window(h)
+        if w:
+            lo, hi = w if lo is None else (min(lo, w[0]), max(hi, w[1]))
+        train[user], first = split_history(h, fraction)
+        if first:
+            test[user], times[user] = set(first), first
+            late = {i: h.ratings[i][0] for i in first if i in h.ratings}
+            if late:
+                rated[user] = late
     return TenantData(tenant, histories, train, test,
                       sum(h.event_count for h in histories.values()), (lo or 0, hi or 0), times,
                       rated)

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from recsys_stream.batch.data import Matrix, build_matrix
-from recsys_stream.contracts.foldin import FoldInSolver
+from recsys_stream.contracts.foldin import solver_for_model
 from recsys_stream.contracts.model_store import ModelArtifacts
 from recsys_stream.contracts.user_state import UserHistory
 
@@ -178,7 +178,8 @@ def fold_in(art: ModelArtifacts,
 
     The confidences follow the model's own manifest settings (the worker, too, folds in with the
     manifest's copy), items the model does not know are dropped, and lambda is the manifest's
-    ``foldin_regularization``, else its ``regularization`` (``TenantSnapshot.from_artifacts``)::
+    ``foldin_regularization``, else its ``regularization``, weighted by the user's item count
+    when the manifest's ``regularization_scaling`` is "count" (``TenantSnapshot.from_artifacts``)::
 
         x_u = (YtY + Y_u^T (C_u - I) Y_u + lambda*I)^-1  Y_u^T C_u p_u
 
@@ -188,11 +189,9 @@ def fold_in(art: ModelArtifacts,
         The histories' confidences over ``art.item_ids`` (rows: users sorted by id).
     X : ndarray of shape (len(m.user_ids), width), float32
     """
-    hp = art.manifest.get("hyperparameters", {})
-    reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
     m = build_matrix(histories, art.confidence, item_ids=art.item_ids.tolist())
-    X = FoldInSolver(art.item_factors, reg, art.bias_column).solve(m.C.indptr, m.C.indices,
-                                                                   m.C.data)
+    X = solver_for_model(art.item_factors, art.manifest, art.bias_column).solve(
+        m.C.indptr, m.C.indices, m.C.data)
     return m, X
 
 

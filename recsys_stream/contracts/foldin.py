@@ -23,11 +23,22 @@ common case in a stream) use the Woodbury identity with ``A0 = YtY + lambda*I`` 
 model version, so each user costs an L x L solve instead of a k x k one::
 
     A_u^-1 = A0^-1 - A0^-1 Y_u^T (I + W_u Y_u A0^-1 Y_u^T)^-1 W_u Y_u A0^-1,   W_u = C_u - I
+
+Models fitted by Spark MLlib (manifest ``regularization_scaling = "count"``) weight lambda by
+the user's number of items, as ``ALS.scala`` ``computeFactors`` does (ALS-WR, Zhou et al. 2008)::
+
+    x_u = (YtY + Y_u^T (C_u - I) Y_u + lambda * n_u * I)^-1  Y_u^T C_u p_u,   n_u = |items of u|
+
+``A0`` then differs per user, so there is no shared inverse and no Woodbury shortcut: every user
+is one batched k x k solve.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+# How lambda is weighted per user: "none" (implicit) or "count" (Spark MLlib's ALS-WR).
+SCALINGS = ("none", "count")
 
 # Upper bound on the padded (users x history x factors) block of one chunk, in float64 values.
 _CHUNK_VALUES = 2_000_000
@@ -40,14 +51,22 @@ class FoldInSolver:
     ----------
     item_factors : ndarray of shape (n_items, k) or (n_items, k+1) with ``bias_column``
     regularization : float
-        lambda, not scaled by the user's interaction count (as in ``implicit``).
+        lambda; with ``scaling="none"`` not scaled by the user's interaction count (as in
+        ``implicit``).
     bias_column : bool
         The last item column is a bias with the user's entry fixed at 1 (``implicit`` BPR).
+    scaling : "none" or "count"
+        ``"count"``: lambda is multiplied by the user's number of items (Spark MLlib).
     """
 
     def __init__(self, item_factors: np.ndarray, regularization: float,
-                 bias_column: bool = False) -> None:
+                 bias_column: bool = False, scaling: str = "none") -> None:
+        if scaling not in SCALINGS:
+            raise ValueError(f"regularization scaling must be one of {SCALINGS}, got {scaling!r}")
+        if scaling == "count" and bias_column:
+            raise ValueError("count-scaled regularization is Spark ALS's; it has no bias column")
         Y = np.asarray(item_factors, dtype=np.float64)
+        self.scaling = scaling
         self.bias_column = bias_column
         if bias_column:
             self._Y, self._b = np.ascontiguousarray(Y[:, :-1]), np.ascontiguousarray(Y[:, -1])
@@ -55,8 +74,9 @@ class FoldInSolver:
         else:
             self._Y, self._b, self._Ytb = Y, None, None
         k = self._Y.shape[1]
-        # YtY + lambda*I, once per model version
-        self._A0 = self._Y.T @ self._Y + regularization * np.eye(k)
+        self._YtY = self._Y.T @ self._Y
+        # YtY + lambda*I, once per model version (with "count" scaling only a base: see _gram)
+        self._A0 = self._YtY + regularization * np.eye(k)
         self._A0inv = np.linalg.inv(self._A0)  # SPD and well conditioned thanks to lambda
         self.n_items, self.factors = self._Y.shape
         self.regularization = regularization
@@ -107,7 +127,7 @@ class FoldInSolver:
         indptr, indices, conf = _csr(indptr, indices, confidences)
         n_users = len(indptr) - 1
         out = np.empty((n_users, self.factors), dtype=np.float64)
-        for users, L in self._chunks(np.diff(indptr), woodbury=True):
+        for users, L in self._chunks(np.diff(indptr), woodbury=self.scaling == "none"):
             out[users] = self._solve_chunk(users, L, indptr, indices, conf)
         return self._width(out)
 
@@ -127,7 +147,7 @@ class FoldInSolver:
         A, b = np.empty((n_users, k, k)), np.empty((n_users, k))
         for users, L in self._chunks(np.diff(indptr), woodbury=False):
             Yu, c, w, rhs = self._gather(users, L, indptr, indices, conf)
-            A[users], b[users] = self._gram(Yu, w), rhs
+            A[users], b[users] = self._gram(Yu, w, self._counts(indptr, users)), rhs
         return A, b
 
     def update_normal_equations(self, A: np.ndarray, b: np.ndarray, indptr: np.ndarray,
@@ -139,7 +159,12 @@ class FoldInSolver:
         the negatives)::
 
             A_u += Y_d^T diag(dw) Y_d,   b_u += Y_d^T (dc - dw * b_d)
+
+        Not with ``"count"`` scaling: the user's item count in ``lambda * n_u`` cannot be told
+        from the deltas (a caller keeps no systems then; ``supports_updates``).
         """
+        if not self.supports_updates:
+            raise ValueError("normal equations of count-scaled lambda cannot be updated")
         indptr, indices, dc = _csr(indptr, indices, dc)
         dw = np.asarray(dw, dtype=np.float64)
         for users, L in self._chunks(np.diff(indptr), woodbury=False):
@@ -161,7 +186,18 @@ class FoldInSolver:
             return np.empty((0, self.width), dtype=np.float32)
         return self._width(np.linalg.solve(A, b[..., None])[..., 0])
 
+    @property
+    def supports_updates(self) -> bool:
+        """Whether :meth:`update_normal_equations` may be used (not with "count" scaling)."""
+        return self.scaling == "none"
+
     # -- internals ---------------------------------------------------------------------------
+    def _counts(self, indptr: np.ndarray, users: np.ndarray) -> np.ndarray | None:
+        """n_u of each user of a chunk with "count" scaling (None: lambda is not scaled)."""
+        if self.scaling == "none":
+            return None
+        return (indptr[users + 1] - indptr[users]).astype(np.float64)
+
     def _width(self, X: np.ndarray) -> np.ndarray:
         if self.bias_column:
             X = np.hstack([X, np.ones((len(X), 1))])
@@ -210,20 +246,34 @@ class FoldInSolver:
             rhs -= np.einsum("bl,blk->bk", w * self._b[idx], Yu)
         return Yu, c, w, rhs
 
-    def _gram(self, Yu: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _base(self, counts: np.ndarray | None) -> np.ndarray:
+        """YtY + lambda*I, or per user YtY + lambda*n_u*I (n_u >= 1: an empty history has
+        b = 0 and so x = 0 either way, and YtY alone may be singular)."""
+        if counts is None:
+            return self._A0
+        lam = self.regularization * np.maximum(counts, 1.0)
+        return self._YtY + lam[:, None, None] * np.eye(self.factors)
+
+    def _gram(self, Yu: np.ndarray, w: np.ndarray,
+              counts: np.ndarray | None = None) -> np.ndarray:
         # A_u = YtY + lambda*I + Y_u^T (C_u - I) Y_u = A0 + Z^T Z with Z = (C_u - I)^1/2 Y_u:
         # numpy hands Z^T Z to BLAS syrk, half the flops of the general product (2x faster on
         # 550-item histories, the heavy users a Zipf stream touches in every batch)
         if (w >= 0).all():  # c >= 1 whenever event weights are positive
             Z = Yu * np.sqrt(w)[:, :, None]
-            return self._A0 + np.matmul(Z.transpose(0, 2, 1), Z)
-        return self._A0 + np.matmul(Yu.transpose(0, 2, 1) * w[:, None, :], Yu)
+            return self._base(counts) + np.matmul(Z.transpose(0, 2, 1), Z)
+        return self._base(counts) + np.matmul(Yu.transpose(0, 2, 1) * w[:, None, :], Yu)
 
     def _solve_chunk(self, users, L, indptr, indices, conf) -> np.ndarray:
         Yu, c, w, rhs = self._gather(users, L, indptr, indices, conf)
+        counts = self._counts(indptr, users)
         if L == 0:
+            if counts is not None:
+                return np.zeros_like(rhs)  # b = 0 without a bias column
             return np.linalg.solve(self._A0, rhs.T).T
         k = self.factors
+        if counts is not None:
+            return np.linalg.solve(self._gram(Yu, w, counts), rhs[..., None])[..., 0]
         if 2 * L <= k:
             # Woodbury: x = z - G^T (I + W Y_u G^T)^-1 W Y_u z,  z = A0^-1 b,  G = Y_u A0^-1
             z = rhs @ self._A0inv
@@ -244,3 +294,17 @@ def _padded(indptr: np.ndarray, users: np.ndarray, L: int) -> tuple[np.ndarray, 
     pos = indptr[users][:, None] + np.arange(L)[None, :]
     mask = pos < indptr[users + 1][:, None]
     return np.where(mask, pos, 0), mask
+
+
+def solver_for_model(item_factors: np.ndarray, manifest: dict,
+                     bias_column: bool = False) -> FoldInSolver:
+    """The fold-in solver a stored model's manifest asks for.
+
+    lambda is the manifest's ``hyperparameters.foldin_regularization``, else its
+    ``regularization``; ``regularization_scaling`` ("none" when absent: models written before
+    the Spark engine) says whether it is weighted by the user's item count.
+    """
+    hp = manifest.get("hyperparameters", {})
+    reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
+    return FoldInSolver(item_factors, reg, bias_column,
+                        scaling=str(manifest.get("regularization_scaling", "none")))

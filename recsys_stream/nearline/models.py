@@ -9,7 +9,7 @@ from functools import partial
 
 from recsys_stream.config import Config
 from recsys_stream.contracts.confidence import ConfidenceSettings
-from recsys_stream.contracts.foldin import FoldInSolver
+from recsys_stream.contracts.foldin import FoldInSolver, solver_for_model
 from recsys_stream.contracts.model_store import ModelArtifacts
 from recsys_stream.follow import ModelFollower
 from recsys_stream.nearline.explicit import MfFoldIn
@@ -33,13 +33,13 @@ class FoldInModel:
     @classmethod
     def from_artifacts(cls, art: ModelArtifacts, heavy_users: int = 0) -> FoldInModel:
         """``heavy_users``: how many heavy users' normal equations to keep (0 = none)."""
-        hp = art.manifest.get("hyperparameters", {})
-        reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
-        solver = FoldInSolver(art.item_factors, reg, art.bias_column)
+        # lambda and its scaling by the user's item count (Spark models) from the manifest
+        solver = solver_for_model(art.item_factors, art.manifest, art.bias_column)
         item_row = {item: i for i, item in enumerate(art.item_ids.tolist())}
-        # below 2k items forming a user's system costs about what updating it does
+        # below 2k items forming a user's system costs about what updating it does; a
+        # count-scaled lambda (Spark models) cannot be updated from deltas: no systems kept
         explicit = MfFoldIn.from_artifacts(art) if art.algorithm == "mf" else None
-        if explicit is not None:
+        if explicit is not None or not solver.supports_updates:
             heavy_users = 0  # mf users are solved by ``explicit``: no implicit systems kept
         foldin = NormalEquationCache(solver, item_row, heavy_users, min_items=2 * solver.factors)
         return cls(art.tenant, art.algorithm, art.version, item_row, solver, art.confidence,

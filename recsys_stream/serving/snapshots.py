@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys_stream.contracts.ann_index import ItemIndex
-from recsys_stream.contracts.foldin import FoldInSolver
+from recsys_stream.contracts.foldin import FoldInSolver, solver_for_model
 from recsys_stream.contracts.model_store import ModelArtifacts
 from recsys_stream.contracts.ridge import BiasedRidgeSolver
 
@@ -48,8 +48,6 @@ class TenantSnapshot:
             raise ValueError(f"index holds {info.get('n_items')} items, model "
                              f"{len(art.item_ids)}")
         index = ItemIndex.load(art.index_path, art.item_factors, info)
-        hp = art.manifest.get("hyperparameters", {})
-        reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
         ids = art.item_ids.tolist()
         mf = {}
         if art.algorithm == "mf":
@@ -68,7 +66,9 @@ class TenantSnapshot:
             user_factors=art.user_factors,
             popularity=art.popularity,
             popular_order=np.argsort(-art.popularity, kind="stable"),
-            index=index, solver=FoldInSolver(art.item_factors, reg, art.bias_column), **mf)
+            index=index,
+            # lambda and its scaling by the user's item count (Spark models) from the manifest
+            solver=solver_for_model(art.item_factors, art.manifest, art.bias_column), **mf)
 
     @property
     def width(self) -> int:

@@ -1,0 +1,198 @@
+"""The Spark engine on real parts: a standalone Spark cluster started from the pip package (master
+and two one-core workers on loopback), the session broker's state changelog read by Spark tasks,
+a model published, folded into by the worker's and the server's code, and served over gRPC."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import grpc
+import numpy as np
+import psutil
+import pytest
+
+from recsys_stream.batch.app import run_trainer
+from recsys_stream.batch.data import from_events
+from recsys_stream.batch.engines.spark_session import SparkEngineError
+from recsys_stream.broker import free_port
+from recsys_stream.config import SparkConfig
+from recsys_stream.contracts.keys import make_key, offset_marker_key
+from recsys_stream.contracts.model_store import ModelStore
+from recsys_stream.contracts.pb import recommender_pb2 as pb
+from recsys_stream.kafka import producer
+from recsys_stream.nearline.models import FoldInModel
+from recsys_stream.serving.app import run_server
+from recsys_stream.serving.client import RecommenderClient
+from recsys_stream.serving.snapshots import TenantSnapshot
+from recsys_stream.stack import wait_until
+from recsys_stream.synthetic import generate_events, make_world
+from tests.conftest import KEYS
+from tests.spark_cluster import SparkCluster
+
+pytestmark = pytest.mark.integration
+
+# small JVMs: the machine is shared; two ALS blocks so local[2] and the cluster split alike
+SETTINGS = {"spark.driver.memory": "512m", "spark.executor.memory": "512m",
+            "spark.executor.cores": "1", "spark.sql.shuffle.partitions": "4"}
+
+
+def spark_cfg(cfg, master: str):
+    return cfg.replace(trainer={"engine": "spark",
+                                "spark": SparkConfig(master=master, settings=SETTINGS,
+                                                     als_blocks=2)})
+
+
+def _java_children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True)
+            if p.is_running() and "java" in p.name()]
+
+
+@pytest.fixture
+def changelog(cfg):
+    """User states on the changelog as the worker writes them, plus what compaction must hide:
+    an older state of a user, a deleted user (tombstone) and the offset markers."""
+    world = make_world("acme", 120, genres=4)
+    events = generate_events(world, 200, 25, start_ms=1_700_000_000_000, seed=1)
+    data = from_events("acme", events, cfg.tenant("acme").confidence, 500, 0.0)
+    prod = producer(cfg)
+    users = sorted(data.histories)
+    stale = from_events("acme", [e for e in events if e.user_id == users[0]][:3],
+                        cfg.tenant("acme").confidence, 500, 0.0).histories[users[0]]
+    prod.produce(cfg.topics.state_changelog, key=make_key("acme", users[0]),
+                 value=stale.encode())  # superseded below: the latest record per key wins
+    for user in users:
+        prod.produce(cfg.topics.state_changelog, key=make_key("acme", user),
+                     value=data.histories[user].encode())
+    prod.produce(cfg.topics.state_changelog, key=make_key("acme", users[1]), value=None)
+    for p in range(cfg.kafka.interaction_partitions):
+        prod.produce(cfg.topics.state_changelog, key=offset_marker_key(p), value=b"\x08\x01",
+                     partition=p)
+    assert prod.flush(10) == 0
+    del data.histories[users[1]]  # the tombstone deleted it
+    return data.histories
+
+
+@contextlib.contextmanager
+def serving(cfg):
+    address = f"127.0.0.1:{free_port()}"
+    c = cfg.replace(server={"address": address})
+    stop = threading.Event()
+    t = threading.Thread(target=run_server, args=(c, stop), daemon=True)
+    t.start()
+    client = RecommenderClient(address, KEYS["acme"])
+    try:
+        yield client
+    finally:
+        client.close()
+        stop.set()
+        t.join(15)
+
+
+@pytest.mark.timeout(1800)  # two Spark rounds; minutes when the shared cores are busy
+def test_standalone_cluster_trains_what_the_worker_and_server_fold_into(cfg, changelog,
+                                                                        tmp_path):
+    cluster = SparkCluster(tmp_path / "spark", workers=2, cores=1, memory="1g").start()
+    try:
+        (res,) = run_trainer(spark_cfg(cfg, cluster.master), once=True, tenant="acme")
+        executors = [pid for pid in cluster.seen if pid not in {p.pid for p in cluster.procs}]
+    finally:
+        survivors = cluster.stop()
+    assert survivors == [], f"Spark processes outlived the cluster: {survivors}"
+    assert executors, "no executor ran on the cluster's workers"
+    assert not _java_children(), "the driver's JVM outlived the round"
+    assert res["version"] == 1 and not res["rejected"], res
+
+    store = ModelStore(cfg.model_store)
+    art = store.load("acme", "als")
+    m = art.manifest
+    assert m["engine"] == "spark" and m["regularization_scaling"] == "count"
+    assert m["hyperparameters"]["alpha"] == cfg.tenant("acme").alpha
+    assert set(art.user_ids) == set(changelog)  # the stale state and the deleted user gone
+    assert m["metrics"]["ndcg_at_10"] > m["baseline_metrics"]["popularity"]["ndcg_at_10"]
+
+    # the worker's fold-in of the training histories equals Spark's own user factors
+    settings = art.confidence
+    keys, hist = [], []
+    for user in art.user_ids.tolist():
+        ids, c = changelog[user].confidences(settings)
+        keys.append(user.encode())
+        hist.append((ids, c))
+    worker = FoldInModel.from_artifacts(art, heavy_users=64)
+    solved, X, _ = worker.foldin.solve(keys, hist)
+    assert len(solved) == len(keys)
+    B = art.user_factors[[list(art.user_ids).index(k.decode()) for k in solved]]
+    rel = np.linalg.norm(X - B, axis=1) / np.linalg.norm(B, axis=1)
+    assert rel.max() <= 1e-4, rel.max()
+    # ... and without the count scaling it would not (the test can fail)
+    plain = worker.solver.__class__(art.item_factors, worker.solver.regularization)
+    Xp = plain.solve_one(np.arange(3), np.full(3, 2.0))
+    assert not np.allclose(Xp, worker.solver.solve_one(np.arange(3), np.full(3, 2.0)))
+    # the server's snapshot solves the same way
+    snap = TenantSnapshot.from_artifacts(art)
+    u = art.user_ids.tolist()[5]
+    ids, c = changelog[u].confidences(settings)
+    rows = np.array([snap.item_row[i] for i in ids])
+    x = snap.solver.solve_one(rows, c)
+    assert np.linalg.norm(x - art.user_factors[5]) <= 1e-4 * np.linalg.norm(art.user_factors[5])
+
+    # served end to end: the batch vector of a trained user (no profile: no worker ran, so
+    # the server knows none of the user's items to suppress)
+    with serving(cfg) as client:
+        def answered():
+            try:
+                return client.recommend(u, k=10).model_version == 1
+            except grpc.RpcError:
+                return False
+        wait_until(answered, 30, what="the server on the Spark model")
+        r = client.recommend(u, k=10)
+        got = [i.item_id for i in r.items]
+        assert r.source == pb.BATCH and r.model_version == 1 and len(got) == 10
+        scores = art.user_factors[5] @ art.item_factors.T
+        best = set(art.item_ids[np.argsort(-scores)[:10]].tolist())
+        assert len(best & set(got)) >= 9  # the index may swap a near tie
+
+    # the same round on local[2] (same seed and blocks): the same metrics within noise
+    (local,) = run_trainer(spark_cfg(cfg, "local[2]"), once=True, tenant="acme")
+    assert not _java_children()
+    a, b = res["metrics"], local["metrics"]
+    assert a["users_evaluated"] == b["users_evaluated"] > 0
+    for key in ("ndcg_at_10", "recall_at_20", "map_at_10"):
+        assert abs(a[key] - b[key]) <= 0.01 + 0.02 * abs(b[key]), (key, a[key], b[key])
+
+
+def test_unreachable_master_is_one_line_and_publishes_nothing(cfg, changelog):
+    port = free_port()  # nobody listens there
+    with pytest.raises(SparkEngineError) as e:
+        run_trainer(spark_cfg(cfg, f"spark://127.0.0.1:{port}"), once=True, tenant="acme")
+    msg = str(e.value)
+    assert "\n" not in msg and f"127.0.0.1:{port}" in msg and "unreachable" in msg
+    assert ModelStore(cfg.model_store).current_version("acme", "als") is None
+
+
+def test_missing_java_is_one_line(cfg, changelog, monkeypatch, tmp_path):
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    with pytest.raises(SparkEngineError) as e:
+        run_trainer(spark_cfg(cfg, "local[1]"), once=True, tenant="acme")
+    assert "\n" not in str(e.value) and "Java" in str(e.value)
+    monkeypatch.delenv("JAVA_HOME")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
+    with pytest.raises(SparkEngineError) as e:
+        run_trainer(spark_cfg(cfg, "local[1]"), once=True, tenant="acme")
+    assert "\n" not in str(e.value) and "no Java found" in str(e.value)
+    assert ModelStore(cfg.model_store).current_version("acme", "als") is None
+
+
+@pytest.mark.timeout(900)
+def test_undecodable_changelog_is_one_line_and_publishes_nothing(cfg):
+    prod = producer(cfg)
+    for n in range(20):
+        prod.produce(cfg.topics.state_changelog, key=make_key("acme", f"u{n}"),
+                     value=b"\xff\xfe not a UserState " + bytes([n]))
+    assert prod.flush(10) == 0
+    with pytest.raises(SparkEngineError) as e:
+        run_trainer(spark_cfg(cfg, "local[1]"), once=True, tenant="acme")
+    msg = str(e.value)
+    assert "\n" not in msg and "do not decode" in msg and cfg.topics.state_changelog in msg
+    assert not _java_children()
+    assert ModelStore(cfg.model_store).current_version("acme", "als") is None
