@@ -72,12 +72,9 @@ class Server:
         await loop.run_in_executor(None, self.read.start)
         await loop.run_in_executor(None, self.trending.start)
         await loop.run_in_executor(None, self.deltas.start)
-        recommender_pb2_grpc.add_RecommenderServicer_to_server(
-            RecommenderService(self.cfg, self.models, self.read, self.trending, self.deltas),
-            self.grpc)
         # bodies parsed by the service: one that does not parse is INVALID_ARGUMENT, not UNKNOWN
-        add_to_server(RecommenderService(self.cfg, self.models, self.read, self.trending),
-                      self.grpc)
+        add_to_server(RecommenderService(self.cfg, self.models, self.read, self.trending,
+                                         self.deltas), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -51,7 +51,7 @@ class TenantSnapshot:
         ids = art.item_ids.tolist()
         mf = {}
         if art.algorithm == "mf":
-            fold = hp["foldin"]
+            fold = art.manifest.get("hyperparameters", {})["foldin"]
             mf = {"user_bias": art.user_bias, "global_mean": float(art.global_mean),
                   "ridge": BiasedRidgeSolver(art.item_factors[:, :-1], fold["regularization"],
                                              fold["bias_regularization"],
