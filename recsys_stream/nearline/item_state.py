@@ -30,8 +30,9 @@ from rocksdict import Options, Rdict, WriteBatch
 
 from recsys_stream.contracts.keys import SEP
 from recsys_stream.contracts.pb import items_pb2
+from recsys_stream.nearline.state import offset_key, scan, stored_offsets
 
-_ITEM, _OFFSET = b"i", b"o"
+_ITEM = b"i"  # offsets under state.offset_key, as the worker's store keeps them
 
 
 def item_state_key(tenant: str, algorithm: str, item_id: str) -> bytes:
@@ -124,24 +125,17 @@ class ItemStore:
             else:
                 wb.put(_ITEM + key, r.encode())
         for (topic, partition), nxt in offsets.items():
-            wb.put(_OFFSET + f"{topic}\x1f{partition}".encode(), str(nxt).encode())
+            wb.put(offset_key(topic, partition), str(nxt).encode())
         self._db.write(wb)
 
     def offsets(self, topic: str) -> dict[int, int]:
-        prefix = _OFFSET + f"{topic}\x1f".encode()
-        out = {}
-        for k, v in self._db.items(from_key=prefix):
-            if not k.startswith(prefix):
-                break
-            out[int(k[len(prefix):])] = int(v)
-        return out
+        """Next offset to read per partition of ``topic``."""
+        return stored_offsets(self._db, topic)
 
     def items(self) -> Iterator[tuple[bytes, ItemRecord]]:
         """Every stored item, in key order."""
-        for k, v in self._db.items(from_key=_ITEM):
-            if not k.startswith(_ITEM):
-                break
-            yield k[1:], ItemRecord.decode(v)
+        for k, v in scan(self._db, _ITEM):
+            yield k, ItemRecord.decode(v)
 
     def close(self) -> None:
         self._db.close()

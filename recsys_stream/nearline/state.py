@@ -30,6 +30,24 @@ from recsys_stream.contracts.user_state import UserHistory
 _USER, _OFFSET = b"u", b"o"
 
 
+def scan(db: Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(key without ``prefix``, value) of every key under ``prefix``, in key order."""
+    for k, v in db.items(from_key=prefix):
+        if not k.startswith(prefix):
+            break
+        yield k[len(prefix):], v
+
+
+def offset_key(topic: str, partition: int) -> bytes:
+    """Where a store keeps the next input offset of ``topic``'s ``partition``."""
+    return _OFFSET + f"{topic}\x1f{partition}".encode()
+
+
+def stored_offsets(db: Rdict, topic: str) -> dict[int, int]:
+    """Next offset to read per partition of ``topic``, as ``offset_key`` stored them."""
+    return {int(p): int(v) for p, v in scan(db, _OFFSET + f"{topic}\x1f".encode())}
+
+
 class StateStore:
     """Per-user state and input offsets in one RocksDB directory.
 
@@ -105,7 +123,7 @@ class StateStore:
         for key, h in states.items():
             wb.put(_USER + key, h if isinstance(h, bytes) else h.encode())
         for (topic, partition), nxt in offsets.items():
-            wb.put(_OFFSET + f"{topic}\x1f{partition}".encode(), str(nxt).encode())
+            wb.put(offset_key(topic, partition), str(nxt).encode())
         self._db.write(wb)
         if decoded:
             self._remember(decoded)
@@ -126,25 +144,17 @@ class StateStore:
                 wb.delete(_USER + key)
             else:
                 wb.put(_USER + key, value)
-        wb.put(_OFFSET + f"{topic}\x1f{partition}".encode(), str(next_offset).encode())
+        wb.put(offset_key(topic, partition), str(next_offset).encode())
         self._db.write(wb)
 
     def offsets(self, topic: str) -> dict[int, int]:
         """Next offset to read per partition of ``topic``."""
-        prefix = _OFFSET + f"{topic}\x1f".encode()
-        out = {}
-        for k, v in self._db.items(from_key=prefix):
-            if not k.startswith(prefix):
-                break
-            out[int(k[len(prefix):])] = int(v)
-        return out
+        return stored_offsets(self._db, topic)
 
     def users(self) -> Iterator[tuple[bytes, UserHistory]]:
         """Every stored user, in key order."""
-        for k, v in self._db.items(from_key=_USER):
-            if not k.startswith(_USER):
-                break
-            yield k[1:], UserHistory.decode(v)
+        for k, v in scan(self._db, _USER):
+            yield k, UserHistory.decode(v)
 
     def close(self) -> None:
         self._db.close()
