@@ -91,6 +91,7 @@ class FoldInSolver:
         Yn = np.asarray(new_item_factors, dtype=np.float64)
         out = object.__new__(FoldInSolver)
         out.bias_column, out.regularization = self.bias_column, self.regularization
+        out.scaling = self.scaling
         if self.bias_column:
             Yn, bn = Yn[:, :-1], Yn[:, -1]
             out._b = np.concatenate([self._b, bn])
@@ -98,6 +99,7 @@ class FoldInSolver:
         else:
             out._b, out._Ytb = None, None
         out._Y = np.ascontiguousarray(np.vstack([self._Y, Yn]))
+        out._YtY = self._YtY + Yn.T @ Yn
         out._A0 = self._A0 + Yn.T @ Yn
         out._A0inv = np.linalg.inv(out._A0)
         out.n_items, out.factors = out._Y.shape

@@ -67,6 +67,7 @@ class ExtendedModel:
     confidence: object
     cache: NormalEquationCache    # solves against the extended solver (its item_row has all)
     new_items: int
+    explicit: None = None         # never an mf model (``ItemFeed.models`` skips those)
 
     @property
     def foldin(self) -> _VersionRows:
@@ -118,6 +119,8 @@ class ItemFeed:
             return base
         out = dict(base)
         for algorithm, model in base.items():
+            if getattr(model, "explicit", None) is not None:
+                continue  # mf solves users by its own ridge step: no item extension defined
             key = (tenant, algorithm)
             pending = self._pending.pop(key, None)
             if pending is not None:

@@ -44,8 +44,10 @@ def spark_cfg(cfg, master: str):
 
 
 def _java_children() -> list[psutil.Process]:
+    # the session's Apache Kafka is a java child too: only Spark's JVMs count here
     return [p for p in psutil.Process().children(recursive=True)
-            if p.is_running() and "java" in p.name()]
+            if p.is_running() and "java" in p.name()
+            and "kafka.Kafka" not in " ".join(p.cmdline())]
 
 
 @pytest.fixture
