@@ -22,6 +22,14 @@ whole row; ``foldin_regularization`` of the manifest), so a new item's bias move
 far as its users justify. The returned row is ``k+1`` wide, its last entry the bias, so every
 score stays the plain inner product ``x_u . y_i``.
 
+Models fitted by Spark MLlib (manifest ``regularization_scaling = "count"``) weight lambda by
+the item's user count, as MLlib's ``ALS.computeFactors`` does (``regParam * numExplicits``; every
+rating the engine hands it is positive)::
+
+    y_i = (XtX + X_i^T (C_i - I) X_i + lambda*n_i*I)^-1  X_i^T C_i p_i,    n_i = |U_i|
+
+the item-side twin of the user fold-in's scaling (``contracts.foldin``).
+
 Items are solved together: padded to the longest user list of a chunk, one batched
 ``numpy.linalg.solve`` (hand-written rather than one ``implicit`` call per item: ``implicit``'s
 ``recalculate_item`` would need a model object holding the version's user factors, and its
@@ -44,15 +52,24 @@ class ItemFoldInSolver:
     user_factors : ndarray of shape (n_users, width)
         The version's batch user factors (BPR: with the trailing column of ones).
     regularization : float
-        lambda, not scaled by the item's user count (as in ``implicit``).
+        lambda.
+    scaling : "none" or "count"
+        "none": lambda as it is (``implicit``); "count": lambda * n_i (Spark MLlib), n_i the
+        item's users given to :meth:`solve`.
     """
 
-    def __init__(self, user_factors: np.ndarray, regularization: float) -> None:
+    def __init__(self, user_factors: np.ndarray, regularization: float,
+                 scaling: str = "none") -> None:
+        if scaling not in ("none", "count"):
+            raise ValueError(f"regularization scaling must be 'none' or 'count', got {scaling!r}")
         X = np.asarray(user_factors, dtype=np.float64)
         self.width = X.shape[1]
         self.regularization = float(regularization)
-        # XtX + lambda*I, once per model version
-        self._A0 = X.T @ X + self.regularization * np.eye(self.width)
+        self.scaling = scaling
+        # XtX (+ lambda*I unless lambda is per item), once per model version
+        self._A0 = X.T @ X
+        if scaling == "none":
+            self._A0 += self.regularization * np.eye(self.width)
 
     def solve(self, vectors: list[np.ndarray], confidences: list[np.ndarray]) -> np.ndarray:
         """The vector of each item from its users' vectors and confidences.
@@ -89,6 +106,8 @@ class ItemFoldInSolver:
             w = np.where(c > 0, c - 1.0, 0.0)  # C_i - I on the item's users, 0 on padding
             # A_i = XtX + lambda I + X_i^T (C_i - I) X_i ;  b_i = X_i^T C_i p_i
             A = self._A0 + np.matmul(Xi.transpose(0, 2, 1) * w[:, None, :], Xi)
+            if self.scaling == "count":  # + lambda * n_i * I per item
+                A += (self.regularization * lengths[items])[:, None, None] * np.eye(self.width)
             b = np.einsum("bl,blk->bk", c, Xi)
             out[items] = np.linalg.solve(A, b[..., None])[..., 0]
             start = stop

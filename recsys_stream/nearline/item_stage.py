@@ -90,9 +90,11 @@ class StageModels:
             return None
         hp = art.manifest.get("hyperparameters", {})
         reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
-        log.info("item stage: %s/%s v%d loaded (%d users)", tenant, algorithm, version,
-                 len(art.user_ids))
-        return StageModel(version, ItemFoldInSolver(art.user_factors, reg),
+        # Spark models weight lambda by the item's user count, as they did in training
+        scaling = str(art.manifest.get("regularization_scaling", "none"))
+        log.info("item stage: %s/%s v%d loaded (%d users, lambda scaling %s)", tenant, algorithm,
+                 version, len(art.user_ids), scaling)
+        return StageModel(version, ItemFoldInSolver(art.user_factors, reg, scaling),
                           frozenset(art.item_ids.tolist()))
 
 

@@ -21,6 +21,7 @@ from recsys_stream.contracts.keys import make_key, offset_marker_key
 from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.contracts.pb import recommender_pb2 as pb
 from recsys_stream.kafka import producer
+from recsys_stream.nearline.item_stage import StageModels
 from recsys_stream.nearline.models import FoldInModel
 from recsys_stream.serving.app import run_server
 from recsys_stream.serving.client import RecommenderClient
@@ -137,6 +138,22 @@ def test_standalone_cluster_trains_what_the_worker_and_server_fold_into(cfg, cha
     rows = np.array([snap.item_row[i] for i in ids])
     x = snap.solver.solve_one(rows, c)
     assert np.linalg.norm(x - art.user_factors[5]) <= 1e-4 * np.linalg.norm(art.user_factors[5])
+
+    # the item stage's solve against the Spark model (lambda * n_i, from the manifest) equals
+    # Spark's own item factors, given every user of the item
+    stage = StageModels(cfg).get("acme", "als", 1)
+    assert stage is not None and stage.solver.scaling == "count"
+    row = {u: n for n, u in enumerate(art.user_ids.tolist())}
+    users_of: dict[str, list[tuple[int, float]]] = {}
+    for user in art.user_ids.tolist():
+        for item, conf in zip(*changelog[user].confidences(settings)):
+            users_of.setdefault(item, []).append((row[user], float(conf)))
+    items = [i for i in art.item_ids.tolist() if i in users_of][:30]
+    Y = stage.solver.solve([art.user_factors[[r for r, _ in users_of[i]]] for i in items],
+                           [np.array([c for _, c in users_of[i]]) for i in items])
+    want = art.item_factors[[list(art.item_ids).index(i) for i in items]]
+    rel = np.linalg.norm(Y - want, axis=1) / np.linalg.norm(want, axis=1)
+    assert rel.max() <= 1e-4, rel.max()
 
     # served end to end: the batch vector of a trained user (no profile: no worker ran, so
     # the server knows none of the user's items to suppress)

@@ -39,6 +39,31 @@ def test_equals_the_direct_solve():
         np.testing.assert_allclose(y, want, atol=1e-4, rtol=0)
 
 
+def test_count_scaling_weights_lambda_by_each_items_users():
+    """Spark models: lambda * n_i per item, n_i its users (MLlib's regParam * numExplicits)."""
+    rng = np.random.default_rng(3)
+    X = _users(rng)
+    lam = 0.05
+    items = _items(rng, len(X), 20)
+    args = ([X[u] for u, _ in items], [c for _, c in items])
+    got = ItemFoldInSolver(X, lam, scaling="count").solve(*args)
+    X64 = X.astype(np.float64)
+    for (users, c), y in zip(items, got):
+        Xi = X64[users]
+        A = X64.T @ X64 + Xi.T @ np.diag(c - 1.0) @ Xi + lam * len(users) * np.eye(X.shape[1])
+        np.testing.assert_allclose(y, np.linalg.solve(A, Xi.T @ c), atol=1e-4, rtol=0)
+    # items of more than one user differ from the unscaled solve
+    plain = ItemFoldInSolver(X, lam).solve(*args)
+    many = [n for n, (u, _) in enumerate(items) if len(u) > 3]
+    assert not np.allclose(got[many], plain[many], atol=1e-4)
+
+
+def test_unknown_scaling_is_refused():
+    import pytest
+    with pytest.raises(ValueError, match="scaling"):
+        ItemFoldInSolver(np.eye(3, dtype=np.float32), 0.1, scaling="sqrt")
+
+
 def test_equals_implicits_item_step_for_the_same_user_factors():
     from implicit.cpu.als import AlternatingLeastSquares
     rng = np.random.default_rng(1)
