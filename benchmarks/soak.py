@@ -2,6 +2,11 @@
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/soak.py [--minutes 30] [--rate 2000]
         [--qps 300] [--retrain-minutes 5] [--users 20000] [--items 5000] [--broker kafka|tansu]
+        [--user-zipf 1.0] [--history-cap N]
+
+A steady-state world, where every user's history reaches its cap within the first minutes (so
+RSS growth after minute 5 measures the processes, not data that still grows):
+``--users 5000 --user-zipf 0 --history-cap 50`` (each user 0.4 events/s at 2k/s).
 
 Setup: a one-node broker, worker, server and a periodic trainer (``trainer --periodic``,
 a round every ``--retrain-minutes``) as OS processes, as ``make demo`` runs them. A paced
@@ -25,6 +30,7 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +51,33 @@ from recsys_stream.synthetic import make_world  # noqa: E402
 
 KEY = "soak-key"
 _READ = re.compile(r"^(\S+ \S+) .*read (\d+) changelog records \((\w[\w ]*)\) in ([\d.]+)s")
+_PUBLISHED = re.compile(r"^(\S+ \S+) .* v(\d+) published")
+_LAG_EVERY_S = 2.0
+
+
+def log_time(stamp: str) -> float:
+    """Epoch seconds of a log line's ``%(asctime)s`` (local time)."""
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def lag_after_rounds(lines: list[str], lags: list[tuple[float, int]]) -> list[str]:
+    """Per trainer round that published: the worker's highest lag from the round's start (its
+    changelog read) to its publication, and how long after the publication (the worker then
+    re-solves its recent users against the new model) the lag was first seen at 0 again."""
+    starts = [log_time(m[1]) - float(m[4]) for m in map(_READ.match, lines) if m]
+    ends = [(log_time(m[1]), m[2]) for m in map(_PUBLISHED.match, lines) if m]
+    out = []
+    for end, version in ends:
+        start = max((t for t in starts if t <= end), default=end)
+        nxt = min((t for t in starts if t > end), default=float("inf"))
+        during = [lag for t, lag in lags if start <= t <= end and lag >= 0]
+        zero = next((t for t, lag in lags if t > end and lag == 0), None)
+        back = ("never seen at 0 again" if zero is None else
+                f"back to 0 {zero - end:.0f} s after it" +
+                ("" if zero < nxt else ", after the next round had started"))
+        out.append(f"v{version} published at {time.strftime('%H:%M:%S', time.localtime(end))}"
+                   f": lag up to {max(during, default=-1)} during the round, {back}")
+    return out
 
 
 def rss_mb(proc: psutil.Process) -> float:
@@ -83,6 +116,11 @@ class Load:
         self.seen_users: list[str] = []
         self.stop = threading.Event()
         self.error_samples: list[str] = []
+        self.lags: list[tuple[float, int]] = []  # (epoch s, worker lag) every _LAG_EVERY_S
+
+    def sample_lag(self, port: int) -> None:
+        while not self.stop.wait(_LAG_EVERY_S):
+            self.lags.append((time.time(), worker_lag(port)))
 
     def produce(self) -> None:
         n_block = int(self.args.rate * 60)
@@ -92,7 +130,8 @@ class Load:
         while not self.stop.is_set():
             if block is None or self.sent - seed * n_block >= n_block:
                 seed = self.sent // n_block
-                block = zipf_draws(n_block, self.args.users, self.args.items, seed=seed + 1)
+                block = zipf_draws(n_block, self.args.users, self.args.items,
+                                   zipf=self.args.user_zipf, seed=seed + 1)
             due = int((time.perf_counter() - t0) * self.args.rate)
             users, items, types = block
             while self.sent < due:
@@ -146,6 +185,12 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--items", type=int, default=5_000)
     ap.add_argument("--broker", choices=BROKERS, default="kafka")
+    ap.add_argument("--user-zipf", type=float, default=1.0,
+                    help="exponent of the users' Zipf activity (0 = every user alike)")
+    ap.add_argument("--history-cap", type=int, default=None,
+                    help="the tenant's history_cap (default the config's, 500): a small cap "
+                         "makes the per-user state stop growing early, so RSS growth after "
+                         "minute 5 tells a leak from data that still grows")
     ap.add_argument("--segment-ms", type=int, default=60_000,
                     help="segment.ms of the compacted topics (the head the cleaner leaves)")
     args = ap.parse_args()
@@ -160,9 +205,13 @@ def main() -> None:
         path = write_config(wd / "soak.toml", broker.bootstrap_servers, wd, address,
                             keys={TENANT: KEY}, metrics_ports=ports,
                             trainer_interval_s=args.retrain_minutes * 60)
-        path.write_text(path.read_text().replace(
+        text = path.read_text().replace(
             "[kafka]\n", f"[kafka]\ncompacted_segment_ms = {args.segment_ms}\n"
-                         "compacted_dirty_ratio = 0.1\n", 1))
+                         "compacted_dirty_ratio = 0.1\n", 1)
+        if args.history_cap:
+            text = text.replace(f"[tenants.{TENANT}]\n",
+                                f"[tenants.{TENANT}]\nhistory_cap = {args.history_cap}\n", 1)
+        path.write_text(text)
         cfg = load(path)
         ensure_topics(cfg)
         stack = Stack(path, wd)
@@ -174,7 +223,9 @@ def main() -> None:
             ps["broker"] = psutil.Process(broker.pid)
             load_ = Load(cfg, address, args)
             threads = [threading.Thread(target=load_.produce, daemon=True),
-                       threading.Thread(target=load_.query, daemon=True)]
+                       threading.Thread(target=load_.query, daemon=True),
+                       threading.Thread(target=load_.sample_lag, args=(ports[0],),
+                                        daemon=True)]
             wait_until(lambda: worker_lag(ports[0]) >= 0, 60, stack=stack, what="the worker")
             wait_until(lambda: health(ports[2]) == "ok", 60, stack=stack, what="the server")
             for t in threads:
@@ -212,8 +263,8 @@ def main() -> None:
             wait_until(lambda: worker_lag(ports[0]) == 0, 120, stack=stack,
                        what="the worker to catch up")
             log("lag back to 0 after the load stopped")
-            rounds = [(m[1], m[3], float(m[4])) for m in map(
-                _READ.match, stack.tail("trainer", 100_000).splitlines()) if m]
+            trainer_log = stack.tail("trainer", 100_000).splitlines()
+            rounds = [(m[1], m[3], float(m[4])) for m in map(_READ.match, trainer_log) if m]
         finally:
             stack.stop_all()
         admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
@@ -231,11 +282,21 @@ def main() -> None:
     if len(rounds) >= 2:
         log(f"last round's read / first incremental round's: {rounds[-1][2]:.1f} / "
             f"{rounds[1][2]:.1f} s")
+    for line in lag_after_rounds(trainer_log, load_.lags):
+        log(f"lag: {line}")
     base = next((s for s in samples if s["minute"] >= 5), samples[0] if samples else None)
     if base and samples:
         growth = {n: samples[-1]["rss"][n] / base["rss"][n] - 1 for n in base["rss"]}
         log("RSS growth after minute 5: " + ", ".join(f"{n} {100 * g:+.0f} %"
                                                       for n, g in growth.items()))
+        # the trainer holds no data before its first round: its growth from the minute after it
+        first = min((log_time(m[1]) for m in map(_PUBLISHED.match, trainer_log) if m),
+                    default=None)
+        after = next((s for s in samples if first is not None
+                      and t_start + 60 * s["minute"] > first and s["minute"] >= 5), None)
+        if after is not None and after is not samples[-1]:
+            log(f"trainer RSS growth from minute {after['minute']} (its first round published "
+                f"before it): {100 * (samples[-1]['rss']['trainer'] / after['rss']['trainer'] - 1):+.0f} %")
     log(f"errors: {load_.errors} in {load_.calls} Recommend calls {load_.error_samples}; "
         f"events sent {load_.sent} ({load_note()})")
 

@@ -151,7 +151,17 @@ def main() -> None:
     ap.add_argument("--regularization", type=float, default=None)
     ap.add_argument("--no-cluster", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    # MLlib's ALS holds the ratings (in and out blocks) and both factor sets in the JVMs: 3g
+    # fitted scale 0.05; scale 1 has 20x the interactions and 20x the users
+    ap.add_argument("--driver-memory", default=None,
+                    help="spark.driver.memory (default 3g below scale 0.3, else 10g)")
+    ap.add_argument("--executor-memory", default=None,
+                    help="each cluster worker's and executor's memory (default 2g below scale "
+                         "0.3, else 6g)")
     args = ap.parse_args()
+    big = args.scale >= 0.3
+    drv = args.driver_memory or ("10g" if big else "3g")
+    exe = args.executor_memory or ("6g" if big else "2g")
     n_users, n_items = int(1_000_000 * args.scale), int(100_000 * args.scale)
     n_inter = int(20_000_000 * args.scale)
     lam = args.regularization or (300.0 if args.scale >= 0.1 else 50.0)
@@ -178,7 +188,7 @@ def main() -> None:
     base = {"spark.sql.shuffle.partitions": "8", "spark.driver.maxResultSize": "2g"}
     runs = {}
     cfg = Config(tenants={TENANT: tc}).replace(trainer={"engine": "spark", "spark": SparkConfig(
-        master="local[2]", settings={**base, "spark.driver.memory": "3g"}, als_blocks=4)})
+        master="local[2]", settings={**base, "spark.driver.memory": drv}, als_blocks=4)})
     s, peaks, to_spark, _ = spark_fit(cfg, C, hp_s, args.seed)
     runs["local[2]"] = (s, 2)
     print(f"Spark engine ALS local[2]  {s:8.1f} s   ({s / imp:.1f}x implicit; rows to Spark "
@@ -187,10 +197,11 @@ def main() -> None:
           flush=True)
     if not args.no_cluster:
         work = Path(os.environ.get("TMPDIR", "/tmp")) / f"spark-bench-{os.getpid()}"
-        with SparkCluster(work, workers=2, cores=1, memory="3g") as cluster:
+        with SparkCluster(work, workers=2, cores=1,
+                          memory=f"{int(exe[:-1]) + 1}{exe[-1]}") as cluster:
             cfg_c = cfg.replace(trainer={"spark": SparkConfig(
                 master=cluster.master, als_blocks=4,
-                settings={**base, "spark.driver.memory": "3g", "spark.executor.memory": "2g",
+                settings={**base, "spark.driver.memory": "3g", "spark.executor.memory": exe,
                           "spark.executor.cores": "1"})})
             s, peaks, to_spark, _ = spark_fit(cfg_c, C, hp_s, args.seed,
                                               extra=lambda: list(cluster.seen))
