@@ -280,8 +280,10 @@ def main() -> None:
     for when, mode, secs in rounds:
         log(f"trainer round at {when}: changelog read ({mode}) {secs:.1f}s")
     if len(rounds) >= 2:
-        log(f"last round's read / first incremental round's: {rounds[-1][2]:.1f} / "
-            f"{rounds[1][2]:.1f} s")
+        # the target compares the last round with the round nearest minute 5
+        near5 = min(rounds, key=lambda r: abs(log_time(r[0]) - (t_start + 300)))
+        log(f"last round's read / the round nearest minute 5 ({near5[0]}): {rounds[-1][2]:.1f} "
+            f"/ {near5[2]:.1f} s = {rounds[-1][2] / max(near5[2], 1e-3):.2f}x (target <= 1.5x)")
     for line in lag_after_rounds(trainer_log, load_.lags):
         log(f"lag: {line}")
     base = next((s for s in samples if s["minute"] >= 5), samples[0] if samples else None)
