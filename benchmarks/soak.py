@@ -2,7 +2,7 @@
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/soak.py [--minutes 30] [--rate 2000]
         [--qps 300] [--retrain-minutes 5] [--users 20000] [--items 5000] [--broker kafka|tansu]
-        [--user-zipf 1.0] [--history-cap N]
+        [--world latent|independent] [--user-zipf 1.0] [--history-cap N]
 
 A steady-state world, where every user's history reaches its cap within the first minutes (so
 RSS growth after minute 5 measures the processes, not data that still grows):
@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import BROKERS, TENANT, encode_interaction, load_note, log, start_broker, \
     zipf_draws  # noqa: E402
 
+import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from confluent_kafka import TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, ConfigResource  # noqa: E402
@@ -107,6 +108,26 @@ def health(port: int) -> str:
         return ""
 
 
+def latent_items(world, users: np.ndarray, seed: int) -> np.ndarray:
+    """Item rows for the events of ``users`` with ``recsys_stream.synthetic``'s latent structure:
+    user ``u`` keeps the genre pair ``u mod 56`` (weights 1 and 0.6), items drawn with
+    probability ``popularity * exp(3 * preference)``, so ALS can beat popularity and the
+    trainer's gate lets its models through (independent draws make every model fail it: no
+    hot swap would happen)."""
+    rng = np.random.default_rng(10_000 + seed)
+    pairs = [(a, b) for a in range(world.genres) for b in range(world.genres) if a != b]
+    out = np.empty(len(users), np.int64)
+    group = users % len(pairs)
+    for g, (a, b) in enumerate(pairs):
+        at = np.flatnonzero(group == g)
+        if len(at):
+            pref = np.zeros(world.genres)
+            pref[[a, b]] = [1.0, 0.6]
+            w = world.popularity * np.exp(3.0 * pref[world.item_genre])
+            out[at] = rng.choice(len(world.item_ids), size=len(at), p=w / w.sum())
+    return out
+
+
 class Load:
     """The paced producer and the Recommend client, each on a thread."""
 
@@ -124,7 +145,8 @@ class Load:
 
     def produce(self) -> None:
         n_block = int(self.args.rate * 60)
-        item_ids = make_world(TENANT, self.args.items).item_ids
+        world = make_world(TENANT, self.args.items)
+        item_ids = world.item_ids
         prod = producer(self.cfg, partitioner="murmur2_random")
         t0, block, seed = time.perf_counter(), None, 0
         while not self.stop.is_set():
@@ -132,6 +154,8 @@ class Load:
                 seed = self.sent // n_block
                 block = zipf_draws(n_block, self.args.users, self.args.items,
                                    zipf=self.args.user_zipf, seed=seed + 1)
+                if self.args.world == "latent":
+                    block = (block[0], latent_items(world, block[0], seed + 1), block[2])
             due = int((time.perf_counter() - t0) * self.args.rate)
             users, items, types = block
             while self.sent < due:
@@ -185,6 +209,10 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--items", type=int, default=5_000)
     ap.add_argument("--broker", choices=BROKERS, default="kafka")
+    ap.add_argument("--world", choices=("latent", "independent"), default="latent",
+                    help="latent: users keep genre tastes (models pass the gate and swap in); "
+                         "independent: items drawn by popularity alone (every model fails the "
+                         "popularity gate)")
     ap.add_argument("--user-zipf", type=float, default=1.0,
                     help="exponent of the users' Zipf activity (0 = every user alike)")
     ap.add_argument("--history-cap", type=int, default=None,
