@@ -60,6 +60,8 @@ _LOG_EVERY_S = 5.0
 # On stop, how long to keep polling for a pending group join to complete before leaving anyway.
 _SETTLE_S = 15.0
 _RESOLVE_CHUNK = 2000
+# On stop, how long the last commit waits for the broker's acknowledgements.
+_STOP_FLUSH_S = 20.0
 
 
 class Worker:
@@ -160,7 +162,9 @@ class Worker:
             self.producer.poll(0)  # serve delivery reports between commits
             self._resolve_step()
             self._housekeeping()
-        self.commit()
+        # stopping: wait for the broker a bounded time (a worker told to stop while the broker
+        # is down hung here for good); what is not acknowledged stays uncommitted and replays
+        self.commit(flush_timeout_s=_STOP_FLUSH_S)
 
     def process(self, msgs: list[Message]) -> None:
         """Steps 1-3 of the module docstring for one micro-batch (``commit`` does the rest)."""
@@ -246,18 +250,32 @@ class Worker:
             time.monotonic() - self._last_commit >= interval_s
             or self._dirty_items > max(self.cfg.worker.state_cache_items, 100_000))
 
-    def commit(self) -> None:
-        """Steps 4-6 of the module docstring: make everything applied so far durable."""
+    def commit(self, flush_timeout_s: float | None = None) -> bool:
+        """Steps 4-6 of the module docstring: make everything applied so far durable.
+
+        ``flush_timeout_s``: how long to wait for the broker's acknowledgements (None: as long
+        as it takes, riding out a broker outage). When they do not all arrive in time nothing
+        is committed and False is returned: a restart replays the input since the last commit
+        (idempotent, as after a crash)."""
         self._last_commit = time.monotonic()
         if not self._pending_offsets:
-            return
+            return True
         t0 = time.perf_counter()
         dirty, offsets = self._dirty, self._pending_offsets
         encoded = {}
         for key, h in dirty.items():
             encoded[key] = state = h.encode()
             self._produce(self.cfg.topics.state_changelog, key, state, h.input_partition)
-        self.producer.flush()  # every profile, DLQ record and changelog state is acknowledged
+        # every profile, DLQ record and changelog state is acknowledged before the store commits
+        if flush_timeout_s is None:
+            self.producer.flush()
+        elif self.producer.flush(flush_timeout_s) > 0:
+            log.error("the broker did not acknowledge %d outputs within %.0fs: %d user states "
+                      "left uncommitted (the next start replays their input)",
+                      len(self.producer), flush_timeout_s, len(dirty))
+            self.store.forget(list(dirty))
+            self._dirty, self._dirty_items, self._pending_offsets = {}, 0, {}
+            return False
         self.store.commit(encoded, offsets, dirty)
         for (_, partition), nxt in offsets.items():
             self._produce(self.cfg.topics.state_changelog, offset_marker_key(partition),
@@ -267,6 +285,7 @@ class Worker:
         COMMIT_SECONDS.observe(took)
         self._stats["commits"] += 1
         self._stats["commit_s"] += took
+        return True
 
     # -- fold-in and publishing ------------------------------------------------------------
     def _settings(self, tenant: str) -> ConfidenceSettings:
