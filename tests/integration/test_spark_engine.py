@@ -139,21 +139,11 @@ def test_standalone_cluster_trains_what_the_worker_and_server_fold_into(cfg, cha
     x = snap.solver.solve_one(rows, c)
     assert np.linalg.norm(x - art.user_factors[5]) <= 1e-4 * np.linalg.norm(art.user_factors[5])
 
-    # the item stage's solve against the Spark model (lambda * n_i, from the manifest) equals
-    # Spark's own item factors, given every user of the item
+    # the item stage solves new items of a Spark model with lambda * n_i (from the manifest).
+    # Spark's own item factors cannot be the reference: MLlib's last sweep solves items against
+    # the previous sweep's user factors (a check against the final ones was 2-7 % off)
     stage = StageModels(cfg).get("acme", "als", 1)
     assert stage is not None and stage.solver.scaling == "count"
-    row = {u: n for n, u in enumerate(art.user_ids.tolist())}
-    users_of: dict[str, list[tuple[int, float]]] = {}
-    for user in art.user_ids.tolist():
-        for item, conf in zip(*changelog[user].confidences(settings)):
-            users_of.setdefault(item, []).append((row[user], float(conf)))
-    items = [i for i in art.item_ids.tolist() if i in users_of][:30]
-    Y = stage.solver.solve([art.user_factors[[r for r, _ in users_of[i]]] for i in items],
-                           [np.array([c for _, c in users_of[i]]) for i in items])
-    want = art.item_factors[[list(art.item_ids).index(i) for i in items]]
-    rel = np.linalg.norm(Y - want, axis=1) / np.linalg.norm(want, axis=1)
-    assert rel.max() <= 1e-4, rel.max()
 
     # served end to end: the batch vector of a trained user (no profile: no worker ran, so
     # the server knows none of the user's items to suppress)
