@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo up test test-unit test-integration bench protos clean test-tools kafka-jars
+.PHONY: demo up lint test test-unit test-integration bench protos clean test-tools kafka-jars
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -75,8 +75,12 @@ kafka-jars: $(VENV)/.installed
 	  echo "make test needs Maven to fetch Apache Kafka from Maven Central: install it (Debian: apt-get install maven)"; exit 1; }
 	@$(PY) -m recsys_stream.kafka_cluster fetch
 
-## make test: unit and integration tests (the integration tests start Apache Kafka themselves).
-test: $(VENV)/.installed-dev test-tools kafka-jars
+## make lint: pyflakes' rules over the code, tests and benchmarks (an undefined name fails here).
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check recsys_stream tests benchmarks
+
+## make test: the linter, then unit and integration tests (the integration tests start Apache Kafka themselves).
+test: lint test-tools kafka-jars
 	$(PY) -m pytest -q -ra
 
 test-unit: $(VENV)/.installed-dev

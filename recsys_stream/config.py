@@ -27,6 +27,7 @@ class KafkaConfig:
     replication_factor: int = 1                # of every topic the project creates
     compacted_segment_ms: int = 3_600_000      # segment.ms of compacted topics: the head the cleaner cannot touch
     compacted_dirty_ratio: float = 0.5         # min.cleanable.dirty.ratio of compacted topics
+    client: dict = field(default_factory=dict)  # librdkafka properties given to every client (security)
 
 
 @dataclass(frozen=True)

@@ -33,35 +33,88 @@ FETCH_WAIT_MS = 10
 READ_MODEL_FETCH_WAIT_MS = 100
 
 
+class _RateLimit(logging.Filter):
+    """Let one record per (logger, message shape) through per ``interval_s``; count the rest.
+
+    librdkafka repeats a failure for every connection attempt (``Connect to ipv4#127.0.0.1:9092
+    failed: Connection refused`` a few times a second per client while a broker is down): one
+    line per interval, with how many were held back, keeps an outage readable in a test log.
+    """
+
+    def __init__(self, interval_s: float = 30.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # the shape: digits (ports, counts, ms) vary between repeats of one failure
+        shape = "".join("#" if ch.isdigit() else ch for ch in str(record.msg)[:160])
+        key = (record.name, shape)
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._last.get(key, (-1e18, 0))
+            if now - last < self.interval_s:
+                self._last[key] = (last, held + 1)
+                return False
+            self._last[key] = (now, 0)
+            if len(self._last) > 10_000:        # bounded: shapes of long-gone brokers
+                self._last.clear()
+        if held:
+            record.msg = f"{record.msg} ({held} alike in the last {self.interval_s:.0f} s)"
+        return True
+
+
+# librdkafka's own log, through Python logging: WARNING and above, rate-limited. The client
+# delivers its log records on poll()/consume()/flush() of the client that made them.
+LIBRDKAFKA_LOG = logging.getLogger("recsys_stream.librdkafka")
+LIBRDKAFKA_LOG.addFilter(_RateLimit())
+# librdkafka's syslog levels: 4 = warning. Debug chatter never reaches Python at all.
+_LIBRDKAFKA_LOG_LEVEL = 4
+
+
+def client_conf(cfg: Config, **overrides) -> dict:
+    """The settings every Kafka client of the project starts from (the one place they are built).
+
+    ``bootstrap.servers``, then ``[kafka.client]`` (librdkafka properties passed through as they
+    are: security protocol, SASL, TLS), then librdkafka's log routed to ``LIBRDKAFKA_LOG``, then
+    the caller's ``overrides``.
+    """
+    conf = {"bootstrap.servers": cfg.kafka.bootstrap_servers}
+    conf.update(cfg.kafka.client)
+    conf.setdefault("logger", LIBRDKAFKA_LOG)
+    conf.setdefault("log_level", _LIBRDKAFKA_LOG_LEVEL)
+    conf.update(overrides)
+    return conf
+
+
 def producer(cfg: Config, **overrides) -> Producer:
-    conf = {
-        "bootstrap.servers": cfg.kafka.bootstrap_servers,
+    return Producer(client_conf(cfg, **{
         "linger.ms": 5,                 # small batches: freshness matters more than a few %
         "enable.idempotence": True,     # a retried send is written once
         "queue.buffering.max.messages": 500_000,
-    }
-    conf.update(overrides)
-    return Producer(conf)
+        **overrides}))
 
 
 def consumer(cfg: Config, group_id: str, **overrides) -> Consumer:
-    conf = {
-        "bootstrap.servers": cfg.kafka.bootstrap_servers,
+    return Consumer(client_conf(cfg, **{
         "group.id": group_id,
         "enable.auto.commit": False,    # offsets live with the state (RocksDB), not in Kafka
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": FETCH_WAIT_MS,
-    }
-    conf.update(overrides)
-    return Consumer(conf)
+        **overrides}))
+
+
+def admin(cfg: Config, **overrides) -> AdminClient:
+    return AdminClient(client_conf(cfg, **overrides))
 
 
 def ensure_topics(cfg: Config, timeout_s: float = 10.0) -> None:
     """Create the deployment's topics if missing (compacted where the design says so)."""
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    adm = admin(cfg)
     topics = cfg.topics
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    existing = set(adm.list_topics(timeout=timeout_s).topics)
     rf = cfg.kafka.replication_factor
     new = []
     for name in topics.all():
@@ -75,36 +128,52 @@ def ensure_topics(cfg: Config, timeout_s: float = 10.0) -> None:
         new.append(NewTopic(name, num_partitions=parts, replication_factor=rf, config=conf))
     if not new:
         return
-    for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
+    for name, fut in adm.create_topics(new, operation_timeout=timeout_s).items():
         try:
             fut.result()
             log.info("created topic %s", name)
         except KafkaException as e:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
                 raise
-    _wait_for_leaders(admin, [t.topic for t in new], timeout_s)
+    for name in (t.topic for t in new):
+        _ready_partitions(adm, name, timeout_s)
 
 
-def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
-    """Return once every partition of ``names`` has a leader the metadata names.
+def _not_ready(md) -> str | None:
+    """Why a topic's metadata answer does not (yet) describe a usable topic, or None."""
+    if md is None:
+        return "not in the metadata"
+    if md.error is not None:
+        return str(md.error)
+    if not md.partitions:
+        return "no partitions"
+    bad = [p.id for p in md.partitions.values() if p.leader < 0 or p.error is not None]
+    return f"partitions {bad} without a leader" if bad else None
 
-    Apache Kafka acknowledges CreateTopics before the partitions' leaders are elected and
-    known to every broker: a watermark query in that window fails with
-    NOT_LEADER_FOR_PARTITION (seen on the first TopicTail of a fresh deployment).
+
+def _ready_partitions(adm: AdminClient, topic: str, timeout_s: float) -> list[int]:
+    """The partitions of ``topic`` once every one has a leader, asking again until ``timeout_s``.
+
+    Every answer short of that is "not yet", never "no": Apache Kafka acknowledges CreateTopics
+    before the partitions' leaders are elected, and each broker learns a new topic (or a moved
+    leader) from the controller on its own schedule, so a metadata request that lands on
+    another node right after a creation or a leader loss names the topic with
+    UNKNOWN_TOPIC_OR_PART or LEADER_NOT_AVAILABLE, or leaves it out (seen on three nodes). A
+    watermark query in that window fails with NOT_LEADER_FOR_PARTITION.
     """
     deadline = time.monotonic() + timeout_s
-    pending = set(names)
-    while pending:
-        md = admin.list_topics(timeout=timeout_s).topics
-        pending = {n for n in pending
-                   if n not in md or md[n].error is not None or not md[n].partitions
-                   or any(p.leader < 0 or p.error is not None
-                          for p in md[n].partitions.values())}
-        if not pending:
-            return
+    while True:
+        left = max(0.5, deadline - time.monotonic())
+        try:
+            md = adm.list_topics(topic, timeout=min(left, 5.0)).topics.get(topic)
+            why = _not_ready(md)
+            if why is None:
+                return sorted(md.partitions)
+        except KafkaException as e:             # the metadata request itself timed out
+            why = str(e)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"topics without a leader after {timeout_s}s: {sorted(pending)}")
-        time.sleep(0.05)
+            raise TimeoutError(f"topic {topic!r}: {why} after {timeout_s:.0f} s") from None
+        time.sleep(0.1)
 
 
 # errors of a watermark query that a moment cures: a topic just created whose leader the
@@ -126,12 +195,18 @@ def watermarks(cons: Consumer, topic: str, partition: int, timeout_s: float = 30
             time.sleep(0.1)
 
 
-def partitions_of(cfg: Config, topic: str, timeout_s: float = 10.0) -> list[int]:
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
-    md = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
-    if md is None or md.error is not None or not md.partitions:
-        raise RuntimeError(f"topic {topic!r} not found on {cfg.kafka.bootstrap_servers}")
-    return sorted(md.partitions)
+def partitions_of(cfg: Config, topic: str, timeout_s: float = 30.0) -> list[int]:
+    """The partitions of ``topic``, once each has a leader (a transient error is "not yet").
+
+    Raises
+    ------
+    RuntimeError
+        When the topic is not usable within ``timeout_s`` (missing, or leaderless throughout).
+    """
+    try:
+        return _ready_partitions(admin(cfg), topic, timeout_s)
+    except TimeoutError as e:
+        raise RuntimeError(f"{e} on {cfg.kafka.bootstrap_servers}") from None
 
 
 class TopicTail:
@@ -304,8 +379,8 @@ class BrokerWatch:
     """
 
     def __init__(self, cfg: Config, interval_s: float = 2.0, timeout_s: float = 3.0) -> None:
-        self._admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers,
-                                   "log_level": 0})  # the process's own clients log outages
+        # log_level 0: the process's own clients log an outage, this one would only repeat it
+        self._admin = admin(cfg, log_level=0)
         self.interval_s, self.timeout_s = interval_s, timeout_s
         self.reachable = True
         self.since = time.time()

@@ -331,14 +331,34 @@ class KafkaCluster:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def node_of_leader(self, topic: str, partition: int) -> KafkaNode:
-        """The node leading ``topic``'s ``partition`` now."""
+    def node_of_leader(self, topic: str, partition: int, timeout_s: float = 30.0) -> KafkaNode:
+        """The running node leading ``topic``'s ``partition`` now.
+
+        Asks again while the answer names no leader, or a node that is down: an election in
+        progress, a node that has not yet learnt the topic (metadata reaches each broker on its
+        own schedule), or a killed leader the controller has not fenced yet.
+        """
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
         admin = AdminClient({"bootstrap.servers": ",".join(n.address for n in self.nodes
-                                                           if n.running)})
-        md = admin.list_topics(topic, timeout=10).topics[topic]
-        leader = md.partitions[partition].leader
-        return next(n for n in self.nodes if n.node_id == leader)
+                                                           if n.running), "log_level": 0})
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while True:
+            try:
+                md = admin.list_topics(topic, timeout=5).topics.get(topic)
+                p = None if md is None or md.error else md.partitions.get(partition)
+                leader = p.leader if p is not None and p.error is None else -1
+                node = next((n for n in self.nodes if n.node_id == leader and n.running), None)
+                if node is not None:
+                    return node
+                last = f"leader {leader}"
+            except KafkaException as e:
+                last = str(e)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no running leader of {topic}[{partition}] in {timeout_s}s "
+                                   f"({last})")
+            time.sleep(0.2)
 
     def __enter__(self) -> KafkaCluster:
         try:

@@ -25,3 +25,45 @@ def test_no_module_builds_a_producer_of_its_own():
     builders = [p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py")
                 if "pb" not in p.parts and re.search(r"\bProducer\(", p.read_text())]
     assert builders == [Path("kafka.py")]
+
+
+def test_every_client_gets_the_kafka_client_settings_and_the_routed_log(monkeypatch):
+    """``[kafka.client]`` (security) reaches producers, consumers and admin clients alike, and
+    librdkafka logs through Python logging instead of writing to stderr."""
+    seen = []
+    for cls in ("Producer", "Consumer", "AdminClient"):
+        monkeypatch.setattr(kafka, cls, lambda conf: seen.append(conf) or object())
+    cfg = Config().replace(kafka={"client": {"security.protocol": "SASL_SSL",
+                                             "sasl.mechanism": "SCRAM-SHA-512"}})
+    kafka.producer(cfg), kafka.consumer(cfg, "g"), kafka.admin(cfg)
+    assert len(seen) == 3
+    for conf in seen:
+        assert conf["security.protocol"] == "SASL_SSL"
+        assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert conf["logger"] is kafka.LIBRDKAFKA_LOG
+
+
+def test_no_module_builds_a_consumer_or_admin_client_of_its_own():
+    # kafka_cluster.py launches the project's own broker and asks it directly whether it is up
+    builders = sorted(p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py")
+                      if "pb" not in p.parts
+                      and re.search(r"\b(Consumer|AdminClient)\(", p.read_text()))
+    assert builders == [Path("kafka.py"), Path("kafka_cluster.py")]
+
+
+def test_a_repeated_librdkafka_line_is_let_through_once_per_interval():
+    import logging
+    limit = kafka._RateLimit(interval_s=60)
+
+    def rec(msg):
+        return logging.LogRecord("x", logging.ERROR, __file__, 1, msg, None, None)
+
+    first = rec("Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 0ms)")
+    assert limit.filter(first)
+    # the same failure with other numbers (another attempt, another port) is held back
+    assert not limit.filter(rec("Connect to ipv4#127.0.0.1:9093 failed: Connection refused "
+                                "(after 1ms)"))
+    assert limit.filter(rec("another message"))
+    limit._last = {k: (v[0] - 61, v[1]) for k, v in limit._last.items()}
+    again = rec("Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 5ms)")
+    assert limit.filter(again) and "1 alike" in again.msg
