@@ -100,7 +100,7 @@ def cmd_trainer(args) -> int:
         cfg = cfg.replace(trainer={"algorithms": tuple(args.algorithms.split(","))})
     try:
         run_trainer(cfg, once=not args.periodic, events_file=args.events_file,
-                    tenant=args.tenant)
+                    tenant=args.tenant, announce_models=not args.no_announce)
     except ValueError as e:  # a bad events file: its message names the file and line
         if not (args.events_file and str(e).startswith(str(args.events_file))):
             raise
@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", help="only this tenant (a MovieLens file has no tenant column: "
                    "its events become this tenant's)")
     p.add_argument("--algorithms", help="comma-separated: als,bpr (overrides the config)")
+    p.add_argument("--no-announce", action="store_true", help="write to the model store only "
+                   "(no broker needed); --once without it announces when a broker answers")
 
     p = add("serve", cmd_serve, "Run the gRPC Recommender server (health and reflection on).")
     p.add_argument("--address", help="listen address host:port (overrides server.address)")
