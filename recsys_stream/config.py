@@ -158,9 +158,9 @@ class TrainerConfig:
     min_mean_item_norm: float = 1e-4  # gate: mean item vector norm below this (collapsed) rejects
     ndcg_tolerance: float = 0.05    # gate: relative NDCG@10 drop allowed against the current model
     rmse_tolerance: float = 0.02    # gate (mf): relative RMSE rise allowed against the current model
-    min_compare_users: int = 0      # gate: >0 = compare with the current model on held-out
-                                    # items met after its data when this many users have some
-                                    # (leans to the current model); 0 / fewer: its stored NDCG@10
+    min_compare_users: int = 200    # gate: compare with the current model on held-out items
+                                    # met after its data when this many users have some (both
+                                    # on one test); fewer, or 0: its stored NDCG@10
     index_recall_floor: float = 0.9  # below this recall@10 at the largest ef, score exactly
     metrics_port: int = 0           # Prometheus /metrics port; 0 = off
     engine: str = "implicit"        # where factors are fitted: "implicit" (this process) or
