@@ -142,8 +142,9 @@ class ItemDeltas:
 
     # -- answering -------------------------------------------------------------------------
     def merge_recommend(self, snap: TenantSnapshot, answer: Answer, profile, k: int,
-                        exclude: set[str], banned) -> Answer:
-        """``answer`` with the snapshot version's new items merged into its top-``k``."""
+                        exclude: set[str], banned, admit=None) -> Answer:
+        """``answer`` with the snapshot version's new items merged into its top-``k``
+        (``admit(item_id)``: a request filter's test, ``serving.filters``)."""
         child(RECOMMEND_ANSWERS, snap.tenant).inc()
         delta = self.get(snap.tenant, snap.algorithm, snap.version)
         x = answer.vector
@@ -159,7 +160,8 @@ class ItemDeltas:
         picked = []
         for j in np.argsort(-scores, kind="stable"):
             item = delta.ids[j]
-            if item in own or item in banned or item in snap.item_row:
+            if item in own or item in banned or item in snap.item_row \
+                    or (admit is not None and not admit(item)):
                 continue
             picked.append((item, float(scores[j])))
             if len(picked) == k:
@@ -174,15 +176,15 @@ class ItemDeltas:
         return answer
 
     def similar(self, snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
-                banned) -> list[tuple[str, float]]:
+                banned, eligible=None) -> list[tuple[str, float]]:
         """SimilarItems over the snapshot's items and its version's new items, either of
         which may be the query; suppression and exactly-k as ``recommend.similar_items``."""
         delta = self.get(snap.tenant, snap.algorithm, snap.version)
         if delta is None or not len(delta):
-            return similar_items(snap, item_id, k, exclude, banned)
+            return similar_items(snap, item_id, k, exclude, banned, eligible)
         hidden = set(exclude) | set(banned) | {item_id}
         if item_id in snap.item_row:
-            base = similar_items(snap, item_id, k, exclude, banned)
+            base = similar_items(snap, item_id, k, exclude, banned, eligible)
             q = snap.index.item_factors[snap.item_row[item_id]]
         elif item_id in delta.row:
             q = delta.Y[delta.row[item_id]]
@@ -191,7 +193,7 @@ class ItemDeltas:
             base = []
             for r in np.argsort(-cos, kind="stable"):
                 item = snap.item_id_list[r]
-                if item not in hidden:
+                if item not in hidden and (eligible is None or eligible.mask[r]):
                     base.append((item, float(cos[r])))
                     if len(base) == k:
                         break
@@ -200,5 +202,6 @@ class ItemDeltas:
         cos = (delta.Y @ q) / np.maximum(delta.norms * max(float(np.linalg.norm(q)), 1e-12),
                                          1e-12)
         extra = [(delta.ids[j], float(cos[j])) for j in np.argsort(-cos, kind="stable")
-                 if delta.ids[j] not in hidden and delta.ids[j] not in snap.item_row][:k]
+                 if delta.ids[j] not in hidden and delta.ids[j] not in snap.item_row
+                 and (eligible is None or eligible.admits_id(delta.ids[j]))][:k]
         return sorted(base + extra, key=lambda t: -t[1])[:k]

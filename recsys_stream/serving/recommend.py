@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys_stream.contracts.pb import profiles_pb2, recommender_pb2
+from recsys_stream.serving import filters
+from recsys_stream.serving.filters import Eligibility
 from recsys_stream.serving.snapshots import TenantSnapshot
 
 _EXACT_SIMILAR_VALUES = 4_000_000
@@ -50,14 +52,17 @@ class Answer:
 
 def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | None,
               user_id: str, k: int, exclude: set[str], banned: frozenset[str] | set[str],
-              trending: Sequence[tuple[str, float]] | Callable[[], Sequence] = ()) -> Answer:
+              trending: Sequence[tuple[str, float]] | Callable[[], Sequence] = (),
+              eligible: Eligibility | None = None) -> Answer:
     """Top-``k`` for a user from one snapshot (see the module docstring).
 
     ``trending`` may be a callable: it is only called when no user vector answers.
+    ``eligible``: a request filter (``serving.filters``), applied inside every step.
     """
+    admit = eligible.admits_id if eligible is not None else None
     if snap is None:
         own = _own_ids(profile, exclude, banned)
-        items, dropped = _take(_ranked(trending), own, banned, k)
+        items, dropped = _take(_ranked(trending), own, banned, k, admit)
         if items:
             return Answer(items, TRENDING, suppressed=dropped)
         return Answer(reason="no model has been published for this tenant yet and nothing "
@@ -77,11 +82,18 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
         # one probe per item: the model's id dict is large, each probe mostly cache misses
         own_rows = {r for r in map(row_of.get, own) if r is not None}
     if x is not None:
-        items, dropped = _top_k(snap, x, k, own_rows, banned_rows)
+        if eligible is not None:
+            items, dropped = filters.top_k(snap, x, k, own_rows, banned_rows, eligible)
+        else:
+            items, dropped = _top_k(snap, x, k, own_rows, banned_rows)
     else:
-        items, dropped = _take(_ranked(trending), own, banned, k)
+        items, dropped = _take(_ranked(trending), own, banned, k, admit)
         source = TRENDING if items else POPULARITY
-        if len(items) < k:  # top up from the model's popularity
+        if len(items) < k and eligible is not None:
+            taken = {row_of[i] for i, _ in items if i in row_of}
+            items += filters.popular(snap, k - len(items), own_rows, banned_rows, eligible,
+                                     taken)
+        elif len(items) < k:  # top up from the model's popularity
             taken = np.fromiter({row_of[i] for i, _ in items if i in row_of}, np.int64)
             order = snap.popular_order
             hidden = np.isin(order, np.fromiter(own_rows | banned_rows, np.int64))
@@ -91,8 +103,12 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
                 dropped += int(hidden[:np.flatnonzero(free)[len(keep) - 1]].sum())
             items += [(snap.item_id_list[r], float(snap.popularity[r])) for r in keep]
     if not items:
+        reason = "every item of the model is suppressed for this user"
+        if eligible is not None:
+            reason = "no item satisfies the filter" if not eligible.count else \
+                "every item that satisfies the filter is suppressed for this user"
         return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=dropped,
-                      reason="every item of the model is suppressed for this user", vector=x)
+                      reason=reason, vector=x)
     return Answer(items, source, snap.algorithm, snap.version, suppressed=dropped, vector=x)
 
 
@@ -128,12 +144,13 @@ def _banned_rows(snap: TenantSnapshot, banned: frozenset[str] | set[str]) -> fro
     return rows
 
 
-def _take(ranked, own: set[str], banned, k: int) -> tuple[list[tuple[str, float]], int]:
-    """The first ``k`` distinct items of a ranked list that are in neither suppression set,
-    and how many suppressed entries were passed over on the way."""
+def _take(ranked, own: set[str], banned, k: int,
+          admit: Callable[[str], bool] | None = None) -> tuple[list[tuple[str, float]], int]:
+    """The first ``k`` distinct items of a ranked list that are in neither suppression set
+    (and that ``admit`` admits), and how many suppressed entries were passed over on the way."""
     out, seen, dropped = [], set(), 0
     for item, score in ranked:
-        if item in seen:
+        if item in seen or (admit is not None and not admit(item)):
             continue
         seen.add(item)
         if item in own or item in banned:
@@ -150,7 +167,8 @@ class UnknownItem(KeyError):
 
 
 def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
-                  banned: frozenset[str] | set[str]) -> list[tuple[str, float]]:
+                  banned: frozenset[str] | set[str],
+                  eligible: Eligibility | None = None) -> list[tuple[str, float]]:
     """Items by cosine similarity of factors to ``item_id``'s, exactly ``k`` when that many
     are not hidden.
 
@@ -166,6 +184,8 @@ def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
     hidden = {snap.item_row[i] for i in exclude if i in snap.item_row}
     hidden.update(_banned_rows(snap, banned))
     hidden.add(row)
+    if eligible is not None:  # exact over the eligible rows
+        return filters.similar_rows(snap, Y[row], k, hidden, eligible)
     blocked = np.fromiter(hidden, np.int64, len(hidden))
     exact = ix.similar is None or Y.size <= _EXACT_SIMILAR_VALUES
     # as in _top_k: a walk for up to the graph's ef candidates costs the same, start there

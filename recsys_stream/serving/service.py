@@ -18,6 +18,9 @@ from recsys_stream.config import Config
 from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
 from recsys_stream.follow import ModelFollower
 from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
+from recsys_stream.serving.catalog_index import CatalogIndex
+from recsys_stream.serving.filters import Eligibility, FilterError, FilterSpec, eligibility, \
+    parse_filter
 from recsys_stream.serving.handlers import Unparsed
 from recsys_stream.serving.metrics import ANSWERED, FALLBACKS, LATENCY, REQUESTS, SUPPRESSED, \
     child
@@ -52,9 +55,11 @@ class RequestError(Exception):
 
 class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
     def __init__(self, cfg: Config, models: ModelFollower[TenantSnapshot], read: ReadModels,
-                 trending: Trending | None = None, deltas: ItemDeltas | None = None) -> None:
+                 trending: Trending | None = None, deltas: ItemDeltas | None = None,
+                 catalog: CatalogIndex | None = None) -> None:
         self.cfg, self.models, self.read, self.trending = cfg, models, read, trending
         self.deltas = deltas  # new items of each snapshot's version (serving.item_delta)
+        self.catalog = catalog  # categories and attributes per served version (filters)
         self.keys = KeyRing(cfg)
 
     # -- methods ---------------------------------------------------------------------------
@@ -102,15 +107,19 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         self._check_k(r.k)
         self._check_id("user_id", r.user_id)
         self._check_excludes(r.exclude_item_ids)
+        spec = self._filter(r)
         snap = self._snapshot(caller.tenant, r.algorithm)
         # trending is ranked only when no user vector answers (a lazy callable)
         profile = self.read.profile(caller.tenant, r.user_id)
         banned = self.read.banned(caller.tenant)
+        eligible = self._eligibility(spec, caller.tenant, snap)
         answer = recommend(snap, profile, r.user_id, r.k, set(r.exclude_item_ids), banned,
-                           partial(self.trending.ranked, caller.tenant) if self.trending else ())
+                           partial(self.trending.ranked, caller.tenant) if self.trending else (),
+                           eligible)
         if self.deltas is not None and snap is not None:
-            answer = self.deltas.merge_recommend(snap, answer, profile, r.k,
-                                                 set(r.exclude_item_ids), banned)
+            answer = self.deltas.merge_recommend(
+                snap, answer, profile, r.k, set(r.exclude_item_ids), banned,
+                eligible.admits_id if eligible is not None else None)
         meta["source"] = _SOURCE_NAME[answer.source]
         child(SUPPRESSED, caller.tenant).inc(answer.suppressed)
         child(ANSWERED, caller.tenant).inc(len(answer.items))
@@ -124,14 +133,16 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         self._check_k(r.k)
         self._check_id("item_id", r.item_id)
         self._check_excludes(r.exclude_item_ids)
+        spec = self._filter(r)
         snap = self._snapshot(caller.tenant, r.algorithm)
         if snap is None:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                "no model has been published for this tenant yet")
+        eligible = self._eligibility(spec, caller.tenant, snap)
         try:
             similar = self.deltas.similar if self.deltas is not None else similar_items
             items = similar(snap, r.item_id, r.k, set(r.exclude_item_ids),
-                            self.read.banned(caller.tenant))
+                            self.read.banned(caller.tenant), eligible)
         except UnknownItem:
             raise RequestError(grpc.StatusCode.NOT_FOUND,
                                f"item_id {r.item_id!r} is not in the tenant's model") from None
@@ -201,6 +212,24 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"algorithm {algorithm!r} has no model for this tenant")
         return snap
+
+    def _filter(self, r) -> FilterSpec | None:
+        """The request's ``filter``, checked (None: it restricts nothing)."""
+        if not r.HasField("filter"):
+            return None
+        try:
+            return parse_filter(r.filter, "filter", self.cfg.server.max_id_bytes)
+        except FilterError as e:
+            raise RequestError(_BAD, str(e)) from None
+
+    def _eligibility(self, spec: FilterSpec | None, tenant: str,
+                     snap: TenantSnapshot | None) -> Eligibility | None:
+        """``spec`` over ``snap``'s rows, from the served version's catalog attributes."""
+        if spec is None or self.catalog is None:
+            return None
+        if snap is None:  # no model yet: the trending answer is filtered by id
+            return eligibility(spec, self.catalog.without_model(tenant), {})
+        return eligibility(spec, self.catalog.get(snap), snap.item_row)
 
     def _check_k(self, k: int) -> None:
         if not 1 <= k <= self.cfg.server.max_k:

@@ -108,6 +108,18 @@ def test_an_expired_deadline_is_answered_unworked_and_counted(service):
     ("SimilarItems", pb.SimilarItemsRequest(item_id="i", k=3, algorithm="ALS "), "algorithm"),
     ("SimilarItems", pb.SimilarItemsRequest(item_id="i", k=3, exclude_item_ids=[""]),
      "exclude_item_ids"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, filter=pb.Filter(
+        include_categories=["Horror", ""])), "filter.include_categories"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, filter=pb.Filter(
+        exclude_categories=["c"] * 101)), "filter.exclude_categories"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, filter=pb.Filter(
+        attributes={"": "x"})), "filter.attributes"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, filter=pb.Filter(
+        attributes={"lang": "x" * 300})), "filter.attributes"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, filter=pb.Filter(
+        created_after_ms=-1)), "filter.created_after_ms"),
+    ("SimilarItems", pb.SimilarItemsRequest(item_id="i", k=3, filter=pb.Filter(
+        include_categories=["x" * 300])), "filter.include_categories"),
 ])
 def test_invalid_argument_names_the_field(service, method, request_, field):
     ctx = Context()
