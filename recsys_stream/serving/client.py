@@ -39,6 +39,13 @@ class RecommenderClient:
                                                   algorithm=algorithm, **options)
         return self.stub.SimilarItems(req, metadata=self.metadata, timeout=self.timeout)
 
+    def rank_items(self, item_ids: Iterable[str], user_id: str = "", tenant: str = "",
+                   **options) -> recommender_pb2.RankItemsResponse:
+        """``item_ids`` ordered for the user (``options``: context_item_ids, filter, ...)."""
+        req = recommender_pb2.RankItemsRequest(tenant=tenant, user_id=user_id,
+                                               item_ids=list(item_ids), **options)
+        return self.stub.RankItems(req, metadata=self.metadata, timeout=self.timeout)
+
     def predict_ratings(self, user_id: str, item_ids: Iterable[str], tenant: str = ""
                         ) -> recommender_pb2.PredictRatingsResponse:
         """Predicted ratings of ``item_ids`` for the user by the tenant's ``mf`` model."""

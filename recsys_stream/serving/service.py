@@ -26,8 +26,13 @@ from recsys_stream.serving.metrics import ANSWERED, FALLBACKS, LATENCY, REQUESTS
     child
 from recsys_stream.serving.item_delta import ItemDeltas
 from recsys_stream.serving.predict import predict_ratings
+from recsys_stream.serving.rank import MAX_RANK_ITEMS, rank_items
 from recsys_stream.serving.read_models import ReadModels
-from recsys_stream.serving.recommend import NEARLINE, UnknownItem, recommend, similar_items
+from recsys_stream.serving.explain import because as explain_because
+from recsys_stream.serving.explain import explanation_basis, item_vectors
+from recsys_stream.serving.recommend import NEARLINE, SIMILAR, UnknownItem, recommend, \
+    similar_items
+from recsys_stream.serving.session import MAX_CONTEXT_ITEMS
 from recsys_stream.serving.snapshots import TenantSnapshot
 from recsys_stream.serving.trending import Trending
 
@@ -38,12 +43,19 @@ _BAD = grpc.StatusCode.INVALID_ARGUMENT
 _SOURCE_NAME = {v.number: v.name for v in recommender_pb2.Source.DESCRIPTOR.values}
 
 
-def _scored(response, items):
+def _scored(response, items, reasons=None, because=None):
     """``response`` with ``items`` appended in place (half the cost of building ScoredItem
-    messages and copying them in)."""
+    messages and copying them in); ``reasons`` and ``because`` aligned with ``items``."""
     add = response.items.add
-    for item_id, score in items:
-        add(item_id=item_id, score=score)
+    if reasons is None:
+        for item_id, score in items:
+            add(item_id=item_id, score=score)
+        return response
+    for n, ((item_id, score), reason) in enumerate(zip(items, reasons)):
+        scored = add(item_id=item_id, score=score, reason=reason)
+        if because is not None:
+            for j, c in because[n]:
+                scored.because.add(item_id=j, contribution=c)
     return response
 
 
@@ -68,6 +80,9 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
 
     async def SimilarItems(self, request, context):
         return await self._handle("SimilarItems", request, context, self._similar)
+
+    async def RankItems(self, request, context):
+        return await self._handle("RankItems", request, context, self._rank)
 
     async def GetProfile(self, request, context):
         return await self._handle("GetProfile", request, context, self._profile)
@@ -105,29 +120,39 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
 
     def _recommend(self, r, caller: Caller, meta: dict):
         self._check_k(r.k)
-        self._check_id("user_id", r.user_id)
+        context = self._check_context(r.context_item_ids, r.user_id)
         self._check_excludes(r.exclude_item_ids)
         spec = self._filter(r)
         snap = self._snapshot(caller.tenant, r.algorithm)
         # trending is ranked only when no user vector answers (a lazy callable)
-        profile = self.read.profile(caller.tenant, r.user_id)
+        profile = self.read.profile(caller.tenant, r.user_id) if r.user_id else None
         banned = self.read.banned(caller.tenant)
         eligible = self._eligibility(spec, caller.tenant, snap)
-        answer = recommend(snap, profile, r.user_id, r.k, set(r.exclude_item_ids), banned,
+        exclude = set(r.exclude_item_ids)
+        answer = recommend(snap, profile, r.user_id, r.k, exclude, banned,
                            partial(self.trending.ranked, caller.tenant) if self.trending else (),
-                           eligible)
+                           eligible, context)
         if self.deltas is not None and snap is not None:
             answer = self.deltas.merge_recommend(
-                snap, answer, profile, r.k, set(r.exclude_item_ids), banned,
+                snap, answer, profile, r.k, exclude | set(context), banned,
                 eligible.admits_id if eligible is not None else None)
         meta["source"] = _SOURCE_NAME[answer.source]
         child(SUPPRESSED, caller.tenant).inc(answer.suppressed)
         child(ANSWERED, caller.tenant).inc(len(answer.items))
         if answer.source != NEARLINE:
             child(FALLBACKS, caller.tenant, meta["source"]).inc()
+        because = None
+        if r.explain and answer.items and snap is not None:
+            b = explanation_basis(snap, profile, answer.vector, answer.source, answer.basis)
+            if b is not None:
+                delta = self.deltas.get(snap.tenant, snap.algorithm, snap.version) \
+                    if self.deltas is not None else None
+                because = explain_because(snap, b, item_vectors(
+                    snap, delta, [i for i, _ in answer.items]))
         return _scored(recommender_pb2.RecommendResponse(
             tenant=caller.tenant, algorithm=answer.algorithm, model_version=answer.version,
-            source=answer.source, reason=answer.reason), answer.items)
+            source=answer.source, reason=answer.reason), answer.items, answer.reasons(),
+            because)
 
     def _similar(self, r, caller: Caller, meta: dict):
         self._check_k(r.k)
@@ -147,7 +172,41 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             raise RequestError(grpc.StatusCode.NOT_FOUND,
                                f"item_id {r.item_id!r} is not in the tenant's model") from None
         return _scored(recommender_pb2.SimilarItemsResponse(
-            tenant=caller.tenant, algorithm=snap.algorithm, model_version=snap.version), items)
+            tenant=caller.tenant, algorithm=snap.algorithm, model_version=snap.version), items,
+            [SIMILAR] * len(items))
+
+    def _rank(self, r, caller: Caller, meta: dict):
+        context = self._check_context(r.context_item_ids, r.user_id)
+        ids = list(r.item_ids)
+        if not 1 <= len(ids) <= MAX_RANK_ITEMS:
+            raise RequestError(_BAD, f"item_ids must hold 1 to {MAX_RANK_ITEMS} ids, got "
+                                     f"{len(ids)}")
+        if any(not i or len(i.encode()) > self.cfg.server.max_id_bytes for i in ids):
+            raise RequestError(_BAD, "item_ids must be non-empty ids of at most "
+                                     f"{self.cfg.server.max_id_bytes} bytes")
+        if len(set(ids)) != len(ids):
+            raise RequestError(_BAD, "item_ids must be distinct")
+        if r.algorithm == "mf":
+            raise RequestError(_BAD, "algorithm must be als or bpr (or empty) for RankItems; "
+                                     "PredictRatings serves the explicit mf model")
+        spec = self._filter(r)
+        snap = self._snapshot(caller.tenant, r.algorithm)
+        if snap is None:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               "no model has been published for this tenant yet")
+        profile = self.read.profile(caller.tenant, r.user_id) if r.user_id else None
+        delta = self.deltas.get(snap.tenant, snap.algorithm, snap.version) \
+            if self.deltas is not None else None
+        ranking = rank_items(snap, profile, r.user_id, context, ids,
+                             self.read.banned(caller.tenant),
+                             self._eligibility(spec, caller.tenant, snap), delta,
+                             partial(self.trending.ranked, caller.tenant) if self.trending
+                             else tuple)
+        meta["source"] = _SOURCE_NAME[ranking.source]
+        return _scored(recommender_pb2.RankItemsResponse(
+            tenant=caller.tenant, algorithm=snap.algorithm, model_version=snap.version,
+            source=ranking.source, unknown_item_ids=ranking.unknown), ranking.items,
+            ranking.reasons())
 
     def _profile(self, r, caller: Caller, meta: dict):
         if not caller.admin:
@@ -230,6 +289,21 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         if snap is None:  # no model yet: the trending answer is filtered by id
             return eligibility(spec, self.catalog.without_model(tenant), {})
         return eligibility(spec, self.catalog.get(snap), snap.item_row)
+
+    def _check_context(self, ids, user_id: str) -> list[str]:
+        """The session's items, checked; ``user_id`` is required without them."""
+        if not ids:
+            self._check_id("user_id", user_id)
+            return []
+        if user_id:
+            self._check_id("user_id", user_id)
+        if len(ids) > MAX_CONTEXT_ITEMS:
+            raise RequestError(_BAD, f"context_item_ids has {len(ids)} ids; at most "
+                                     f"{MAX_CONTEXT_ITEMS}")
+        if any(not i or len(i.encode()) > self.cfg.server.max_id_bytes for i in ids):
+            raise RequestError(_BAD, "context_item_ids must be non-empty ids of at most "
+                                     f"{self.cfg.server.max_id_bytes} bytes")
+        return list(ids)
 
     def _check_k(self, k: int) -> None:
         if not 1 <= k <= self.cfg.server.max_k:

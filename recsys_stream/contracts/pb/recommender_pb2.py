@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recsys_stream.contracts.pb import profiles_pb2 as recsys_dot_v1_dot_profiles__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brecsys/v1/recommender.proto\x12\trecsys.v1\x1a\x18recsys/v1/profiles.proto\"\x8e\x01\n\x10RecommendRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12!\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x11.recsys.v1.Filter\"\xc4\x01\n\x06\x46ilter\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x35\n\nattributes\x18\x03 \x03(\x0b\x32!.recsys.v1.Filter.AttributesEntry\x12\x18\n\x10\x63reated_after_ms\x18\x04 \x01(\x03\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xa6\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.recsys.v1.Source\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\x91\x01\n\x13SimilarItemsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12!\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x11.recsys.v1.Filter\"v\n\x14SimilarItemsResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\"4\n\x11GetProfileRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"J\n\x15PredictRatingsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\t\"A\n\x0fPredictedRating\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\x02\x12\r\n\x05known\x18\x03 \x01(\x08\"\xbc\x01\n\x16PredictRatingsResponse\x12+\n\x07ratings\x18\x01 \x03(\x0b\x32\x1a.recsys.v1.PredictedRating\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.recsys.v1.Source\x12\x18\n\x10unknown_item_ids\x18\x06 \x03(\t*\x85\x01\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0c\n\x08NEARLINE\x10\x01\x12\t\n\x05\x42\x41TCH\x10\x02\x12\x13\n\x0fPROFILE_FOLD_IN\x10\x03\x12\x0e\n\nPOPULARITY\x10\x04\x12\t\n\x05\x45MPTY\x10\x05\x12\x0c\n\x08TRENDING\x10\x06\x12\x0c\n\x08\x42\x41SELINE\x10\x07\x32\xc1\x02\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.recsys.v1.RecommendRequest\x1a\x1c.recsys.v1.RecommendResponse\x12O\n\x0cSimilarItems\x12\x1e.recsys.v1.SimilarItemsRequest\x1a\x1f.recsys.v1.SimilarItemsResponse\x12\x42\n\nGetProfile\x12\x1c.recsys.v1.GetProfileRequest\x1a\x16.recsys.v1.UserProfile\x12U\n\x0ePredictRatings\x12 .recsys.v1.PredictRatingsRequest\x1a!.recsys.v1.PredictRatingsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brecsys/v1/recommender.proto\x12\trecsys.v1\x1a\x18recsys/v1/profiles.proto\"\xb9\x01\n\x10RecommendRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12!\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x11.recsys.v1.Filter\x12\x18\n\x10\x63ontext_item_ids\x18\x07 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x08 \x01(\x08\"\xc4\x01\n\x06\x46ilter\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x35\n\nattributes\x18\x03 \x03(\x0b\x32!.recsys.v1.Filter.AttributesEntry\x12\x18\n\x10\x63reated_after_ms\x18\x04 \x01(\x03\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfe\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12,\n\x06reason\x18\x03 \x01(\x0e\x32\x1c.recsys.v1.ScoredItem.Reason\x12#\n\x07\x62\x65\x63\x61use\x18\x04 \x03(\x0b\x32\x12.recsys.v1.Because\"}\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0cPERSONALIZED\x10\x01\x12\x0f\n\x0b\x45XPLORATION\x10\x02\x12\x0b\n\x07POPULAR\x10\x03\x12\x0c\n\x08TRENDING\x10\x04\x12\x0b\n\x07SIMILAR\x10\x05\x12\x10\n\x0cUNKNOWN_ITEM\x10\x06\"0\n\x07\x42\x65\x63\x61use\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x02\"\xa6\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.recsys.v1.Source\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\x91\x01\n\x13SimilarItemsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12!\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x11.recsys.v1.Filter\"v\n\x14SimilarItemsResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\"\x95\x01\n\x10RankItemsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x18\n\x10\x63ontext_item_ids\x18\x03 \x03(\t\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12!\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x11.recsys.v1.Filter\x12\x11\n\talgorithm\x18\x06 \x01(\t\"\xc0\x01\n\x11RankItemsResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.recsys.v1.Source\x12\x18\n\x10unknown_item_ids\x18\x06 \x03(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"4\n\x11GetProfileRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"J\n\x15PredictRatingsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\t\"A\n\x0fPredictedRating\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\x02\x12\r\n\x05known\x18\x03 \x01(\x08\"\xbc\x01\n\x16PredictRatingsResponse\x12+\n\x07ratings\x18\x01 \x03(\x0b\x32\x1a.recsys.v1.PredictedRating\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.recsys.v1.Source\x12\x18\n\x10unknown_item_ids\x18\x06 \x03(\t*\x92\x01\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0c\n\x08NEARLINE\x10\x01\x12\t\n\x05\x42\x41TCH\x10\x02\x12\x13\n\x0fPROFILE_FOLD_IN\x10\x03\x12\x0e\n\nPOPULARITY\x10\x04\x12\t\n\x05\x45MPTY\x10\x05\x12\x0c\n\x08TRENDING\x10\x06\x12\x0c\n\x08\x42\x41SELINE\x10\x07\x12\x0b\n\x07SESSION\x10\x08\x32\x89\x03\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.recsys.v1.RecommendRequest\x1a\x1c.recsys.v1.RecommendResponse\x12O\n\x0cSimilarItems\x12\x1e.recsys.v1.SimilarItemsRequest\x1a\x1f.recsys.v1.SimilarItemsResponse\x12\x46\n\tRankItems\x12\x1b.recsys.v1.RankItemsRequest\x1a\x1c.recsys.v1.RankItemsResponse\x12\x42\n\nGetProfile\x12\x1c.recsys.v1.GetProfileRequest\x1a\x16.recsys.v1.UserProfile\x12U\n\x0ePredictRatings\x12 .recsys.v1.PredictRatingsRequest\x1a!.recsys.v1.PredictRatingsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,30 +34,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FILTER_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_FILTER_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_SOURCE']._serialized_start=1284
-  _globals['_SOURCE']._serialized_end=1417
+  _globals['_SOURCE']._serialized_start=1935
+  _globals['_SOURCE']._serialized_end=2081
   _globals['_RECOMMENDREQUEST']._serialized_start=69
-  _globals['_RECOMMENDREQUEST']._serialized_end=211
-  _globals['_FILTER']._serialized_start=214
-  _globals['_FILTER']._serialized_end=410
-  _globals['_FILTER_ATTRIBUTESENTRY']._serialized_start=361
-  _globals['_FILTER_ATTRIBUTESENTRY']._serialized_end=410
-  _globals['_SCOREDITEM']._serialized_start=412
-  _globals['_SCOREDITEM']._serialized_end=456
-  _globals['_RECOMMENDRESPONSE']._serialized_start=459
-  _globals['_RECOMMENDRESPONSE']._serialized_end=625
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=628
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=773
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=775
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=893
-  _globals['_GETPROFILEREQUEST']._serialized_start=895
-  _globals['_GETPROFILEREQUEST']._serialized_end=947
-  _globals['_PREDICTRATINGSREQUEST']._serialized_start=949
-  _globals['_PREDICTRATINGSREQUEST']._serialized_end=1023
-  _globals['_PREDICTEDRATING']._serialized_start=1025
-  _globals['_PREDICTEDRATING']._serialized_end=1090
-  _globals['_PREDICTRATINGSRESPONSE']._serialized_start=1093
-  _globals['_PREDICTRATINGSRESPONSE']._serialized_end=1281
-  _globals['_RECOMMENDER']._serialized_start=1420
-  _globals['_RECOMMENDER']._serialized_end=1741
+  _globals['_RECOMMENDREQUEST']._serialized_end=254
+  _globals['_FILTER']._serialized_start=257
+  _globals['_FILTER']._serialized_end=453
+  _globals['_FILTER_ATTRIBUTESENTRY']._serialized_start=404
+  _globals['_FILTER_ATTRIBUTESENTRY']._serialized_end=453
+  _globals['_SCOREDITEM']._serialized_start=456
+  _globals['_SCOREDITEM']._serialized_end=710
+  _globals['_SCOREDITEM_REASON']._serialized_start=585
+  _globals['_SCOREDITEM_REASON']._serialized_end=710
+  _globals['_BECAUSE']._serialized_start=712
+  _globals['_BECAUSE']._serialized_end=760
+  _globals['_RECOMMENDRESPONSE']._serialized_start=763
+  _globals['_RECOMMENDRESPONSE']._serialized_end=929
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=932
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=1077
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1079
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1197
+  _globals['_RANKITEMSREQUEST']._serialized_start=1200
+  _globals['_RANKITEMSREQUEST']._serialized_end=1349
+  _globals['_RANKITEMSRESPONSE']._serialized_start=1352
+  _globals['_RANKITEMSRESPONSE']._serialized_end=1544
+  _globals['_GETPROFILEREQUEST']._serialized_start=1546
+  _globals['_GETPROFILEREQUEST']._serialized_end=1598
+  _globals['_PREDICTRATINGSREQUEST']._serialized_start=1600
+  _globals['_PREDICTRATINGSREQUEST']._serialized_end=1674
+  _globals['_PREDICTEDRATING']._serialized_start=1676
+  _globals['_PREDICTEDRATING']._serialized_end=1741
+  _globals['_PREDICTRATINGSRESPONSE']._serialized_start=1744
+  _globals['_PREDICTRATINGSRESPONSE']._serialized_end=1932
+  _globals['_RECOMMENDER']._serialized_start=2084
+  _globals['_RECOMMENDER']._serialized_end=2477
 # @@protoc_insertion_point(module_scope)
