@@ -86,10 +86,17 @@ class TenantConfig:
     rating_max: float = 5.0        # predictions are clipped to it
     max_magnitude: float = 1e6     # an event's magnitude (`value`) is capped here
     engine: str = ""               # training engine of this tenant; "" = trainer.engine
+    exploration_share: float = 0.0          # share of Recommend slots for young items (0 = off;
+                                            # at least one slot when above 0 and one is eligible)
+    exploration_max_age_hours: float = 72.0  # young = launched (catalog created_ms) this recently
+    exploration_max_users: int = 50         # ... and touched by at most this many users so far
 
     def __post_init__(self) -> None:
         if self.engine not in ("", *ENGINES):
             raise ValueError(f"config tenant engine must be one of {ENGINES}, got {self.engine!r}")
+        if not 0.0 <= self.exploration_share <= 1.0:
+            raise ValueError(f"config tenant exploration_share must be 0..1, got "
+                             f"{self.exploration_share}")
 
     @property
     def confidence(self) -> ConfidenceSettings:

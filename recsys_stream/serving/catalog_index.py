@@ -86,6 +86,15 @@ class RowAttributes:
     created_ms: np.ndarray                          # per row, 0 = unknown
     row_categories: list[tuple[str, ...]]           # per row (diversity caps)
     entries: dict[str, Entry] = field(repr=False)   # by id, for items outside the model's rows
+    # every catalog item with a launch time, newest first (exploration's young items)
+    newest: list[tuple[int, str]] = field(default_factory=list, repr=False)
+
+    def categories_of(self, item_id: str, row_of: dict) -> tuple[str, ...]:
+        row = row_of.get(item_id)
+        if row is not None and row < self.n_rows:
+            return self.row_categories[row]
+        e = self.entries.get(item_id)
+        return e.categories if e is not None else ()
 
     def rows_of(self, category: str) -> np.ndarray:
         return self.category_rows.get(category, _EMPTY)
@@ -112,8 +121,11 @@ class RowAttributes:
             for kv in e.attributes.items():
                 attrs.setdefault(kv, []).append(row)
         as_rows = lambda rows: np.asarray(rows, dtype=np.int64)  # noqa: E731 (ascending already)
+        newest = sorted(((e.created_ms, i) for i, e in entries.items() if e.created_ms),
+                        reverse=True)
         return cls(version, generation, len(ids), {c: as_rows(r) for c, r in cats.items()},
-                   {kv: as_rows(r) for kv, r in attrs.items()}, created, row_cats, entries)
+                   {kv: as_rows(r) for kv, r in attrs.items()}, created, row_cats, entries,
+                   newest)
 
 
 class CatalogIndex:

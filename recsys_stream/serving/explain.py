@@ -74,8 +74,21 @@ def contributions(snap, basis, target: np.ndarray) -> np.ndarray:
     return conf * (np.asarray(snap.index.item_factors[rows], np.float64) @ w)
 
 
-def item_vectors(snap, delta, items: Sequence[str]) -> np.ndarray:
-    """Factor rows of answered items, from the snapshot or the version's delta."""
+def explain_items(snap, delta, basis, items: Sequence[str]) -> list[list[tuple[str, float]]]:
+    """``because`` of each answered item: its top contributions, or [] for an item with no
+    factors (an exploration slot's item the model and the delta do not know)."""
     Y = snap.index.item_factors
-    return np.stack([Y[snap.item_row[i]] if i in snap.item_row else delta.Y[delta.row[i]]
-                     for i in items])
+    width = Y.shape[1]
+    known, vecs = [], []
+    for n, i in enumerate(items):
+        if i in snap.item_row:
+            known.append(n)
+            vecs.append(Y[snap.item_row[i]])
+        elif delta is not None and i in delta.row and delta.Y.shape[1] == width:
+            known.append(n)
+            vecs.append(delta.Y[delta.row[i]])
+    out: list[list[tuple[str, float]]] = [[] for _ in items]
+    if known:
+        for n, top in zip(known, because(snap, basis, np.stack(vecs))):
+            out[n] = top
+    return out

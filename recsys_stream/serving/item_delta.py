@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,6 +46,7 @@ class Delta:
     Y: np.ndarray           # (n, width) float32
     row: dict[str, int]
     norms: np.ndarray       # |y| per row, for SimilarItems' cosine
+    users: dict[str, int] = field(default_factory=dict)  # distinct users behind each solve
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -98,7 +99,7 @@ class ItemDeltas:
             y = np.asarray(v.values, dtype=np.float32)
             if not len(y) or not np.isfinite(y).all():
                 return  # never served
-            versions.setdefault(v.model_version, {})[item] = (y, v.first_solved_ms)
+            versions.setdefault(v.model_version, {})[item] = (y, v.first_solved_ms, v.users)
             for old in sorted(versions)[:-_KEEP_VERSIONS]:
                 del versions[old]
         self._changed.add((tenant, algorithm))
@@ -124,7 +125,7 @@ class ItemDeltas:
                 Y = np.stack([items[i][0] for i in ids])
                 deltas[(tenant, algorithm, version)] = Delta(
                     version, ids, Y, {i: j for j, i in enumerate(ids)},
-                    np.linalg.norm(Y, axis=1))
+                    np.linalg.norm(Y, axis=1), {i: items[i][2] for i in ids})
         self._deltas = deltas  # one assignment
         self._gauges()
 
@@ -138,7 +139,7 @@ class ItemDeltas:
             items = versions.get(version, {}) if version is not None else {}
             child(NEW_ITEM_VECTORS, tenant, algorithm).set(len(items))
             child(NEW_ITEM_FIRST_SOLVED, tenant, algorithm).set(
-                min((f for _, f in items.values()), default=0) / 1000)
+                min((t[1] for t in items.values()), default=0) / 1000)
 
     # -- answering -------------------------------------------------------------------------
     def merge_recommend(self, snap: TenantSnapshot, answer: Answer, profile, k: int,

@@ -28,11 +28,11 @@ from recsys_stream.serving.item_delta import ItemDeltas
 from recsys_stream.serving.predict import predict_ratings
 from recsys_stream.serving.rank import MAX_RANK_ITEMS, rank_items
 from recsys_stream.serving.read_models import ReadModels
-from recsys_stream.serving.explain import because as explain_because
-from recsys_stream.serving.explain import explanation_basis, item_vectors
-from recsys_stream.serving.recommend import NEARLINE, SIMILAR, UnknownItem, recommend, \
-    similar_items
+from recsys_stream.serving.diversity import DiversityError, parse_diversity
+from recsys_stream.serving.explain import explain_items, explanation_basis
+from recsys_stream.serving.recommend import NEARLINE, SIMILAR, UnknownItem, similar_items
 from recsys_stream.serving.session import MAX_CONTEXT_ITEMS
+from recsys_stream.serving.slate import Request, compose
 from recsys_stream.serving.snapshots import TenantSnapshot
 from recsys_stream.serving.trending import Trending
 
@@ -123,19 +123,26 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         context = self._check_context(r.context_item_ids, r.user_id)
         self._check_excludes(r.exclude_item_ids)
         spec = self._filter(r)
+        div = None
+        if r.HasField("diversity"):
+            try:
+                div = parse_diversity(r.diversity, "diversity")
+            except DiversityError as e:
+                raise RequestError(_BAD, str(e)) from None
         snap = self._snapshot(caller.tenant, r.algorithm)
-        # trending is ranked only when no user vector answers (a lazy callable)
         profile = self.read.profile(caller.tenant, r.user_id) if r.user_id else None
         banned = self.read.banned(caller.tenant)
-        eligible = self._eligibility(spec, caller.tenant, snap)
-        exclude = set(r.exclude_item_ids)
-        answer = recommend(snap, profile, r.user_id, r.k, exclude, banned,
-                           partial(self.trending.ranked, caller.tenant) if self.trending else (),
-                           eligible, context)
-        if self.deltas is not None and snap is not None:
-            answer = self.deltas.merge_recommend(
-                snap, answer, profile, r.k, exclude | set(context), banned,
-                eligible.admits_id if eligible is not None else None)
+        tc = self.cfg.tenant(caller.tenant)
+        # the catalog's attributes of this version: for a filter, diversity caps, exploration
+        attrs = self.catalog.get(snap) if self.catalog is not None and snap is not None and (
+            spec is not None or div is not None or tc.exploration_share > 0) else None
+        req = Request(r.user_id, r.k, set(r.exclude_item_ids), context,
+                      self._eligibility(spec, caller.tenant, snap, attrs), div)
+        # trending is ranked only when no user vector answers (a lazy callable)
+        answer, reasons = compose(
+            snap, profile, req, banned,
+            partial(self.trending.ranked, caller.tenant) if self.trending else (),
+            self.deltas, attrs, tc)
         meta["source"] = _SOURCE_NAME[answer.source]
         child(SUPPRESSED, caller.tenant).inc(answer.suppressed)
         child(ANSWERED, caller.tenant).inc(len(answer.items))
@@ -147,12 +154,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             if b is not None:
                 delta = self.deltas.get(snap.tenant, snap.algorithm, snap.version) \
                     if self.deltas is not None else None
-                because = explain_because(snap, b, item_vectors(
-                    snap, delta, [i for i, _ in answer.items]))
+                because = explain_items(snap, delta, b, [i for i, _ in answer.items])
         return _scored(recommender_pb2.RecommendResponse(
             tenant=caller.tenant, algorithm=answer.algorithm, model_version=answer.version,
-            source=answer.source, reason=answer.reason), answer.items, answer.reasons(),
-            because)
+            source=answer.source, reason=answer.reason), answer.items, reasons, because)
 
     def _similar(self, r, caller: Caller, meta: dict):
         self._check_k(r.k)
@@ -281,14 +286,14 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         except FilterError as e:
             raise RequestError(_BAD, str(e)) from None
 
-    def _eligibility(self, spec: FilterSpec | None, tenant: str,
-                     snap: TenantSnapshot | None) -> Eligibility | None:
+    def _eligibility(self, spec: FilterSpec | None, tenant: str, snap: TenantSnapshot | None,
+                     attrs=None) -> Eligibility | None:
         """``spec`` over ``snap``'s rows, from the served version's catalog attributes."""
         if spec is None or self.catalog is None:
             return None
         if snap is None:  # no model yet: the trending answer is filtered by id
             return eligibility(spec, self.catalog.without_model(tenant), {})
-        return eligibility(spec, self.catalog.get(snap), snap.item_row)
+        return eligibility(spec, attrs or self.catalog.get(snap), snap.item_row)
 
     def _check_context(self, ids, user_id: str) -> list[str]:
         """The session's items, checked; ``user_id`` is required without them."""

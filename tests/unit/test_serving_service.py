@@ -135,6 +135,10 @@ def test_an_expired_deadline_is_answered_unworked_and_counted(service):
      "algorithm"),
     ("RankItems", pb.RankItemsRequest(user_id="u", item_ids=["a"], filter=pb.Filter(
         created_after_ms=-3)), "filter.created_after_ms"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, diversity=pb.Diversity(
+        max_per_category=-2)), "diversity.max_per_category"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, diversity=pb.Diversity(
+        mmr_lambda=-0.1)), "diversity.mmr_lambda"),
 ])
 def test_invalid_argument_names_the_field(service, method, request_, field):
     ctx = Context()

@@ -30,7 +30,7 @@ BASELINE: Source
 SESSION: Source
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("tenant", "user_id", "k", "exclude_item_ids", "algorithm", "filter", "context_item_ids", "explain")
+    __slots__ = ("tenant", "user_id", "k", "exclude_item_ids", "algorithm", "filter", "context_item_ids", "explain", "diversity")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class RecommendRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     user_id: str
     k: int
@@ -47,7 +48,16 @@ class RecommendRequest(_message.Message):
     filter: Filter
     context_item_ids: _containers.RepeatedScalarFieldContainer[str]
     explain: bool
-    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., algorithm: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., context_item_ids: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ...) -> None: ...
+    diversity: Diversity
+    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., algorithm: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., context_item_ids: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ...) -> None: ...
+
+class Diversity(_message.Message):
+    __slots__ = ("max_per_category", "mmr_lambda")
+    MAX_PER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MMR_LAMBDA_FIELD_NUMBER: _ClassVar[int]
+    max_per_category: int
+    mmr_lambda: float
+    def __init__(self, max_per_category: _Optional[int] = ..., mmr_lambda: _Optional[float] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("include_categories", "exclude_categories", "attributes", "created_after_ms")
