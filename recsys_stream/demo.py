@@ -134,6 +134,9 @@ def run_demo(keep_running: bool = False, workdir: str = "var/demo") -> int:
               acme.recommend(NEWCOMER, k=10, filter=recommender_pb2.Filter(
                   include_categories=["genre-5"])), world)
 
+        _show("acme / an anonymous visitor who looked at the same five items (a session, "
+              "no user id):", acme.recommend("", k=10, context_item_ids=seen), world)
+
         _show(f"globex / {NEWCOMER} (same user id, other tenant):",
               globex.recommend(NEWCOMER, k=10), worlds["globex"])
         try:
