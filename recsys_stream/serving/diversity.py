@@ -57,38 +57,44 @@ def diversify(items: Sequence[tuple[str, float]], k: int, spec: DiversitySpec,
     n = len(items)
     if not n:
         return []
+    cats = [tuple(categories(i)) for i, _ in items] if spec.max_per_category else None
     blocked = np.zeros(n, dtype=bool)
     members: dict[str, list[int]] = {}
-    if spec.max_per_category:
-        for i, (item, _) in enumerate(items):
-            for c in categories(item):
+    if cats is not None:
+        for i, cs in enumerate(cats):
+            for c in cs:
                 members.setdefault(c, []).append(i)
-    counts: dict[str, int] = {}
-    if spec.mmr_lambda:
+    lam = spec.mmr_lambda
+    if lam:
         V = np.asarray(vectors([i for i, _ in items]), dtype=np.float64)
         V /= np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+        lamS = lam * (V @ V.T)  # lambda * cosine, every pair of the pool at once
         rel = np.array([s for _, s in items], dtype=np.float64)
         span = rel.max() - rel.min()
-        rel = (rel - rel.min()) / span if span > 0 else np.ones(n)
-        closest = np.full(n, 0.0)
-        first = True
+        # min-max scaled relevance, weighted: (1 - lambda) rel_i
+        rel = (1 - lam) * ((rel - rel.min()) / span if span > 0 else np.ones(n))
+        penalty = np.zeros(n)  # lambda * the highest cosine to the slate so far
+        gain = np.empty(n)
+    counts: dict[str, int] = {}
     out: list[tuple[str, float]] = []
     while len(out) < k:
-        free = np.flatnonzero(~blocked)
-        if not len(free):
-            break
-        if spec.mmr_lambda:
-            gain = (1 - spec.mmr_lambda) * rel[free] - (0.0 if first else
-                                                         spec.mmr_lambda * closest[free])
-            pick = int(free[np.argmax(gain)])
-            closest = np.maximum(closest, V @ V[pick]) if not first else V @ V[pick]
-            first = False
+        # a few whole-array operations per pick (a pool is a few dozen items)
+        if lam:
+            np.subtract(rel, penalty, out=gain)
+            gain[blocked] = -np.inf
+            pick = int(gain.argmax())
+            if blocked[pick]:
+                break
+            np.maximum(penalty, lamS[pick], out=penalty)
         else:
-            pick = int(free[0])
+            free = blocked.argmin()
+            if blocked[free]:
+                break
+            pick = int(free)
         blocked[pick] = True
         out.append(items[pick])
-        if spec.max_per_category:
-            for c in categories(items[pick][0]):
+        if cats is not None:
+            for c in cats[pick]:
                 counts[c] = counts.get(c, 0) + 1
                 if counts[c] >= spec.max_per_category:
                     blocked[members[c]] = True

@@ -23,6 +23,7 @@ a ranking loss), the explicit mf model and every fallback get no ``because``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -33,48 +34,65 @@ from recsys_stream.serving.recommend import NEARLINE
 TOP = 3
 
 
-def explanation_basis(snap, profile, answer_vector: np.ndarray | None, source: int,
-                      basis) -> tuple[np.ndarray, np.ndarray] | None:
-    """The (rows, confidences) ``answer_vector`` is the exact fold-in of, or None."""
-    if answer_vector is None or snap.algorithm != "als" or snap.solver.bias_column \
-            or snap.ridge is not None:
+@dataclass(frozen=True)
+class Decomposition:
+    """The fold-in a vector is: its items, their confidences and the Cholesky factor of W."""
+
+    rows: np.ndarray
+    conf: np.ndarray
+    factor: tuple
+
+
+def decomposable(snap) -> bool:
+    """Only the implicit-ALS fold-in decomposes (no bias column, no ridge model)."""
+    return snap.algorithm == "als" and not snap.solver.bias_column and snap.ridge is None
+
+
+def decomposition(snap, profile, vector: np.ndarray | None, source: int,
+                  basis) -> Decomposition | None:
+    """The decomposition of ``vector`` (solved here from ``basis``, or a NEARLINE vector that
+    is the fold-in of its profile's items), else None. ``W`` is built and factored once; for a
+    nearline vector the same factor re-solves ``x = W^-1 b`` to check that it is this one."""
+    if vector is None or not decomposable(snap):
         return None
-    if basis is not None:
-        return basis
-    if source == NEARLINE and profile is not None:
-        b = session.basis(snap, profile)
-        if b is not None and np.allclose(snap.solver.solve_one(*b), answer_vector,
-                                         rtol=1e-4, atol=1e-5):
-            return b
-    return None
-
-
-def because(snap, basis: tuple[np.ndarray, np.ndarray], targets: np.ndarray,
-            top: int = TOP) -> list[list[tuple[str, float]]]:
-    """Per target item vector (rows of ``targets``), the ``top`` items of the basis by
-    contribution ``c_uj y_j^T W^-1 y_i`` (largest first)."""
-    rows, conf = basis
-    A, _ = snap.solver.normal_equations(np.array([0, len(rows)]), rows, conf)
+    b0 = basis
+    if b0 is None:
+        if source != NEARLINE or profile is None:
+            return None
+        b0 = session.basis(snap, profile)
+        if b0 is None:
+            return None
+    rows, conf = b0
+    A, b = snap.solver.normal_equations(np.array([0, len(rows)]), rows, conf)
     factor = scipy.linalg.cho_factor(A[0])
-    Yu = np.asarray(snap.index.item_factors[rows], dtype=np.float64)
-    Wi = scipy.linalg.cho_solve(factor, np.asarray(targets, dtype=np.float64).T)  # (k, m)
-    contrib = conf[:, None] * (Yu @ Wi)                                          # (L, m)
-    out = []
-    for col in contrib.T:
-        best = np.argsort(-col, kind="stable")[:top]
-        out.append([(snap.item_id_list[rows[j]], float(col[j])) for j in best])
-    return out
+    if basis is None and not np.allclose(scipy.linalg.cho_solve(factor, b[0]), vector,
+                                         rtol=1e-4, atol=1e-5):
+        return None  # the profile moved on since the worker solved this vector
+    return Decomposition(rows, np.asarray(conf, dtype=np.float64), factor)
 
 
-def contributions(snap, basis, target: np.ndarray) -> np.ndarray:
-    """Every basis item's contribution to one target's score (for tests and tools)."""
-    rows, conf = basis
-    A, _ = snap.solver.normal_equations(np.array([0, len(rows)]), rows, conf)
-    w = scipy.linalg.cho_solve(scipy.linalg.cho_factor(A[0]), np.asarray(target, np.float64))
-    return conf * (np.asarray(snap.index.item_factors[rows], np.float64) @ w)
+def because(snap, d: Decomposition, targets: np.ndarray,
+            top: int = TOP) -> list[list[tuple[str, float]]]:
+    """Per target item vector (rows of ``targets``), the ``top`` items of the decomposition by
+    contribution ``c_uj y_j^T W^-1 y_i`` (largest first)."""
+    Yu = np.asarray(snap.index.item_factors[d.rows], dtype=np.float64)
+    Wi = scipy.linalg.cho_solve(d.factor, np.asarray(targets, dtype=np.float64).T)  # (k, m)
+    contrib = d.conf[:, None] * (Yu @ Wi)                                            # (L, m)
+    n = min(top, len(d.rows))
+    best = np.argsort(-contrib, axis=0, kind="stable")[:n]
+    ids = snap.item_id_list
+    return [[(ids[d.rows[j]], float(contrib[j, m])) for j in best[:, m]]
+            for m in range(contrib.shape[1])]
 
 
-def explain_items(snap, delta, basis, items: Sequence[str]) -> list[list[tuple[str, float]]]:
+def contributions(snap, d: Decomposition, target: np.ndarray) -> np.ndarray:
+    """Every item's contribution to one target's score (for tests and tools)."""
+    w = scipy.linalg.cho_solve(d.factor, np.asarray(target, np.float64))
+    return d.conf * (np.asarray(snap.index.item_factors[d.rows], np.float64) @ w)
+
+
+def explain_items(snap, delta, d: Decomposition,
+                  items: Sequence[str]) -> list[list[tuple[str, float]]]:
     """``because`` of each answered item: its top contributions, or [] for an item with no
     factors (an exploration slot's item the model and the delta do not know)."""
     Y = snap.index.item_factors
@@ -89,6 +107,6 @@ def explain_items(snap, delta, basis, items: Sequence[str]) -> list[list[tuple[s
             vecs.append(delta.Y[delta.row[i]])
     out: list[list[tuple[str, float]]] = [[] for _ in items]
     if known:
-        for n, top in zip(known, because(snap, basis, np.stack(vecs))):
+        for n, top in zip(known, because(snap, d, np.stack(vecs))):
             out[n] = top
     return out

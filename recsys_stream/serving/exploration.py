@@ -24,7 +24,6 @@ import random
 import zlib
 from collections.abc import Callable, Sequence
 
-import numpy as np
 
 from recsys_stream.serving.recommend import EXPLORATION
 
@@ -55,15 +54,13 @@ def young_items(newest: Sequence[tuple[int, str]], now_ms: int, max_age_hours: f
     return out
 
 
-def choose(young: list[tuple[int, str]], n: int, x: np.ndarray | None,
-           vector_of: Callable[[str], np.ndarray | None],
+def choose(young: Sequence[tuple[int, str]], n: int, scores: Sequence[float | None],
            affinity: Callable[[str], float]) -> list[tuple[str, float]]:
-    """The ``n`` young items to show, with their scores (the user's score where known)."""
+    """The ``n`` young items to show, with their scores: by the user's score where there is
+    one (``scores[j]``, None: no vector), else category affinity, else recency."""
     ranked = []
-    for created, item in young:
-        y = vector_of(item) if x is not None else None
-        if y is not None:
-            s = float(y @ x)
+    for (created, item), s in zip(young, scores):
+        if s is not None:
             ranked.append(((0, -s, -created), item, s))
         else:
             a = affinity(item)

@@ -29,7 +29,7 @@ from recsys_stream.serving.predict import predict_ratings
 from recsys_stream.serving.rank import MAX_RANK_ITEMS, rank_items
 from recsys_stream.serving.read_models import ReadModels
 from recsys_stream.serving.diversity import DiversityError, parse_diversity
-from recsys_stream.serving.explain import explain_items, explanation_basis
+from recsys_stream.serving.explain import decomposition, explain_items
 from recsys_stream.serving.recommend import NEARLINE, SIMILAR, UnknownItem, similar_items
 from recsys_stream.serving.session import MAX_CONTEXT_ITEMS
 from recsys_stream.serving.slate import Request, compose
@@ -150,7 +150,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             child(FALLBACKS, caller.tenant, meta["source"]).inc()
         because = None
         if r.explain and answer.items and snap is not None:
-            b = explanation_basis(snap, profile, answer.vector, answer.source, answer.basis)
+            b = decomposition(snap, profile, answer.vector, answer.source, answer.basis)
             if b is not None:
                 delta = self.deltas.get(snap.tenant, snap.algorithm, snap.version) \
                     if self.deltas is not None else None

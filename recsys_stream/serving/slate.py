@@ -73,7 +73,7 @@ def _categories(snap, attrs: RowAttributes | None) -> Callable[[str], Sequence[s
     return lambda item: attrs.categories_of(item, snap.item_row)
 
 
-def _vector_of(snap, deltas) -> Callable[[str], np.ndarray | None]:
+def _vector_of(snap, deltas) -> Callable[[str], np.ndarray | None]:  # diversity's MMR
     Y, delta = snap.index.item_factors, _delta(snap, deltas)
 
     def of(item: str):
@@ -96,6 +96,33 @@ def _vectors(snap, deltas) -> Callable[[Sequence[str]], np.ndarray]:
     return stack
 
 
+def _young(snap, attrs: RowAttributes, delta, tc, now_ms: int):
+    """The young items that pass the user-independent tests (age, users so far), with their
+    model row (-1: none) and delta row (-1: none); memoised per snapshot for a minute of the
+    clock and this catalog build and delta, so a request only applies its own suppression."""
+    key = ("young", now_ms // 60_000, tc.exploration_max_age_hours, tc.exploration_max_users)
+    hit = snap.cache.get(key)
+    if hit is not None and hit[0] is attrs and hit[1] is delta:
+        return hit[2]
+
+    def users(item: str) -> float:
+        r = snap.item_row.get(item)
+        if r is not None:
+            return float(snap.popularity[r])
+        return float(delta.users.get(item, 0)) if delta is not None else 0.0
+    young = exploration.young_items(attrs.newest, now_ms, tc.exploration_max_age_hours,
+                                    lambda item: users(item) <= tc.exploration_max_users)
+    width = snap.width
+    rows = [(created, item, snap.item_row.get(item, -1),
+             delta.row.get(item, -1) if delta is not None and delta.Y.shape[1] == width else -1)
+            for created, item in young]
+    # one entry per snapshot: the key's minute moves on, the old entry is dropped
+    for old in [k for k in snap.cache if isinstance(k, tuple) and k[:1] == ("young",)]:
+        snap.cache.pop(old, None)
+    snap.cache[key] = (attrs, delta, rows)
+    return rows
+
+
 def _explore(snap, profile, req: Request, answer: Answer, reasons, banned, deltas,
              attrs: RowAttributes, tc, now_ms: int):
     own = set(req.exclude) | set(req.context)
@@ -103,34 +130,36 @@ def _explore(snap, profile, req: Request, answer: Answer, reasons, banned, delta
         own.update(profile.item_ids)
         own.update(profile.suppressed_item_ids)
     delta = _delta(snap, deltas)
-
-    def users(item: str) -> float:
-        r = snap.item_row.get(item)
-        if r is not None:
-            return float(snap.popularity[r])
-        return float(delta.users.get(item, 0)) if delta is not None else 0.0
-
-    def ok(item: str) -> bool:
-        return item not in own and item not in banned \
-            and (req.eligible is None or req.eligible.admits_id(item)) \
-            and users(item) <= tc.exploration_max_users
-
-    young = exploration.young_items(attrs.newest, now_ms, tc.exploration_max_age_hours, ok)
+    admit = req.eligible.admits_id if req.eligible is not None else None
+    young = [t for t in _young(snap, attrs, delta, tc, now_ms)
+             if t[1] not in own and t[1] not in banned and (admit is None or admit(t[1]))]
     n = min(exploration.slots(tc.exploration_share, req.k), len(young))
     if not n:
         return answer.items, reasons
-    liked: dict[str, float] = {}
-    if profile is not None:
-        for item, c in zip(profile.item_ids, profile.confidences):
-            for cat in attrs.categories_of(item, snap.item_row):
-                liked[cat] = liked.get(cat, 0.0) + float(c)
-    for item in req.context:
-        for cat in attrs.categories_of(item, snap.item_row):
-            liked[cat] = liked.get(cat, 0.0) + 1.0
-    vec = _vector_of(snap, deltas)
     x = answer.vector
+    scores: list[float | None] = [None] * len(young)
+    if x is not None and len(x) == snap.width:
+        in_model = [j for j, t in enumerate(young) if t[2] >= 0]
+        if in_model:
+            s = snap.index.item_factors[[young[j][2] for j in in_model]] @ x
+            for j, v in zip(in_model, s.tolist()):
+                scores[j] = v
+        in_delta = [j for j, t in enumerate(young) if t[2] < 0 and t[3] >= 0]
+        if in_delta:
+            s = delta.Y[[young[j][3] for j in in_delta]] @ x
+            for j, v in zip(in_delta, s.tolist()):
+                scores[j] = v
+    liked: dict[str, float] = {}
+    if any(s is None for s in scores):  # the user's categories, only when some item needs them
+        if profile is not None:
+            for item, c in zip(profile.item_ids, profile.confidences):
+                for cat in attrs.categories_of(item, snap.item_row):
+                    liked[cat] = liked.get(cat, 0.0) + float(c)
+        for item in req.context:
+            for cat in attrs.categories_of(item, snap.item_row):
+                liked[cat] = liked.get(cat, 0.0) + 1.0
     chosen = exploration.choose(
-        young, n, x if x is not None and len(x) == snap.width else None, vec,
+        [(t[0], t[1]) for t in young], n, scores,
         lambda item: sum(liked.get(c, 0.0) for c in attrs.categories_of(item, snap.item_row)))
     key = f"{snap.tenant}/{req.user_id or ','.join(sorted(req.context))}"
     at = exploration.positions(key, now_ms, req.k, len(chosen))

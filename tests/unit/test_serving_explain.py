@@ -10,7 +10,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 
 from recsys_stream.contracts.pb import profiles_pb2
 from recsys_stream.contracts.pb import recommender_pb2 as pb
-from recsys_stream.serving.explain import because, contributions, explanation_basis
+from recsys_stream.serving.explain import because, contributions, decomposition
 from recsys_stream.serving.recommend import recommend
 from tests.unit.test_serving_filters import N_ITEMS, snaps  # noqa: F401 (fixture)
 
@@ -27,7 +27,7 @@ def test_contributions_sum_to_the_score_and_equal_implicits_explain(snaps):  # n
     model.item_factors = Y.astype(np.float32)
     user_items = sp.csr_matrix((CONF, (np.zeros(len(ROWS), int), ROWS)), shape=(1, N_ITEMS))
     for i in (0, 5, 99, 300):
-        ours = contributions(snap, (ROWS, CONF), Y[i])
+        ours = contributions(snap, decomposition(snap, None, x, pb.SESSION, (ROWS, CONF)), Y[i])
         assert ours.sum() == pytest.approx(float(Y[i] @ x), abs=1e-4)
         total, top, _ = model.explain(0, user_items, i, N=len(ROWS))
         assert total == pytest.approx(float(ours.sum()), abs=1e-4)
@@ -39,7 +39,7 @@ def test_a_session_answer_is_explained_by_its_top_three_items(snaps):  # noqa: F
     snap = snaps["acme"]
     context = [snap.item_id_list[r] for r in ROWS[:4]]
     a = recommend(snap, None, "", 5, set(), frozenset(), (), None, context)
-    b = explanation_basis(snap, None, a.vector, a.source, a.basis)
+    b = decomposition(snap, None, a.vector, a.source, a.basis)
     assert b is not None
     Y = snap.index.item_factors
     out = because(snap, b, np.stack([Y[snap.item_row[i]] for i, _ in a.items]))
@@ -59,17 +59,17 @@ def test_only_fold_in_vectors_are_explained(snaps):  # noqa: F811
     profile.vectors.add(algorithm="als", model_version=1, values=list(solved))
     a = recommend(snap, profile, "u", 5, set(), frozenset())
     assert a.source == pb.NEARLINE
-    b = explanation_basis(snap, profile, a.vector, a.source, a.basis)
-    assert b is not None and sorted(b[0]) == sorted(ROWS)
+    b = decomposition(snap, profile, a.vector, a.source, a.basis)
+    assert b is not None and sorted(b.rows) == sorted(ROWS)
     # a nearline vector that is not the fold-in of its profile's items: no explanation
     stale = profiles_pb2.UserProfile(tenant="acme", user_id="u", item_ids=items[:2],
                                      confidences=list(CONF[:2]))
     stale.vectors.add(algorithm="als", model_version=1, values=list(solved))
     a2 = recommend(snap, stale, "u", 5, set(), frozenset())
-    assert explanation_basis(snap, stale, a2.vector, a2.source, a2.basis) is None
+    assert decomposition(snap, stale, a2.vector, a2.source, a2.basis) is None
     # a batch vector, and popularity: none
     a3 = recommend(snap, None, "user-1", 5, set(), frozenset())
     assert a3.source == pb.BATCH
-    assert explanation_basis(snap, None, a3.vector, a3.source, a3.basis) is None
+    assert decomposition(snap, None, a3.vector, a3.source, a3.basis) is None
     a4 = recommend(snap, None, "stranger", 5, set(), frozenset())
-    assert explanation_basis(snap, None, a4.vector, a4.source, a4.basis) is None
+    assert decomposition(snap, None, a4.vector, a4.source, a4.basis) is None
