@@ -63,12 +63,28 @@ def decomposition(snap, profile, vector: np.ndarray | None, source: int,
         if b0 is None:
             return None
     rows, conf = b0
-    A, b = snap.solver.normal_equations(np.array([0, len(rows)]), rows, conf)
-    factor = scipy.linalg.cho_factor(A[0])
-    if basis is None and not np.allclose(scipy.linalg.cho_solve(factor, b[0]), vector,
+    A, b = _normal_equations(snap, rows, np.asarray(conf, dtype=np.float64))
+    factor = scipy.linalg.cho_factor(A)
+    if basis is None and not np.allclose(scipy.linalg.cho_solve(factor, b), vector,
                                          rtol=1e-4, atol=1e-5):
         return None  # the profile moved on since the worker solved this vector
     return Decomposition(rows, np.asarray(conf, dtype=np.float64), factor)
+
+
+def _normal_equations(snap, rows: np.ndarray, conf: np.ndarray):
+    """``W = YᵀY + Y_uᵀ(C_u - I)Y_u + λ'I`` and ``b = Y_uᵀ c_u`` for one user, directly (the
+    solver's batched path pads and chunks for thousands of users; one user is two small
+    products). ``YᵀY`` is computed once per snapshot; ``λ' = λ n_u`` for a Spark model."""
+    YtY = snap.cache.get("explain_YtY")
+    if YtY is None:
+        Y = np.asarray(snap.index.item_factors, dtype=np.float64)
+        YtY = snap.cache["explain_YtY"] = Y.T @ Y
+    Yu = np.asarray(snap.index.item_factors[rows], dtype=np.float64)
+    lam = snap.solver.regularization * (max(len(rows), 1) if snap.solver.scaling == "count"
+                                        else 1.0)
+    A = YtY + (Yu.T * (conf - 1.0)) @ Yu
+    A[np.diag_indices_from(A)] += lam
+    return A, Yu.T @ conf
 
 
 def because(snap, d: Decomposition, targets: np.ndarray,
