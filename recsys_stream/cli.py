@@ -133,6 +133,19 @@ def cmd_produce(args) -> int:
     return 0
 
 
+def cmd_erase(args) -> int:
+    from recsys_stream.produce import erase_user
+    cfg = _config(args)
+    try:
+        ev, partition, offset = erase_user(cfg, args.tenant, args.user)
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ValueError) else 1
+    print(f"erase record {ev.event_id} for user {args.user!r} of tenant {args.tenant!r} on "
+          f"{cfg.topics.interactions} partition {partition} offset {offset}")
+    return 0
+
+
 def cmd_recommend(args) -> int:
     from recsys_stream.serving.client import RecommenderClient
     with RecommenderClient(args.address, args.api_key) as client:
@@ -258,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=300)
     p.add_argument("--events-per-user", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+
+    p = add("erase", cmd_erase, "Erase a user everywhere downstream (the right to be "
+            "forgotten): an erase record on interactions on the user's own key; the worker "
+            "deletes their state and profile, the item stage their contributions, the server "
+            "stops serving their batch vector, the trainer drops them from every kept version.")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--user", required=True)
 
     p = add("recommend", cmd_recommend, "Ask the gRPC server for a user's top-k.", config=False)
     p.add_argument("--address", default="127.0.0.1:50051")

@@ -27,6 +27,8 @@ class KafkaConfig:
     replication_factor: int = 1                # of every topic the project creates
     compacted_segment_ms: int = 3_600_000      # segment.ms of compacted topics: the head the cleaner cannot touch
     compacted_dirty_ratio: float = 0.5         # min.cleanable.dirty.ratio of compacted topics
+    raw_retention_ms: int = 604_800_000        # retention.ms of interactions, its DLQ and item-interactions: how long raw events (and erased users' raw events) live
+    compacted_delete_retention_ms: int = 86_400_000  # delete.retention.ms of compacted topics: how long a tombstone (an erasure) stays after cleaning; keep it above trainer.interval_s
     client: dict = field(default_factory=dict)  # librdkafka properties given to every client (security)
 
 

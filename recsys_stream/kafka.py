@@ -124,7 +124,10 @@ def ensure_topics(cfg: Config, timeout_s: float = 10.0) -> None:
         conf = {"cleanup.policy": "compact",
                 "segment.ms": str(cfg.kafka.compacted_segment_ms),
                 "min.cleanable.dirty.ratio": str(cfg.kafka.compacted_dirty_ratio),
+                "delete.retention.ms": str(cfg.kafka.compacted_delete_retention_ms),
                 } if name in topics.compacted() else {}
+        if name in topics.raw():  # retention-bound, never compacted (erasure: raw events age out)
+            conf = {"cleanup.policy": "delete", "retention.ms": str(cfg.kafka.raw_retention_ms)}
         new.append(NewTopic(name, num_partitions=parts, replication_factor=rf, config=conf))
     if not new:
         return

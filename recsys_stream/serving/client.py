@@ -50,6 +50,11 @@ class RecommenderClient:
         req = recommender_pb2.GetProfileRequest(tenant=tenant, user_id=user_id)
         return self.stub.GetProfile(req, metadata=self.metadata, timeout=self.timeout)
 
+    def erase_user(self, user_id: str, tenant: str = "") -> recommender_pb2.EraseUserResponse:
+        """Erase the user everywhere downstream (an operator's admin key only)."""
+        req = recommender_pb2.EraseUserRequest(tenant=tenant, user_id=user_id)
+        return self.stub.EraseUser(req, metadata=self.metadata, timeout=self.timeout)
+
     def close(self) -> None:
         self.channel.close()
 

@@ -15,6 +15,7 @@ Caught up: once the tail has replayed every record that existed at its start, th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import threading
@@ -25,11 +26,23 @@ from rocksdict import AccessType, BlockBasedOptions, Cache, DBCompressionType, O
 
 from recsys_stream.config import Config
 from recsys_stream.kafka import READ_MODEL_FETCH_WAIT_MS, TopicTail
+from recsys_stream.contracts.rocks import purge_keys
 
 log = logging.getLogger(__name__)
 
 # No tenant name starts with NUL, so this key never collides with a `tenant \x1f user` key.
 MARKER = b"\x00profiles-caught-up"
+# Erased users (a tombstone on ``profiles``): ``ERASED + sha256(tenant \x1f user)``. A digest, so
+# the store holds no byte of the erased id; the server stops serving the user's batch vector
+# while the key is there (``ReadModels.erased``).
+ERASED = b"\x00erased\x1f"
+
+
+def erased_key(key: bytes) -> bytes:
+    """Where the store marks the user of profile ``key`` erased."""
+    return ERASED + hashlib.sha256(key).digest()
+
+
 # A secondary's WAL-tailing interval, the staleness it adds. rocksdict holds the GIL through a
 # catch-up (~0.8 ms with nothing new, measured on 2 busy cores): at 0.1 s that is under 1% of a
 # process's time, and a profile still reaches every process in ~0.2 s.
@@ -50,6 +63,8 @@ def _options(cache_mb: int) -> Options:
     opts.set_write_buffer_size(16 << 20)
     # a secondary must keep every file open: the primary's compactions delete the files it reads
     opts.set_max_open_files(-1)
+    # a MANIFEST rolled on every change: an erased key leaves it (contracts.rocks.store_options)
+    opts.set_max_manifest_file_size(1)
     return opts
 
 
@@ -65,6 +80,7 @@ class ProfileWriter:
         self.path = Path(cfg.server.profile_dir)
         self.db: Rdict | None = None
         self._batch = WriteBatch(raw_mode=True)
+        self._deleted: list[bytes] = []
         self._marked = False
         self._readers = readers_dir(cfg)
         self._tail = TopicTail(cfg, {cfg.topics.profiles: self._on_profile}, name="profiles",
@@ -98,8 +114,10 @@ class ProfileWriter:
 
     def _on_profile(self, msg) -> None:
         value = msg.value()
-        if value is None:  # tombstone
+        if value is None:  # tombstone: the worker erased the user (nearline.erase)
             self._batch.delete(msg.key())
+            self._batch.put(erased_key(msg.key()), b"")
+            self._deleted.append(msg.key())
         else:
             self._batch.put(msg.key(), value)
 
@@ -107,6 +125,9 @@ class ProfileWriter:
         if len(self._batch):
             self.db.write(self._batch)
             self._batch = WriteBatch(raw_mode=True)
+        if self._deleted:  # the erased profiles' bytes leave the files too
+            purge_keys(self.db, self._deleted)
+            self._deleted = []
         if not self._marked and self._tail.wait_caught_up(0):
             self.db.put(MARKER, b"1")  # after the replayed data: a reader seeing it has all of it
             self._marked = True
