@@ -7,7 +7,7 @@ key until it rolls over. Erasure (DESIGN.md "Security and erasure") needs the by
 
 from __future__ import annotations
 
-from rocksdict import Options, Rdict
+from rocksdict import BottommostLevelCompaction, CompactOptions, Options, Rdict
 
 _PURGED = b"\x00purged"
 
@@ -25,9 +25,14 @@ def purge_keys(db: Rdict, keys: list[bytes]) -> None:
     """Physically remove deleted keys (erasure): flush the memtable (the write-ahead log with
     the old values is then dropped), compact each key's range to the bottom level (the deleted
     values and the delete markers go), then one more flushed write so that the MANIFEST, which
-    rolls on every change (``store_options``), no longer names the old files' boundary keys."""
+    rolls on every change (``store_options``), no longer names the old files' boundary keys.
+
+    The bottom level is compacted by force: a file that overlaps nothing below is otherwise
+    moved down as it is (a trivial move), delete marker and all."""
     db.flush()
+    opts = CompactOptions()
+    opts.set_bottommost_level_compaction(BottommostLevelCompaction.force())
     for key in sorted(keys):
-        db.compact_range(key, key + b"\x00")
+        db.compact_range(key, key + b"\x00", opts)
     db.put(_PURGED, b"1")
     db.flush()
