@@ -211,6 +211,8 @@ def test_an_erased_user_leaves_no_byte_in_any_store_topic_or_model(tmp_path, kaf
             recommender_pb2.NEARLINE, recommender_pb2.BATCH) and r,
             max(0.1, 10 - (time.monotonic() - t0)), interval_s=0.05,
             what="Recommend to serve U as new within 10 s")
+        print(f"EraseUser answered -> GetProfile NOT_FOUND and Recommend as new within "
+              f"{time.monotonic() - t0:.2f} s")
         assert after.model_version == v1 and after.source in (recommender_pb2.TRENDING,
                                                               recommender_pb2.POPULARITY)
         assert answer("user-5").source in (recommender_pb2.NEARLINE, recommender_pb2.BATCH)
