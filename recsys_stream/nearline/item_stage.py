@@ -279,7 +279,7 @@ class ItemStage:
         if not self._pending_offsets and not self._dirty:
             return
         self.producer.flush()
-        self.store.commit(self._dirty, self._pending_offsets)
+        self.store.commit(self._dirty, self._pending_offsets, sorted(self._purge))
         self._dirty, self._pending_offsets = {}, {}
         if self._purge:  # their older values named the erased user
             self.store.purge(sorted(self._purge))

@@ -31,7 +31,7 @@ from rocksdict import Rdict, WriteBatch
 
 from recsys_stream.contracts.keys import SEP
 from recsys_stream.contracts.pb import items_pb2
-from recsys_stream.contracts.rocks import purge_keys, store_options
+from recsys_stream.contracts.rocks import mark_purge, purge_keys, purge_pending, store_options
 from recsys_stream.nearline.state import offset_key, scan, stored_offsets
 
 _ITEM = b"i"  # offsets under state.offset_key, as the worker's store keeps them
@@ -112,6 +112,7 @@ class ItemStore:
         Path(path).mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self._db = Rdict(self.path, options=store_options())
+        purge_pending(self._db)  # items an erasure changed that a killed stage did not purge
 
     def get_many(self, keys: list[bytes]) -> dict[bytes, ItemRecord]:
         if not keys:
@@ -120,9 +121,11 @@ class ItemStore:
         return {k: ItemRecord.decode(v) for k, v in zip(keys, values) if v is not None}
 
     def commit(self, states: dict[bytes, ItemRecord | None],
-               offsets: dict[tuple[str, int], int]) -> None:
-        """Write states (``None``: delete) and next input offsets atomically."""
+               offsets: dict[tuple[str, int], int], purge: list[bytes] = ()) -> None:
+        """Write states (``None``: delete) and next input offsets atomically; ``purge``: items
+        whose older values named an erased user, marked for ``purge`` in the same batch."""
         wb = WriteBatch(raw_mode=True)
+        mark_purge(wb, [_ITEM + k for k in purge])
         for key, r in states.items():
             if r is None:
                 wb.delete(_ITEM + key)

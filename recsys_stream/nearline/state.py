@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rocksdict import Rdict, WriteBatch
 
-from recsys_stream.contracts.rocks import purge_keys, store_options
+from recsys_stream.contracts.rocks import mark_purge, purge_keys, purge_pending, store_options
 from recsys_stream.contracts.user_state import UserHistory
 
 _USER, _OFFSET = b"u", b"o"
@@ -64,6 +64,7 @@ class StateStore:
         Path(path).mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self._db = Rdict(self.path, options=store_options())
+        purge_pending(self._db)  # erased users a killed worker committed and did not purge
         self._budget = cache_items
         self._cache: dict[bytes, tuple[UserHistory, int]] = {}  # insertion order = LRU order
         self._cached_items = 0
@@ -125,6 +126,7 @@ class StateStore:
         wb = WriteBatch(raw_mode=True)
         for key in deleted:
             wb.delete(_USER + key)
+        mark_purge(wb, [_USER + k for k in deleted])
         for key, h in states.items():
             wb.put(_USER + key, h if isinstance(h, bytes) else h.encode())
         for (topic, partition), nxt in offsets.items():
@@ -147,6 +149,7 @@ class StateStore:
         for key, value in states.items():
             if value is None:
                 wb.delete(_USER + key)
+                mark_purge(wb, [_USER + key])
             else:
                 wb.put(_USER + key, value)
         wb.put(offset_key(topic, partition), str(next_offset).encode())

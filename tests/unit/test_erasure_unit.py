@@ -156,3 +156,19 @@ def test_a_deleted_users_bytes_leave_the_rocksdb_files(tmp_path, flushed):
     reopened = StateStore(tmp_path / "state")
     assert len(list(reopened.users())) == 50
     reopened.close()
+
+
+def test_a_worker_killed_between_its_commit_and_its_purge_purges_at_the_next_open(tmp_path):
+    from recsys_stream.contracts.user_state import UserHistory
+    store = StateStore(tmp_path / "state")
+    gone = make_key("acme", "erase-me-7f3a")
+    store.commit({gone: UserHistory("acme", "erase-me-7f3a"),
+                  make_key("acme", "other"): UserHistory("acme", "other")}, {("t", 0): 2})
+    store._db.flush()
+    store.commit({}, {("t", 0): 3}, deleted=[gone])  # ... and no purge: killed here
+    store.close()
+    assert _bytes_under(tmp_path / "state", b"erase-me-7f3a")
+    reopened = StateStore(tmp_path / "state")
+    assert not _bytes_under(tmp_path / "state", b"erase-me-7f3a")
+    assert [k for k, _ in reopened.users()] == [make_key("acme", "other")]
+    reopened.close()
