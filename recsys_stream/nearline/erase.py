@@ -29,6 +29,7 @@ outputs are the same records again (compacted topics keep the last: the tombston
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Message
@@ -49,8 +50,14 @@ class Erasures:
     """The erasures of one worker since its last commit (module docstring)."""
 
     def __init__(self, worker: Worker) -> None:
-        self.w = worker
+        # weak: a stopped worker must be freed by reference counting alone (nearline/app.py
+        # runs the cyclic collector rarely)
+        self._worker = weakref.ref(worker)
         self.pending: dict[bytes, int] = {}  # erased key -> input partition, since the commit
+
+    @property
+    def w(self) -> Worker:
+        return self._worker()
 
     def apply(self, by_user: dict[bytes, list[tuple[Event, Message]]]) -> None:
         """Apply the batch's erase records; ``by_user`` keeps only the events to apply next."""

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from rocksdict import AccessType, BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, \
@@ -68,6 +70,18 @@ def _options(cache_mb: int) -> Options:
     return opts
 
 
+def _purged_file(path: str | Path) -> Path:
+    """Beside the store: how many purges the writer has made (``ProfileReader`` reopens)."""
+    return Path(f"{path}.purged")
+
+
+def _purges(path: str | Path) -> str:
+    try:
+        return _purged_file(path).read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def readers_dir(cfg: Config) -> Path:
     """Where the secondaries keep their own (log) directories, next to the store."""
     return Path(f"{cfg.server.profile_dir}.readers")
@@ -81,6 +95,7 @@ class ProfileWriter:
         self.db: Rdict | None = None
         self._batch = WriteBatch(raw_mode=True)
         self._deleted: list[bytes] = []
+        self._purges = 0
         self._marked = False
         self._readers = readers_dir(cfg)
         self._tail = TopicTail(cfg, {cfg.topics.profiles: self._on_profile}, name="profiles",
@@ -102,6 +117,7 @@ class ProfileWriter:
                 raise RuntimeError(f"server.profile_dir {self.path} is in use by another "
                                    f"server (each server needs its own): {e}") from e
         shutil.rmtree(self._readers, ignore_errors=True)
+        _purged_file(self.path).unlink(missing_ok=True)
         self.db = Rdict(str(self.path), options=_options(8))  # it only writes: a token cache
         self._tail.start()
         return self
@@ -126,6 +142,14 @@ class ProfileWriter:
             self.db.write(self._batch)
             self._batch = WriteBatch(raw_mode=True)
         if self._deleted:  # the erased profiles' bytes leave the files too
+            # A secondary that misses the write-ahead log of the deletes (the purge flushes at
+            # once) keeps the old values in its memtable: readers reopen when this file
+            # changes. Changed before the flush, so a reader that has caught up with the flush
+            # sees the change on its next look (ProfileReader._run looks right after).
+            self._purges += 1
+            tmp = _purged_file(self.path).with_suffix(".tmp")
+            tmp.write_text(str(self._purges))
+            os.replace(tmp, _purged_file(self.path))
             purge_keys(self.db, self._deleted)
             self._deleted = []
         if not self._marked and self._tail.wait_caught_up(0):
@@ -138,10 +162,11 @@ class ProfileReader:
 
     def __init__(self, path: str | Path, secondary_dir: str | Path | None = None,
                  db: Rdict | None = None) -> None:
+        self._path, self._secondary_dir = path, secondary_dir
+        self._purges = _purges(path)
+        self._retired: list[tuple[Rdict, float]] = []
         if db is None:
-            Path(secondary_dir).mkdir(parents=True, exist_ok=True)
-            db = Rdict(str(path), options=_options(BLOCK_CACHE_MB),
-                       access_type=AccessType.secondary(str(secondary_dir)))
+            db = self._open_secondary()
         self.db, self._secondary = db, secondary_dir is not None
         self._caught_up = threading.Event()
         self._stop = threading.Event()
@@ -159,12 +184,38 @@ class ProfileReader:
         self._thread.join(5)
         if self._secondary:
             self.db.close()
+            for old, _ in self._retired:
+                old.close()
+
+    def _open_secondary(self) -> Rdict:
+        d = Path(self._secondary_dir) / f"gen-{self._purges or 0}"
+        d.mkdir(parents=True, exist_ok=True)
+        return Rdict(str(self._path), options=_options(BLOCK_CACHE_MB),
+                     access_type=AccessType.secondary(str(d)))
+
+    def _reopen_after_purge(self) -> None:
+        """A secondary keeps the memtable it replayed from the write-ahead log; when the writer
+        purged erased keys (flushing at once) it may have missed the deletes and would serve
+        the erased profile: a fresh secondary replaces it. The old one is closed a few seconds
+        later, once no request can still be reading it."""
+        now = time.monotonic()
+        while self._retired and now - self._retired[0][1] > 5.0:
+            self._retired.pop(0)[0].close()
+        purges = _purges(self._path)
+        if purges == self._purges:
+            return
+        self._purges = purges
+        fresh = self._open_secondary()
+        fresh.try_catch_up_with_primary()
+        self.db, old = fresh, self.db
+        self._retired.append((old, now))
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 if self._secondary:
                     self.db.try_catch_up_with_primary()
+                    self._reopen_after_purge()
                 if not self._caught_up.is_set() and self.db.get(MARKER) is not None:
                     self._caught_up.set()
             except Exception:  # a failed catch-up leaves the previous view: retry next round
