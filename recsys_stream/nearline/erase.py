@@ -53,7 +53,8 @@ class Erasures:
         # weak: a stopped worker must be freed by reference counting alone (nearline/app.py
         # runs the cyclic collector rarely)
         self._worker = weakref.ref(worker)
-        self.pending: dict[bytes, int] = {}  # erased key -> input partition, since the commit
+        # erased key -> (input partition, offset of the erase record), since the commit
+        self.pending: dict[bytes, tuple[int, int]] = {}
 
     @property
     def w(self) -> Worker:
@@ -62,6 +63,9 @@ class Erasures:
     def apply(self, by_user: dict[bytes, list[tuple[Event, Message]]]) -> None:
         """Apply the batch's erase records; ``by_user`` keeps only the events to apply next."""
         w = self.w
+        for key, events in by_user.items():
+            if self.is_erased(key):  # erased in an earlier batch: these events start anew
+                self._fresh(key, events[0][0], *self.pending[key])
         keys = [k for k, evs in by_user.items() if any(ev.type == ERASE for ev, _ in evs)]
         if not keys:
             return
@@ -93,10 +97,7 @@ class Erasures:
             self._erase(key, erase, m, h, before)
             after = [(ev, mm) for ev, mm in events[last + 1:] if ev.type != ERASE]
             if after:  # a new user from the erase record on
-                fresh = UserHistory(erase.tenant, erase.user_id)
-                fresh.applied_offset, fresh.input_partition = m.offset(), m.partition()
-                w._dirty[key] = fresh
-                w._dirty_items += 1
+                self._fresh(key, erase, m.partition(), m.offset())
                 by_user[key] = after
             else:
                 del by_user[key]
@@ -110,7 +111,7 @@ class Erasures:
         if old is not None:
             w._dirty_items -= len(old.items) + 1
         w.store.forget([key])
-        self.pending[key] = m.partition()
+        self.pending[key] = (m.partition(), m.offset())
         w._produce(w.cfg.topics.profiles, key, None)
         # every item the item stage may hold an entry of this user for: the history, the
         # suppressed (hidden after a first touch) and rated items, and this batch's events
@@ -132,6 +133,14 @@ class Erasures:
                  "forwarded to the item stage)", erase.tenant, m.partition(), m.offset(),
                  len(items) * len(algorithms))
 
+    def _fresh(self, key: bytes, ev: Event, partition: int, offset: int) -> None:
+        """An empty history for the user's events after an erasure (in the worker's dirty
+        states, so that the store's stale state is never read before the commit)."""
+        fresh = UserHistory(ev.tenant, ev.user_id)
+        fresh.applied_offset, fresh.input_partition = offset, partition
+        self.w._dirty[key] = fresh
+        self.w._dirty_items += 1
+
     def tombstones(self) -> list[bytes]:
         """Before the commit's flush: a changelog tombstone for each erased user that no later
         event re-created (a re-created user's state record replaces the old one instead).
@@ -139,7 +148,7 @@ class Erasures:
         w = self.w
         gone = [k for k in self.pending if k not in w._dirty]
         for key in gone:
-            w._produce(w.cfg.topics.state_changelog, key, None, self.pending[key])
+            w._produce(w.cfg.topics.state_changelog, key, None, self.pending[key][0])
         return gone
 
     def committed(self) -> None:
