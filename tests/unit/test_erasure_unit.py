@@ -172,3 +172,55 @@ def test_a_worker_killed_between_its_commit_and_its_purge_purges_at_the_next_ope
     assert not _bytes_under(tmp_path / "state", b"erase-me-7f3a")
     assert [k for k, _ in reopened.users()] == [make_key("acme", "other")]
     reopened.close()
+
+
+class _Msg:
+    """The parts of a consumed record the online stage reads."""
+
+    def __init__(self, topic, partition, offset, key, value):
+        self._t = (topic, partition, offset, key, value)
+
+    def topic(self):
+        return self._t[0]
+
+    def partition(self):
+        return self._t[1]
+
+    def offset(self):
+        return self._t[2]
+
+    def key(self):
+        return self._t[3]
+
+    def value(self):
+        return self._t[4]
+
+
+def test_the_online_stage_drops_an_erased_users_rows_and_their_bytes(tmp_path, offline_cfg):
+    from recsys_stream.contracts.pb import slates_pb2
+    from recsys_stream.online.stage import OnlineStage
+    from recsys_stream.online.store import OnlineStore
+    cfg = offline_cfg
+    user, other = "erase-me-7f3a", "other"
+    store = OnlineStore(tmp_path / "online")
+    stage = OnlineStage(cfg, store, consumer=None)
+    msgs = []
+    for i, u in enumerate((user, other)):
+        slate = slates_pb2.ServedSlate(
+            recommendation_id=f"r{i}", tenant="acme", user_id=u, served_ms=NOW,
+            algorithm="als", model_version=1, source="NEARLINE", method="Recommend",
+            items=[slates_pb2.ServedItem(item_id="a", position=0)])
+        msgs.append(_Msg(cfg.topics.recommendations, 0, i, make_key("acme", u),
+                         slate.SerializeToString()))
+    stage.process(msgs)
+    stage.commit()
+    store._db.flush()
+    assert _bytes_under(tmp_path / "online", b"erase-me-7f3a")
+    erase = erase_event("acme", user, NOW)
+    stage.process([_Msg(cfg.topics.interactions, 0, 0, erase.key, encode_event(erase))])
+    stage.commit()
+    assert not _bytes_under(tmp_path / "online", b"erase-me-7f3a")
+    rows = store.users([make_key("acme", user), make_key("acme", other)])
+    assert rows[make_key("acme", user)].empty and not rows[make_key("acme", other)].empty
+    assert sum(c[0] for _, c in store.counts()) == 2  # the impressions counters stay
+    store.close()
