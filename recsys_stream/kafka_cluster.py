@@ -202,11 +202,18 @@ class Secured:
             # they serve): their listener is TLS, the brokers check its certificate
             "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
             "inter.broker.listener.name": "SASL_SSL",
-            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            # PLAIN (over TLS) too, with the same users and passwords, for clients built on
+            # librdkafka < 2.6.1 (Debian 12's kcat: 2.0.2), whose SCRAM proof Kafka 4 rejects
+            # (the client nonce sent twice, librdkafka#4895); the project's clients use SCRAM
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512,PLAIN",
             "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
             "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
                 "org.apache.kafka.common.security.scram.ScramLoginModule required "
                 f'username="admin" password="{admin}";',
+            "listener.name.sasl_ssl.plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="admin" password="{admin}" '
+                + " ".join(f'user_{u}="{pw}"' for u, pw in self.users.items()) + ";",
             "ssl.keystore.type": "PKCS12",
             "ssl.keystore.location": str(self.directory / "broker.p12"),
             "ssl.keystore.password": self.keystore_password,
