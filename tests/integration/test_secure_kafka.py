@@ -113,3 +113,39 @@ def test_kcat_over_sasl_ssl_as_the_readme_says(secure_kafka, tmp_path):
     out = subprocess.run(["kcat", "-b", secure_kafka.bootstrap_servers, "-L", "-m", "5"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
+
+
+@pytest.mark.timeout(600)
+def test_spark_tasks_read_the_changelog_over_sasl_ssl(secure_kafka, tmp_path):
+    """The trainer's Spark tasks build their consumers from the configuration they are shipped
+    with: on the secured broker they read every user, and the password file they were loaded
+    from is gone before they run (the secret travels with the configuration)."""
+    pytest.importorskip("pyspark")
+    from recsys_stream.batch.data import from_events
+    from recsys_stream.batch.engines.spark_data import changelog_records
+    from recsys_stream.batch.engines.spark_session import spark_session
+    from recsys_stream.config import SparkConfig
+    from recsys_stream.contracts.keys import make_key
+    from recsys_stream.kafka import ensure_topics
+    from recsys_stream.synthetic import generate_events, make_world
+    from tests.conftest import make_config
+
+    pw = tmp_path / "pw"
+    pw.write_text(secure_kafka.client_settings["sasl.password"] + "\n")
+    cfg = make_config(tmp_path, secure_kafka.bootstrap_servers)
+    cfg = cfg.replace(kafka={"client": {**secure_kafka.client_settings,
+                                        "sasl.password": f"file:{pw}"}})
+    ensure_topics(cfg)
+    world = make_world("acme", 40, genres=4)
+    data = from_events("acme", generate_events(world, 30, 10, start_ms=1_700_000_000_000,
+                                               seed=3), cfg.tenant("acme").confidence, 500, 0.0)
+    prod = producer(cfg)
+    for user, h in data.histories.items():
+        prod.produce(cfg.topics.state_changelog, key=make_key("acme", user), value=h.encode())
+    assert prod.flush(10) == 0
+    pw.unlink()
+    settings = SparkConfig(master="local[1]", settings={"spark.driver.memory": "512m"})
+    with spark_session(settings) as spark:
+        records = changelog_records(spark, cfg, ["acme"]).collect()
+    assert {r[2] for r in records if r[0] == "user"} == set(data.histories)
+    assert not [r for r in records if r[0] != "user"]
