@@ -118,7 +118,7 @@ def cmd_items(args) -> int:
 
 def cmd_online(args) -> int:
     from recsys_stream.online.app import run_online_stage
-    cfg = _config(args)
+    cfg = _connected(args)
     if args.state_dir:
         cfg = cfg.replace(online={"state_dir": args.state_dir})
     run_online_stage(cfg)
