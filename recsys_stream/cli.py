@@ -178,10 +178,14 @@ def cmd_trainer(args) -> int:
 
 def cmd_serve(args) -> int:
     from recsys_stream.serving.app import run_server_pool
+    from recsys_stream.serving.tls import TlsConfigError
     cfg = _connected(args)
     if args.address:
         cfg = cfg.replace(server={"address": args.address})
-    run_server_pool(cfg, args.workers)
+    try:
+        run_server_pool(cfg, args.workers)
+    except TlsConfigError as e:  # an unreadable certificate or key: one line, not a traceback
+        raise SystemExit(f"serve: {e}") from None
     return 0
 
 

@@ -34,10 +34,11 @@ def stack(request, tmp_path):
     broker of ``make demo``, and secured end to end: Apache Kafka over SASL_SSL (the password
     read from a file) and the gRPC server over TLS."""
     address = f"127.0.0.1:{free_port()}"
-    client, tls, client_tls = None, None, {}
+    client, tls, client_tls, secret = None, None, {}, None
     if request.param == "secure":
         cluster = request.getfixturevalue("secure_kafka")
         kafka_bootstrap, client = cluster.bootstrap_servers, secure_client_settings(cluster)
+        secret = cluster.client_settings["sasl.password"]
         ca = devcerts.make_ca(tmp_path / "tls")
         cert = devcerts.make_cert(ca, "server")
         tls, client_tls = {"tls_cert": cert.cert, "tls_key": cert.key}, {"ca": str(ca.cert)}
@@ -50,7 +51,7 @@ def stack(request, tmp_path):
     cfg = load(path)
     ensure_topics(cfg)
     s = Stack(path, tmp_path)
-    s.cfg, s.address, s.client_tls = cfg, address, client_tls
+    s.cfg, s.address, s.client_tls, s.secret = cfg, address, client_tls, secret
     yield s
     s.stop_all()
 
@@ -161,6 +162,10 @@ def test_events_to_personalised_recommendations_across_processes(stack):
     assert out.returncode == 0, out.stderr
     assert "source=NEARLINE" in out.stdout and got[0] in out.stdout
     stack.check_alive()  # the garbage record did not stop anything
+    if stack.secret:  # no process logged the Kafka password
+        logs = "".join(p.read_text(errors="replace") for p in stack.logs.glob("*.log"))
+        assert "serving on port" in logs and "(TLS, profiles" in logs  # the server's own word
+        assert stack.secret not in logs
     acme.close()
     globex.close()
 

@@ -61,3 +61,14 @@ def test_api_keys_are_compared_in_constant_time_over_their_sha256(monkeypatch):
     assert ring.identify("k2") == auth.Caller("globex", True)
     assert ring.identify("nope") is None and ring.identify("") is None
     assert len(calls) == 4  # every entry compared, whether a match came first or never
+
+
+def test_serve_with_an_unreadable_certificate_is_one_line(tmp_path, monkeypatch):
+    from recsys_stream import cli
+    monkeypatch.setattr(cli, "_connected", lambda args, cfg=None: cli._config(args))
+    p = tmp_path / "c.toml"
+    p.write_text(f'[server]\ntls_cert = "{tmp_path}/none.pem"\ntls_key = "{tmp_path}/k.pem"\n')
+    with pytest.raises(SystemExit) as e:
+        cli.main(["serve", "--config", str(p)])
+    assert str(e.value) == f"serve: server.tls_key: cannot read {tmp_path}/k.pem " \
+                           "(No such file or directory)"
