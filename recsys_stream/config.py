@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 
 from recsys_stream.contracts.confidence import DEFAULT_WEIGHTS, ConfidenceSettings
 from recsys_stream.contracts.topics import Topics
+from recsys_stream.credentials import resolve
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,17 @@ class KafkaConfig:
     replication_factor: int = 1                # of every topic the project creates
     compacted_segment_ms: int = 3_600_000      # segment.ms of compacted topics: the head the cleaner cannot touch
     compacted_dirty_ratio: float = 0.5         # min.cleanable.dirty.ratio of compacted topics
-    client: dict = field(default_factory=dict)  # librdkafka properties given to every client (security)
+    raw_retention_ms: int = 604_800_000        # retention.ms of interactions, its DLQ and item-interactions: how long raw events (and erased users' raw events) live
+    compacted_delete_retention_ms: int = 86_400_000  # delete.retention.ms of compacted topics: how long a tombstone (an erasure) stays after cleaning; keep it above trainer.interval_s
+    client: dict = field(default_factory=dict)  # librdkafka properties given to every client (security);
+                                               # "env:NAME" / "file:/path" values are read at load
+                                               # and held as credentials.Secret (never shown)
+    connect_timeout_s: float = 15.0            # at process start a metadata request must answer within
+                                               # this, else the process exits naming the cause
+
+    def __post_init__(self) -> None:
+        # the one place references are read; a copy (Config.replace) passes its Secrets through
+        object.__setattr__(self, "client", resolve(self.client))
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,10 @@ class TenantConfig:
                                             # at least one slot when above 0 and one is eligible)
     exploration_max_age_hours: float = 72.0  # young = launched (catalog created_ms) this recently
     exploration_max_users: int = 50         # ... and touched by at most this many users so far
+    attribution_window_s: float = 1800.0  # online: an event without a recommendation_id joins
+                                   # the user's latest answer holding the item served this recently
+    click_types: tuple[str, ...] = ("click",)  # online: event types counted as clicks
+    conversion_types: tuple[str, ...] = ("add_to_cart", "purchase")  # ... and as conversions
 
     def __post_init__(self) -> None:
         if self.engine not in ("", *ENGINES):
@@ -122,6 +137,17 @@ class WorkerConfig:
     max_past_ms: int = 10 * 365 * 86_400_000  # events older than this are rejected (DLQ)
     resolve_active_days: float = 7.0      # on a new model, re-solve users active this recently
     metrics_port: int = 0                 # Prometheus /metrics port; 0 = off
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    state_dir: str = "var/online-state"   # RocksDB directory of the online-evaluation stage
+    partitions: tuple[int, ...] = ()      # manual assignment; () = share them in the stage's group
+    session_timeout_ms: int = 10_000      # group: a stage killed without leaving keeps its partitions so long
+    batch_max_events: int = 5000          # records of both topics per micro-batch at most
+    batch_timeout_ms: int = 20            # wait for a micro-batch at most this long
+    commit_interval_ms: int = 1000        # states, counters and offsets committed this often (0 = every batch)
+    metrics_port: int = 0                 # Prometheus /metrics port of the stage; 0 = off
 
 
 @dataclass(frozen=True)
@@ -190,6 +216,16 @@ class ServerConfig:
     trending_half_life_s: float = 3600.0  # an interaction this old counts half in trending
     trending_backfill: int = 50_000   # interactions per partition replayed into trending at start
     profile_dir: str = "var/server-profiles"  # RocksDB of the profiles, rebuilt at start
+    tls_cert: str = ""                # PEM certificate chain of the server; "" = plaintext
+    tls_key: str = ""                 # PEM private key of tls_cert
+    tls_client_ca: str = ""           # PEM CA bundle: clients must present a certificate it signed
+                                      # (mutual TLS); "" = no client certificate asked
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("config server.tls_cert and server.tls_key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("config server.tls_client_ca needs server.tls_cert and tls_key")
 
 
 @dataclass(frozen=True)
@@ -200,6 +236,7 @@ class Config:
     items: ItemsConfig = field(default_factory=ItemsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)  # the online-evaluation stage
     tenants: dict[str, TenantConfig] = field(default_factory=dict)  # tenant name -> settings
 
     @property

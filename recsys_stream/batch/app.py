@@ -25,6 +25,7 @@ current model). SIGTERM / SIGINT end it after the step in progress.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import sys
@@ -271,7 +272,10 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
                                      announcing)
                     if outcome == "failed":
                         failed.append(rnd.tenant)
+                    elif not rnd.empty:  # erased users leave every kept version
+                        _scrub(store, rnd, bool(events_file))
                     engine.release(rnd)
+                    release_freed_memory()
         if once:
             if failed:
                 raise RuntimeError(f"training failed for tenants {failed} (see the log)")
@@ -311,6 +315,35 @@ def _round(cfg: Config, engine: Engine, rnd: TenantRound, store: ModelStore,
     RUNS.labels(rnd.tenant, "trained").inc()
     LAST_ROUND.labels(rnd.tenant).set(time.time())
     return "trained"
+
+
+def _scrub(store: ModelStore, rnd: TenantRound, from_file: bool) -> None:
+    """Drop erased users' rows from the tenant's kept versions (``batch.scrub``): from the
+    changelog every user without state in this round; from a file its erase records."""
+    from recsys_stream.batch.scrub import scrub_tenant
+    try:
+        if from_file:
+            erased = getattr(rnd.data, "erased", set())
+            if erased:
+                scrub_tenant(store, rnd.tenant, erased=erased)
+        else:
+            scrub_tenant(store, rnd.tenant, live=set(rnd.full_users))
+    except Exception:  # the next round tries again; the round itself stands
+        log.exception("%s: dropping erased users from the kept versions failed", rnd.tenant)
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the system after a round (glibc's ``malloc_trim``).
+
+    A round frees its matrices, factors and index, but glibc keeps freed small and medium
+    blocks in its arenas, so a periodic trainer's RSS climbed round after round in the soak.
+    Measured in one process, 8 rounds on a growing synthetic stream (5,000 users, cap 50):
+    RSS plateaued at 265-279 MB without the trim and 209-228 MB with it. No-op off glibc.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 # -- operator commands ---------------------------------------------------------------------------

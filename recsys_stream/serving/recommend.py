@@ -68,12 +68,13 @@ class Answer:
 
 
 def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | None,
-              user_id: str, k: int, exclude: set[str], banned: frozenset[str] | set[str],
+              user_id: str | None, k: int, exclude: set[str], banned: frozenset[str] | set[str],
               trending: Sequence[tuple[str, float]] | Callable[[], Sequence] = (),
               eligible: Eligibility | None = None, context: Sequence[str] = ()) -> Answer:
     """Top-``k`` for a user from one snapshot (see the module docstring).
 
     ``trending`` may be a callable: it is only called when no user vector answers.
+    ``user_id`` None: the model's row of the user is not used (an erased user, served as new).
     ``eligible``: a request filter (``serving.filters``), applied inside every step.
     ``context``: the session's items (``serving.session``); they are suppressed too.
     """
@@ -227,7 +228,7 @@ def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
     return [(str(snap.item_ids[rows[i]]), float(cos[i])) for i in order]
 
 
-def user_vector(snap: TenantSnapshot, profile, user_id: str, context: Sequence[str] = ()):
+def user_vector(snap: TenantSnapshot, profile, user_id: str | None, context: Sequence[str] = ()):
     """``(x, source, rows, basis)``: the first vector of the chain; for a nearline vector the
     rows of its profile's suppressed items in this version (empty: look the ids up); for a
     vector solved here the ``(rows, confidences)`` it was solved from (else None).

@@ -22,7 +22,7 @@ from recsys_stream.serving.recommend import Answer, recommend
 class Request:
     """What a Recommend request asks, checked."""
 
-    user_id: str
+    user_id: str | None  # None: an erased user (their model row is not used)
     k: int
     exclude: set[str]
     context: list[str]

@@ -19,6 +19,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HIDE: _ClassVar[EventType]
     DISLIKE: _ClassVar[EventType]
     REPORT: _ClassVar[EventType]
+    ERASE: _ClassVar[EventType]
 
 class ItemState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,13 +37,14 @@ LIKE: EventType
 HIDE: EventType
 DISLIKE: EventType
 REPORT: EventType
+ERASE: EventType
 ITEM_STATE_UNSPECIFIED: ItemState
 AVAILABLE: ItemState
 BANNED: ItemState
 REMOVED: ItemState
 
 class Interaction(_message.Message):
-    __slots__ = ("event_id", "tenant", "user_id", "item_id", "type", "value", "timestamp_ms")
+    __slots__ = ("event_id", "tenant", "user_id", "item_id", "type", "value", "timestamp_ms", "recommendation_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +52,7 @@ class Interaction(_message.Message):
     TYPE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     tenant: str
     user_id: str
@@ -57,7 +60,8 @@ class Interaction(_message.Message):
     type: EventType
     value: float
     timestamp_ms: int
-    def __init__(self, event_id: _Optional[str] = ..., tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    recommendation_id: str
+    def __init__(self, event_id: _Optional[str] = ..., tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., recommendation_id: _Optional[str] = ...) -> None: ...
 
 class CatalogItem(_message.Message):
     __slots__ = ("tenant", "item_id", "state", "updated_ms", "categories", "attributes", "created_ms")
