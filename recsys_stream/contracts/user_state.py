@@ -150,22 +150,26 @@ class UserHistory:
 
     # -- encoding --------------------------------------------------------------------------
     def to_proto(self) -> state_pb2.UserState:
+        """The compact ``UserState`` (see state.proto): one step per column, not per element."""
         msg = state_pb2.UserState(
-            tenant=self.tenant, user_id=self.user_id,
-            suppressed_item_ids=list(self.suppressed), last_event_ms=self.last_event_ms,
+            tenant=self.tenant, user_id=self.user_id, last_event_ms=self.last_event_ms,
             input_partition=self.input_partition, applied_offset=self.applied_offset,
-            recent_event_ids=self.recent_event_ids, event_count=self.event_count)
+            event_count=self.event_count)
+        _put_ids(msg, "recent_event_ids", self.recent_event_ids)
+        _put_ids(msg, "suppressed_item_ids", self.suppressed)
         if self.items:
-            msg.item_ids.extend(self.items.keys())
-            strengths, last_seen, first_seen = zip(*self.items.values())  # columns in one pass
-            msg.strengths.extend(strengths)
-            msg.item_last_seen_ms.extend(last_seen)
-            msg.item_first_seen_ms.extend(first_seen)
+            vals = list(self.items.values())
+            n = len(vals)
+            _put_ids(msg, "item_ids", self.items)
+            msg.strengths_f64 = np.fromiter(map(_FIRST, vals), _F64, n).tobytes()
+            msg.last_seen_ms_i64 = np.fromiter(map(_SECOND, vals), _I64, n).tobytes()
+            msg.first_seen_ms_i64 = np.fromiter(map(_THIRD, vals), _I64, n).tobytes()
         if self.ratings:
-            msg.rated_item_ids.extend(self.ratings.keys())
-            values, times = zip(*self.ratings.values())
-            msg.ratings.extend(values)
-            msg.rating_ms.extend(times)
+            vals = list(self.ratings.values())
+            n = len(vals)
+            _put_ids(msg, "rated_item_ids", self.ratings)
+            msg.ratings_f64 = np.fromiter(map(_FIRST, vals), _F64, n).tobytes()
+            msg.rating_ms_i64 = np.fromiter(map(_SECOND, vals), _I64, n).tobytes()
         return msg
 
     def encode(self) -> bytes:
@@ -173,20 +177,54 @@ class UserHistory:
 
     @classmethod
     def from_proto(cls, msg: state_pb2.UserState) -> UserHistory:
+        if msg.strengths_f64:
+            strengths = np.frombuffer(msg.strengths_f64, _F64).tolist()
+            last = np.frombuffer(msg.last_seen_ms_i64, _I64).tolist()
+            first = np.frombuffer(msg.first_seen_ms_i64, _I64).tolist()
+        else:  # the earlier per-element columns
+            strengths, last = msg.strengths, msg.item_last_seen_ms
+            first = msg.item_first_seen_ms or msg.item_last_seen_ms
+        if msg.ratings_f64:
+            ratings = np.frombuffer(msg.ratings_f64, _F64).tolist()
+            rating_ms = np.frombuffer(msg.rating_ms_i64, _I64).tolist()
+        else:
+            ratings, rating_ms = msg.ratings, msg.rating_ms
         return cls(
             tenant=msg.tenant, user_id=msg.user_id,
             items={i: [s, t, f] for i, s, t, f in zip(
-                msg.item_ids, msg.strengths, msg.item_last_seen_ms,
-                msg.item_first_seen_ms or msg.item_last_seen_ms)},
-            suppressed=dict.fromkeys(msg.suppressed_item_ids),
+                _get_ids(msg, "item_ids"), strengths, last, first)},
+            suppressed=dict.fromkeys(_get_ids(msg, "suppressed_item_ids")),
             last_event_ms=msg.last_event_ms, input_partition=msg.input_partition,
-            applied_offset=msg.applied_offset, recent_event_ids=list(msg.recent_event_ids),
-            event_count=msg.event_count,
-            ratings={i: [r, t] for i, r, t in zip(msg.rated_item_ids, msg.ratings,
-                                                  msg.rating_ms)})
+            applied_offset=msg.applied_offset,
+            recent_event_ids=_get_ids(msg, "recent_event_ids"), event_count=msg.event_count,
+            ratings={i: [r, t] for i, r, t in zip(_get_ids(msg, "rated_item_ids"), ratings,
+                                                  rating_ms)})
 
     @classmethod
     def decode(cls, data: bytes) -> UserHistory:
         msg = state_pb2.UserState()
         msg.ParseFromString(data)
         return cls.from_proto(msg)
+
+
+_F64, _I64 = np.dtype("<f8"), np.dtype("<i8")  # little-endian on any host
+_THIRD = itemgetter(2)
+
+
+def _put_ids(msg: state_pb2.UserState, name: str, ids) -> None:
+    """Set the id list ``name`` as one NUL-joined string (``<name>_nul``); an id holding a NUL
+    itself (ids are free-form) falls back to the per-element field ``name``."""
+    if not ids:
+        return
+    joined = "\x00".join(ids)
+    if joined.count("\x00") == len(ids) - 1:
+        setattr(msg, name + "_nul", joined.encode())
+    else:
+        getattr(msg, name).extend(ids)
+
+
+def _get_ids(msg: state_pb2.UserState, name: str) -> list[str]:
+    """The id list ``name`` as ``_put_ids`` stored it (or as the earlier encoding did)."""
+    joined = getattr(msg, name + "_nul")
+    # ids are never empty (validated), so an empty string is an empty list
+    return joined.decode().split("\x00") if joined else list(getattr(msg, name))
