@@ -59,6 +59,12 @@ class UserHistory:
     recent_event_ids: list[str] = field(default_factory=list)
     event_count: int = 0
     ratings: dict[str, list] = field(default_factory=dict)  # item -> [latest rating, its time]
+    # Not stored: bumped whenever the ids a profile carries change (an item added, dropped or
+    # trimmed, a suppression, a rating), so the worker can tell a profile whose vector did not
+    # move apart from one that must be published (``nearline.worker``). Starts at 0 on decode.
+    revision: int = field(default=0, compare=False, repr=False)
+    # Not stored: the worker's note of the last profile it published from this object.
+    published: object = field(default=None, compare=False, repr=False)
 
     # -- applying events -------------------------------------------------------------------
     def apply(self, event_id: str, item_id: str, type_name: str, value: float | None,
@@ -75,7 +81,8 @@ class UserHistory:
             self.last_event_ms = timestamp_ms
         if type_name in SUPPRESSING_TYPES:
             # A hidden item stops counting as positive evidence; it is not a negative rating.
-            self.items.pop(item_id, None)
+            if self.items.pop(item_id, None) is not None or item_id not in self.suppressed:
+                self.revision += 1  # hiding a hidden item again changes no id set
             self.suppressed.pop(item_id, None)
             self.suppressed[item_id] = None
             if len(self.suppressed) > MAX_SUPPRESSED:
@@ -89,6 +96,7 @@ class UserHistory:
         agg = self.items.get(item_id)
         if agg is None:
             self.items[item_id] = [w, timestamp_ms, timestamp_ms]
+            self.revision += 1
         elif timestamp_ms >= agg[1]:
             agg[0] = agg[0] * settings.decay(timestamp_ms - agg[1]) + w
             agg[1] = timestamp_ms
@@ -103,6 +111,7 @@ class UserHistory:
         old = self.ratings.get(item_id)
         if old is not None and timestamp_ms < old[1]:
             return  # an older rating arriving late does not replace a newer one
+        self.revision += 1
         self.ratings.pop(item_id, None)  # re-insert: the dict stays in rating-time order
         self.ratings[item_id] = [value, timestamp_ms]
         if len(self.ratings) > cap + cap_slack(cap):
