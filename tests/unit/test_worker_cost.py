@@ -112,3 +112,21 @@ def test_spd_solve_falls_back_to_lu_on_an_indefinite_system():
     A = np.stack([np.array([[4.0, 1.0], [1.0, 3.0]]), np.array([[1.0, 2.0], [2.0, 1.0]])])
     b = np.array([[1.0, 2.0], [3.0, 4.0]])
     np.testing.assert_allclose(spd_solve(A, b), np.linalg.solve(A, b[..., None])[..., 0])
+
+
+def test_kept_rows_of_a_light_user_follow_appends_drops_and_a_rebase():
+    from recsys_stream.nearline.normal_cache import NormalEquationCache
+    Y = np.random.default_rng(7).normal(size=(10, 4))
+    row = {f"i{r}": r for r in range(10)}
+    cache = NormalEquationCache(FoldInSolver(Y, 0.1), row, max_users=0, min_items=100,
+                                rows_items=6)
+    assert cache.user_rows(b"u", ["i1", "i2", "zz"]).tolist() == [1, 2, -1]
+    assert cache.user_rows(b"u", ["i1", "i2", "zz", "i5"]).tolist() == [1, 2, -1, 5]  # appended
+    assert cache.user_rows(b"u", ["i2", "zz", "i5"]).tolist() == [2, -1, 5]  # i1 dropped
+    cache.user_rows(b"v", ["i3", "i4", "i6", "i7"])  # over the budget: u is evicted
+    assert b"u" not in cache._rows and cache._rows_items == 4
+    # a rebase with "zz" now known (row 10) forgets the users that held it
+    cache.user_rows(b"u", ["i2", "zz"])
+    row2 = dict(row, zz=10)
+    moved = cache.rebased(cache.solver.extended(np.ones((1, 4))), row2, {"zz"})
+    assert moved.user_rows(b"u", ["i2", "zz"]).tolist() == [2, 10]
