@@ -322,9 +322,9 @@ class Worker:
             vectors = self._fold_in(tenant, keys, users, settings, conf, batch_items)
             for key in keys:
                 h, vecs = users[key], vectors.get(key, [])
-                if self._unchanged(h, vecs):
-                    continue
                 ids, c = conf[key]
+                if self._unchanged(h, vecs, c):
+                    continue
                 profile = profiles_pb2.UserProfile(
                     tenant=h.tenant, user_id=h.user_id, item_ids=ids, confidences=c.tolist(),
                     suppressed_item_ids=list(h.suppressed), last_event_ms=h.last_event_ms,
@@ -338,26 +338,27 @@ class Worker:
         return produced
 
     @staticmethod
-    def _unchanged(h: UserHistory, vectors: list[profiles_pb2.ProfileVector]) -> bool:
+    def _unchanged(h: UserHistory, vectors: list[profiles_pb2.ProfileVector],
+                   confidences: np.ndarray) -> bool:
         """Whether the profile ``h`` would get says nothing new to the server; notes it if not.
 
         The server reads a profile's vectors (their versions, values and suppressed rows), its
         history and suppressed ids (what it suppresses) and, without a vector of its version,
         the confidences and ratings to fold in itself. Unchanged: the same ids as the profile
         last published from this very object (``UserHistory.revision``: no item, suppression
-        or rating added or dropped since), the same model versions, and every vector within
-        ``PROFILE_TOLERANCE`` (relative to its largest entry) of the published one, i.e. the
-        events only moved strengths by float noise (a re-sent event, a view of a hidden item,
-        recency decay). A history decoded from the store (a cache miss, a restart) has no
-        note and is published.
+        or rating added or dropped since), the same model versions, and every vector and the
+        confidences within ``PROFILE_TOLERANCE`` (relative to the largest entry) of the
+        published ones: the events moved nothing beyond float noise (a re-sent event, a view
+        of a hidden item, recency decay of a moment). A history decoded from the store (a
+        cache miss, a restart) carries no note and is published.
         """
         note = (h.revision, {(v.algorithm, v.model_version): np.asarray(v.values, np.float32)
-                             for v in vectors})
+                             for v in vectors}, confidences)
         last, h.published = h.published, note
         if last is None or last[0] != note[0] or last[1].keys() != note[1].keys():
             return False
-        for av, x in note[1].items():
-            x0 = last[1][av]
+        pairs = [(last[2], confidences), *((last[1][av], x) for av, x in note[1].items())]
+        for x0, x in pairs:
             if len(x) != len(x0) or np.abs(x - x0).max(initial=0.0) > PROFILE_TOLERANCE * max(
                     float(np.abs(x0).max(initial=0.0)), 1e-30):
                 return False

@@ -130,3 +130,22 @@ def test_kept_rows_of_a_light_user_follow_appends_drops_and_a_rebase():
     row2 = dict(row, zz=10)
     moved = cache.rebased(cache.solver.extended(np.ones((1, 4))), row2, {"zz"})
     assert moved.user_rows(b"u", ["i2", "zz"]).tolist() == [2, 10]
+
+
+def test_a_profile_is_unchanged_only_with_the_same_ids_versions_vector_and_confidences():
+    from recsys_stream.contracts.pb import profiles_pb2
+    from recsys_stream.nearline.worker import Worker
+    h = _history()
+    c = np.array([2.0, 3.0], np.float32)
+
+    def vec(values, version=1):
+        return [profiles_pb2.ProfileVector(algorithm="als", model_version=version, values=values)]
+    assert not Worker._unchanged(h, vec([1.0, 2.0]), c)  # nothing published from it yet
+    assert Worker._unchanged(h, vec([1.0, 2.0 + 1e-7]), c)  # float noise
+    assert not Worker._unchanged(h, vec([1.0, 2.001]), c)  # the vector moved
+    assert not Worker._unchanged(h, vec([1.0, 2.001], version=2), c)  # another version
+    assert not Worker._unchanged(h, vec([1.0, 2.001], version=2), c + 0.01)  # confidences
+    assert not Worker._unchanged(h, [], c + 0.01)  # no vector: the server folds in from c
+    assert Worker._unchanged(h, [], c + 0.01)
+    h.apply("n1", "brand-new", "view", None, 3 * DAY, ConfidenceSettings(), 12)
+    assert not Worker._unchanged(h, [], c + 0.01)  # the same numbers, another history
