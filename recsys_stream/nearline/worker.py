@@ -67,6 +67,12 @@ PROFILE_TOLERANCE = 1e-6
 _STOP_FLUSH_S = 20.0
 
 
+def _close(x0: np.ndarray, x: np.ndarray) -> bool:
+    """``x`` within ``PROFILE_TOLERANCE`` of ``x0``, relative to the largest entry of ``x0``."""
+    return len(x) == len(x0) and float(np.abs(x - x0).max(initial=0.0)) <= PROFILE_TOLERANCE \
+        * max(float(np.abs(x0).max(initial=0.0)), 1e-30)
+
+
 class Worker:
     """One worker process's loop over its assigned interaction partitions."""
 
@@ -352,15 +358,16 @@ class Worker:
         of a hidden item, recency decay of a moment). A history decoded from the store (a
         cache miss, a restart) carries no note and is published.
         """
-        note = (h.revision, {(v.algorithm, v.model_version): np.asarray(v.values, np.float32)
-                             for v in vectors}, confidences)
+        # the cheap tests first: most updates add an item (another revision) and stop there
+        note = (h.revision, vectors, confidences)
         last, h.published = h.published, note
-        if last is None or last[0] != note[0] or last[1].keys() != note[1].keys():
+        if last is None or last[0] != note[0] or len(last[1]) != len(vectors) \
+                or not _close(last[2], confidences):
             return False
-        pairs = [(last[2], confidences), *((last[1][av], x) for av, x in note[1].items())]
-        for x0, x in pairs:
-            if len(x) != len(x0) or np.abs(x - x0).max(initial=0.0) > PROFILE_TOLERANCE * max(
-                    float(np.abs(x0).max(initial=0.0)), 1e-30):
+        for v0, v in zip(last[1], vectors):
+            if (v0.algorithm, v0.model_version) != (v.algorithm, v.model_version) \
+                    or not _close(np.array([*v0.values, v0.user_bias], np.float32),
+                                  np.array([*v.values, v.user_bias], np.float32)):
                 return False
         h.published = last  # compare the next one with what the server has, not with this
         return True
