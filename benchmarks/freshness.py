@@ -92,7 +92,8 @@ def broker_floor(cfg, rate: float, seconds: float) -> list[int]:
 
     from recsys_stream.kafka import admin, partitions_of
     topic = cfg.topics.prefix + "floor"
-    admin(cfg).create_topics([NewTopic(topic, cfg.kafka.interaction_partitions, 1)])[topic].result()
+    client = admin(cfg)  # held until the topic exists: a dropped client fails its futures
+    client.create_topics([NewTopic(topic, cfg.kafka.interaction_partitions, 1)])[topic].result()
     partitions_of(cfg, topic)  # every partition has its leader
     lat: list[int] = []
     tail = TopicTail(cfg, {topic: lambda m: lat.append(int(time.time() * 1000)
