@@ -90,6 +90,44 @@ def cmd_items(args) -> int:
     return 0
 
 
+def cmd_online(args) -> int:
+    from recsys_stream.online.app import run_online_stage
+    cfg = _config(args)
+    if args.state_dir:
+        cfg = cfg.replace(online={"state_dir": args.state_dir})
+    run_online_stage(cfg)
+    return 0
+
+
+def cmd_report(args) -> int:
+    import datetime as dt
+
+    from recsys_stream.online import report
+    from recsys_stream.online.store import OnlineStore
+    cfg = _config(args)
+    cfg.tenant(args.tenant)  # an unknown tenant is an error, not an empty report
+    since_ms = 0
+    if args.since:
+        try:
+            since = dt.datetime.fromisoformat(args.since)
+        except ValueError:
+            raise SystemExit(f"report: --since {args.since!r} is not an ISO date or time "
+                             "(e.g. 2026-12-04 or 2026-12-04T18:00)") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=dt.timezone.utc)
+        since_ms = int(since.timestamp() * 1000)
+    try:
+        store = OnlineStore(args.state_dir or cfg.online.state_dir, read_only=True)
+    except FileNotFoundError as e:
+        raise SystemExit(f"report: {e}") from None
+    try:
+        table = report.rows(store, args.tenant, since_ms, args.experiment, args.by_position)
+    finally:
+        store.close()
+    print(report.render(table, report.arm_tests(table, {})))
+    return 0
+
+
 def cmd_trainer(args) -> int:
     from recsys_stream.batch.app import run_trainer
     from recsys_stream.batch.engines.spark_session import SparkEngineError
@@ -100,7 +138,7 @@ def cmd_trainer(args) -> int:
         cfg = cfg.replace(trainer={"algorithms": tuple(args.algorithms.split(","))})
     try:
         run_trainer(cfg, once=not args.periodic, events_file=args.events_file,
-                    tenant=args.tenant)
+                    tenant=args.tenant, announce_models=not args.no_announce)
     except ValueError as e:  # a bad events file: its message names the file and line
         if not (args.events_file and str(e).startswith(str(args.events_file))):
             raise
@@ -230,6 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
             "per-item state -> vectors of items the served model does not know (item-vectors).")
     p.add_argument("--state-dir", help="RocksDB directory (overrides items.state_dir)")
 
+    p = add("online", cmd_online, "Run the online-evaluation stage: served answers "
+            "(recommendations) joined with interactions -> impressions, clicks and conversions "
+            "per model, source, experiment arm and position.")
+    p.add_argument("--state-dir", help="RocksDB directory (overrides online.state_dir)")
+
+    p = add("report", cmd_report, "Print a tenant's online counts: CTR with 95 %% Wilson "
+            "intervals per model and arm, and each experiment arm against its control.")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--since", help="only answers served from this UTC date/time (ISO 8601)")
+    p.add_argument("--experiment", help="only this experiment's arms")
+    p.add_argument("--by-position", action="store_true", help="one line per position too")
+    p.add_argument("--state-dir", help="the stage's RocksDB directory (default online.state_dir)")
+
     p = add("trainer", cmd_trainer, "Train ALS/BPR per tenant, evaluate, gate, publish to the "
             "model store and announce on the models topic (once, or --periodic).")
     p.add_argument("--once", action="store_true", help="one round, then exit (the default)")
@@ -240,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", help="only this tenant (a MovieLens file has no tenant column: "
                    "its events become this tenant's)")
     p.add_argument("--algorithms", help="comma-separated: als,bpr (overrides the config)")
+    p.add_argument("--no-announce", action="store_true", help="write to the model store only "
+                   "(no broker needed); --once without it announces when a broker answers")
 
     p = add("serve", cmd_serve, "Run the gRPC Recommender server (health and reflection on).")
     p.add_argument("--address", help="listen address host:port (overrides server.address)")

@@ -86,6 +86,10 @@ class TenantConfig:
     rating_max: float = 5.0        # predictions are clipped to it
     max_magnitude: float = 1e6     # an event's magnitude (`value`) is capped here
     engine: str = ""               # training engine of this tenant; "" = trainer.engine
+    attribution_window_s: float = 1800.0  # online: an event without a recommendation_id joins
+                                   # the user's latest answer holding the item served this recently
+    click_types: tuple[str, ...] = ("click",)  # online: event types counted as clicks
+    conversion_types: tuple[str, ...] = ("add_to_cart", "purchase")  # ... and as conversions
 
     def __post_init__(self) -> None:
         if self.engine not in ("", *ENGINES):
@@ -115,6 +119,17 @@ class WorkerConfig:
     max_past_ms: int = 10 * 365 * 86_400_000  # events older than this are rejected (DLQ)
     resolve_active_days: float = 7.0      # on a new model, re-solve users active this recently
     metrics_port: int = 0                 # Prometheus /metrics port; 0 = off
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    state_dir: str = "var/online-state"   # RocksDB directory of the online-evaluation stage
+    partitions: tuple[int, ...] = ()      # manual assignment; () = share them in the stage's group
+    session_timeout_ms: int = 10_000      # group: a stage killed without leaving keeps its partitions so long
+    batch_max_events: int = 5000          # records of both topics per micro-batch at most
+    batch_timeout_ms: int = 20            # wait for a micro-batch at most this long
+    commit_interval_ms: int = 1000        # states, counters and offsets committed this often (0 = every batch)
+    metrics_port: int = 0                 # Prometheus /metrics port of the stage; 0 = off
 
 
 @dataclass(frozen=True)
@@ -158,9 +173,9 @@ class TrainerConfig:
     min_mean_item_norm: float = 1e-4  # gate: mean item vector norm below this (collapsed) rejects
     ndcg_tolerance: float = 0.05    # gate: relative NDCG@10 drop allowed against the current model
     rmse_tolerance: float = 0.02    # gate (mf): relative RMSE rise allowed against the current model
-    min_compare_users: int = 0      # gate: >0 = compare with the current model on held-out
-                                    # items met after its data when this many users have some
-                                    # (leans to the current model); 0 / fewer: its stored NDCG@10
+    min_compare_users: int = 200    # gate: compare with the current model on held-out items
+                                    # met after its data when this many users have some (both
+                                    # on one test); fewer, or 0: its stored NDCG@10
     index_recall_floor: float = 0.9  # below this recall@10 at the largest ef, score exactly
     metrics_port: int = 0           # Prometheus /metrics port; 0 = off
     engine: str = "implicit"        # where factors are fitted: "implicit" (this process) or
@@ -193,6 +208,7 @@ class Config:
     items: ItemsConfig = field(default_factory=ItemsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)  # the online-evaluation stage
     tenants: dict[str, TenantConfig] = field(default_factory=dict)  # tenant name -> settings
 
     @property

@@ -39,6 +39,8 @@ def write_config(path: Path, bootstrap: str, workdir: Path, server_address: str,
         f"metrics_port = {worker_port}",
         "[items]",
         f'state_dir = "{workdir / "item-state"}"',
+        "[online]",
+        f'state_dir = "{workdir / "online-state"}"',
         "[server]",
         f'address = "{server_address}"',
         f"metrics_port = {server_port}",
@@ -137,6 +139,29 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.1, what: str =
             stack.check_alive()
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def wait_for_count(count, target: int, stall_s: float, what: str = "records",
+                   stack: Stack | None = None, interval_s: float = 0.1) -> int:
+    """Wait until ``count()`` reaches ``target``; fail only once it has not moved for ``stall_s``.
+
+    For waits on work in progress (a process committing a backlog): on a loaded machine the
+    work is slow, not wrong, so a total deadline makes a correct run fail at random, while a
+    stall (no progress at all for ``stall_s``) is what a stuck process looks like. Fails fast
+    too if a stack process died.
+    """
+    last, moved = None, time.monotonic()
+    while True:
+        value = count()
+        if value >= target:
+            return value
+        if value != last:
+            last, moved = value, time.monotonic()
+        if stack is not None:
+            stack.check_alive()
+        if time.monotonic() - moved > stall_s:
+            raise TimeoutError(f"{what}: stuck at {value} of {target} for {stall_s}s")
         time.sleep(interval_s)
 
 

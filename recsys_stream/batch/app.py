@@ -25,6 +25,7 @@ current model). SIGTERM / SIGINT end it after the step in progress.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import sys
@@ -38,7 +39,8 @@ from recsys_stream.batch.engines import Engine, TenantRound, make_engine
 from recsys_stream.batch.evaluate import evaluate, factor_scorer, popularity_scorer
 from recsys_stream.batch.explicit import train_mf_round
 from recsys_stream.batch.metrics import BASELINE_NDCG, LAST_ROUND, NDCG, RUNS, TRAIN_SECONDS
-from recsys_stream.batch.publish import Candidate, announce, publish, write_version
+from recsys_stream.batch.publish import AnnouncementUndelivered, Candidate, announce, publish, \
+    write_version
 from recsys_stream.config import Config
 from recsys_stream.contracts.model_store import ALGORITHMS, ModelStore, ModelVerificationError
 from recsys_stream.kafka import BrokerWatch
@@ -49,13 +51,15 @@ log = logging.getLogger(__name__)
 
 # -- one tenant ----------------------------------------------------------------------------------
 def train_tenant(cfg: Config, data: TenantData | TenantRound, store: ModelStore,
-                 progress: bool = False, engine: Engine | None = None) -> list[dict]:
+                 progress: bool = False, engine: Engine | None = None,
+                 announcing: str = "required") -> list[dict]:
     """Train, evaluate, gate and publish every configured algorithm for one tenant.
 
     ``data`` is a round of ``engine`` (:mod:`recsys_stream.batch.engines`), or a tenant's
     ``TenantData`` for the implicit engine. The engine fits; everything else happens here,
-    alike for every engine. Returns one dict per algorithm: tenant, algorithm, version,
-    metrics, baseline, rejected (the gate's reasons; empty when published), seconds.
+    alike for every engine. ``announcing``: see :func:`_announcer`. Returns one dict per
+    algorithm: tenant, algorithm, version, metrics, baseline, rejected (the gate's reasons;
+    empty when published), seconds.
     """
     if isinstance(data, TenantData):
         engine = engine or make_engine("implicit", cfg)
@@ -131,8 +135,33 @@ def train_tenant(cfg: Config, data: TenantData | TenantRound, store: ModelStore,
                  "" if not reasons else " (fails a gate)")
         candidates.append(Candidate(tenant, algorithm, version, metrics, baseline,
                                     reasons, seconds))
-    publish(cfg, store, candidates, announcer=announce)  # resolved here: injectable
+    publish(cfg, store, candidates, announcer=_announcer(announcing))
     return [c.as_dict() for c in candidates]
+
+
+def _announcer(announcing: str):
+    """How a published version is announced on ``models``.
+
+    ``"required"`` (periodic rounds): an undelivered announcement fails the round.
+    ``"best_effort"`` (``trainer --once``, typically from ``--events-file`` with no broker):
+    the version is CURRENT in the store, which is what was asked for; one warning line says no
+    server was told (a server loads CURRENT when it starts). ``"off"`` (``--no-announce``): the
+    store only. ``announce`` is looked up at call time (tests record the calls instead).
+    """
+    if announcing == "required":
+        return lambda *a: announce(*a)
+
+    def quietly(cfg: Config, store: ModelStore, tenant: str, algorithm: str, version: int):
+        if announcing == "off":
+            log.info("%s/%s v%d is CURRENT in %s; not announced (--no-announce)", tenant,
+                     algorithm, version, store.root)
+            return
+        try:
+            announce(cfg, store, tenant, algorithm, version)
+        except AnnouncementUndelivered as e:
+            log.warning("%s/%s v%d is CURRENT in %s, but no server was told (%s); a server "
+                        "loads it when it starts", tenant, algorithm, version, store.root, e)
+    return quietly
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -185,7 +214,8 @@ def _published_events(store: ModelStore, tenant: str) -> int:
 
 # -- the process ---------------------------------------------------------------------------------
 def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
-                tenant: str | None = None, stop: threading.Event | None = None) -> list[dict]:
+                tenant: str | None = None, stop: threading.Event | None = None,
+                announce_models: bool = True) -> list[dict]:
     """One round (``once``) or a round every ``trainer.interval_s`` until ``stop`` is set.
 
     Parameters
@@ -196,6 +226,9 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
     events_file : train from this CSV/JSONL file instead of the state changelog
     tenant : only this tenant (required for a MovieLens file)
     stop : ends the periodic loop
+    announce_models : announce published versions on ``models``. In ``once`` mode an
+        announcement the broker does not take is a warning, not a failure (the version is
+        CURRENT in the store); a periodic round fails on it.
 
     Returns
     -------
@@ -233,10 +266,14 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
                 for rnd in rounds:
                     if stop.is_set():
                         break
-                    outcome = _round(cfg, engine, rnd, store, seen, once, progress, results)
+                    announcing = "off" if not announce_models else (
+                        "best_effort" if once else "required")
+                    outcome = _round(cfg, engine, rnd, store, seen, once, progress, results,
+                                     announcing)
                     if outcome == "failed":
                         failed.append(rnd.tenant)
                     engine.release(rnd)
+                    release_freed_memory()
         if once:
             if failed:
                 raise RuntimeError(f"training failed for tenants {failed} (see the log)")
@@ -248,7 +285,8 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
 
 
 def _round(cfg: Config, engine: Engine, rnd: TenantRound, store: ModelStore,
-           seen: dict[str, int], once: bool, progress: bool, results: list[dict]) -> str:
+           seen: dict[str, int], once: bool, progress: bool, results: list[dict],
+           announcing: str = "required") -> str:
     """One tenant's round in the trainer loop: "skipped", "trained" or "failed"."""
     if rnd.empty:
         log.info("%s: no data, skipped", rnd.tenant)
@@ -265,7 +303,8 @@ def _round(cfg: Config, engine: Engine, rnd: TenantRound, store: ModelStore,
             LAST_ROUND.labels(rnd.tenant).set(time.time())
             return "skipped"
     try:
-        results += train_tenant(cfg, rnd, store, progress=progress, engine=engine)
+        results += train_tenant(cfg, rnd, store, progress=progress, engine=engine,
+                                announcing=announcing)
     except Exception:
         log.exception("%s: training round failed", rnd.tenant)
         RUNS.labels(rnd.tenant, "failed").inc()
@@ -274,6 +313,20 @@ def _round(cfg: Config, engine: Engine, rnd: TenantRound, store: ModelStore,
     RUNS.labels(rnd.tenant, "trained").inc()
     LAST_ROUND.labels(rnd.tenant).set(time.time())
     return "trained"
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the system after a round (glibc's ``malloc_trim``).
+
+    A round frees its matrices, factors and index, but glibc keeps freed small and medium
+    blocks in its arenas, so a periodic trainer's RSS climbed round after round in the soak.
+    Measured in one process, 8 rounds on a growing synthetic stream (5,000 users, cap 50):
+    RSS plateaued at 265-279 MB without the trim and 209-228 MB with it. No-op off glibc.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 # -- operator commands ---------------------------------------------------------------------------

@@ -9,11 +9,10 @@ Checks, each adding a human-readable reason when it fails:
 - quality (only when the holdout evaluated anyone): NDCG@10 strictly above the popularity
   baseline's, and not below the currently published model's by more than
   ``trainer.ndcg_tolerance`` (relative: ``ndcg < current * (1 - tolerance)`` rejects). The two
-  NDCG@10s come from a :class:`Comparison`: by default the candidate's holdout figure against
-  the one stored in the current manifest (``"stored"``, an older holdout), or, when
-  ``trainer.min_compare_users`` asks for it and enough users allow, both models scored on the
-  same test of this round (``"holdout"``, see ``compare.compare_with_current``); the reason says
-  which.
+  NDCG@10s come from a :class:`Comparison`: both models scored on the same test of this round
+  when at least ``trainer.min_compare_users`` users allow (``"holdout"``, the default, see
+  ``compare.compare_with_current``), else the candidate's holdout figure against the one stored
+  in the current manifest (``"stored"``, an older holdout); the reason says which.
 
 The server re-checks shapes, values and checksums when it loads a version; these gates add what
 only the trainer can judge.

@@ -91,12 +91,16 @@ def write_version(store: ModelStore, cfg: Config, tenant: str, factors: Factors,
     return version
 
 
+class AnnouncementUndelivered(RuntimeError):
+    """The broker did not acknowledge a model announcement (the version is CURRENT all the same)."""
+
+
 def announce(cfg: Config, store: ModelStore, tenant: str, algorithm: str, version: int) -> None:
     """Publish ``recsys.v1.ModelPublished`` (key = tenant) for a version on ``models``.
 
     Raises
     ------
-    RuntimeError
+    AnnouncementUndelivered
         When the broker did not acknowledge the announcement within 10 s.
     """
     art = store.load(tenant, algorithm, version, verify=False)
@@ -109,7 +113,9 @@ def announce(cfg: Config, store: ModelStore, tenant: str, algorithm: str, versio
     prod = producer(cfg)
     prod.produce(cfg.topics.models, key=tenant.encode(), value=msg.SerializeToString())
     if prod.flush(10):
-        raise RuntimeError(f"announcement of {tenant}/{algorithm} v{version} was not delivered")
+        raise AnnouncementUndelivered(f"announcement of {tenant}/{algorithm} v{version} was not "
+                                      f"delivered to {cfg.kafka.bootstrap_servers} in 10 s")
+
 
 
 def choose_default(store: ModelStore, tenant: str) -> str | None:

@@ -250,6 +250,29 @@ def test_cli_trains_once_from_a_movielens_csv(cfg, tmp_path):
     assert (a.tenant, a.algorithm, a.artifact_uri) == ("acme", "als", art.uri)
 
 
+def test_training_from_a_file_with_no_broker_publishes_to_the_store_and_exits_0(offline_cfg,
+                                                                                 tmp_path):
+    """The first thing a user tries: ``trainer --once --events-file`` on a laptop with no
+    broker. The model is the point; that no server heard of it is one line, not a failure."""
+    movielens_subset(tmp_path / "ratings.csv")
+    config = write_toml(offline_cfg, tmp_path / "config.toml")  # a broker address nobody serves
+    done = cli("trainer", "--config", str(config), "--once", "--events-file",
+               str(tmp_path / "ratings.csv"), "--tenant", "acme")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "v1 is CURRENT" in done.stderr and "no server was told" in done.stderr
+    assert "training failed" not in done.stderr
+    store = ModelStore(offline_cfg.model_store)
+    assert store.current_version("acme", "als") == 1
+    store.load("acme", "als")  # verified, as a server starting later loads it
+    # --no-announce: the store only, without waiting for a broker at all
+    done = cli("trainer", "--config", str(config), "--once", "--no-announce", "--events-file",
+               str(tmp_path / "ratings.csv"), "--tenant", "acme")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not announced (--no-announce)" in done.stderr
+    assert "no server was told" not in done.stderr
+    assert store.current_version("acme", "als") == 2  # the same data: level with v1
+
+
 def test_one_jsonl_file_trains_each_tenant_on_its_own_events(cfg, tmp_path):
     acme = acme_events()
     # the same user and item ids in another tenant: isolation must not rely on distinct ids

@@ -3,6 +3,8 @@ and the tolerance gate on that comparison (or on the stored NDCG@10 when too few
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from recsys_stream.batch.compare import compare_with_current
 from recsys_stream.batch.data import build_matrix, from_events
 from recsys_stream.batch.evaluate import current_scorer, evaluate, factor_scorer, fold_in, \
     held_out_after, popularity_scorer
+from recsys_stream.config import AlsConfig
 from recsys_stream.contracts.confidence import ConfidenceSettings
 from recsys_stream.contracts.events import Event
 from recsys_stream.contracts.foldin import FoldInSolver
@@ -163,17 +166,53 @@ def test_too_few_users_fall_back_to_the_stored_ndcg_and_the_manifest_says_so(
     assert res2["rejected"] == []  # 0.877 >= 0.5 * 0.95
 
 
-def test_by_default_the_gate_uses_the_stored_ndcg_and_records_the_holdout_comparison(
+def test_min_compare_users_0_gates_on_the_stored_ndcg_and_records_the_holdout_comparison(
         data, offline_cfg, monkeypatch, recorded):
-    """min_compare_users = 0: the comparison on the items after the current window leans to
-    the current model, so it is reported, not gated on."""
-    assert offline_cfg.trainer.min_compare_users == 0
-    store = ModelStore(offline_cfg.model_store)
-    v, res, cur = _round_against(offline_cfg, data, store, 0.5, monkeypatch)
+    """min_compare_users = 0 opts out of the same-test comparison: it is reported, not gated on."""
+    cfg = offline_cfg.replace(trainer={"min_compare_users": 0})
+    store = ModelStore(cfg.model_store)
+    v, res, cur = _round_against(cfg, data, store, 0.5, monkeypatch)
     assert cur["gate"] == "stored" and cur["users"] == 1 and cur["version"] == v
     assert cur["current"]["ndcg_at_10"] == pytest.approx(NDCG_CURRENT)  # recorded all the same
     assert cur["candidate"]["ndcg_at_10"] == pytest.approx(NDCG_WORSE)
     assert res["rejected"] == []  # 0.877 >= 0.5 * 0.95, though NDCG_WORSE < NDCG_CURRENT
+
+
+def _shuffled_items(train):
+    """An engine whose item factors are permuted across items: a broken model on purpose."""
+    def fit(C, hp, seed, progress=False):
+        f = train(C, hp, seed, progress)
+        perm = np.random.default_rng(seed).permutation(len(f.item_factors))
+        return Factors(f.algorithm, f.item_factors[perm], f.user_factors, f.hyperparameters,
+                       f.bias_column, f.extras)
+    return fit
+
+
+def test_by_default_fresh_rounds_keep_swapping_in_and_a_broken_one_is_refused(
+        offline_cfg, monkeypatch, recorded):
+    """The default gate on a growing stream: each healthy round is published (the stored-NDCG
+    gate let nothing after v1 through in a steady-state soak), a shuffled model is not."""
+    cfg = offline_cfg.replace(tenants={"acme": dataclasses.replace(
+        offline_cfg.tenant("acme"), als=AlsConfig(factors=8, regularization=5.0, iterations=10))})
+    assert cfg.trainer.min_compare_users == 200  # the default under test
+    tc = cfg.tenant("acme")
+    events = generate_events(make_world("acme", 400, genres=8, seed=3), 2000, 40, T0, seed=3)
+    end = events[-1].timestamp_ms
+    store = ModelStore(cfg.model_store)
+    for n, days_before_end in enumerate((12, 8, 4, 1), start=1):
+        upto = [e for e in events if e.timestamp_ms <= end - days_before_end * 86_400_000]
+        (res,) = app.train_tenant(cfg, from_events("acme", upto, tc.confidence, 500, 0.2), store)
+        cur = store.load("acme", "als", res["version"], verify=False).manifest[
+            "baseline_metrics"].get("current")
+        assert res["rejected"] == [] and store.current_version("acme", "als") == n, res
+        if n > 1:  # a same-test comparison with enough users each time
+            assert cur["gate"] == "holdout" and cur["users"] >= 200
+    monkeypatch.setitem(TRAINERS, "als", _shuffled_items(TRAINERS["als"]))
+    (res,) = app.train_tenant(cfg, from_events("acme", events, tc.confidence, 500, 0.2), store)
+    assert store.current_version("acme", "als") == 4 and res["version"] == 5
+    assert any("below the current model v4" in r and "held-out items of" in r
+               for r in res["rejected"]), res["rejected"]
+    assert [a[2] for a in recorded] == [1, 2, 3, 4]  # the broken one was never announced
 
 
 def test_the_current_models_user_vectors_are_the_serving_fold_in(offline_cfg):
