@@ -6,8 +6,8 @@ Per micro-batch:
 2. apply each user's events in offset order, skipping offsets at or below the user's applied
    offset (so a replayed prefix changes nothing) and re-sent event ids;
 3. fold in every touched user, one vectorised solve per tenant and algorithm, and hand the
-   profiles to the producer. The touched states are now *dirty*: applied in memory, not yet
-   committed.
+   profiles that changed to the producer (``Worker._unchanged``). The touched states are now
+   *dirty*: applied in memory, not yet committed.
 
 Per commit, every ``worker.commit_interval_ms`` (Kafka Streams' ``commit.interval.ms``):
 
