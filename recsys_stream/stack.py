@@ -23,10 +23,13 @@ DEMO_KEYS = {"acme": "acme-demo-key", "globex": "globex-demo-key"}
 def write_config(path: Path, bootstrap: str, workdir: Path, server_address: str,
                  keys: dict[str, str] = DEMO_KEYS, topic_prefix: str = "",
                  metrics_ports: tuple[int, int, int] = (0, 0, 0),
-                 trainer_interval_s: float = 300.0) -> Path:
+                 trainer_interval_s: float = 300.0, kafka_client: dict | None = None,
+                 server_tls: dict | None = None) -> Path:
     """A TOML config for a local deployment with one API key per tenant (stored hashed).
 
     ``metrics_ports`` are the worker's, trainer's and server's /metrics ports (0 = off).
+    ``kafka_client``: the ``[kafka.client]`` table (a secured cluster); ``server_tls``: the
+    server's ``tls_cert`` / ``tls_key`` / ``tls_client_ca``.
     """
     worker_port, trainer_port, server_port = metrics_ports
     lines = [
@@ -45,11 +48,14 @@ def write_config(path: Path, bootstrap: str, workdir: Path, server_address: str,
         f'address = "{server_address}"',
         f"metrics_port = {server_port}",
         f'profile_dir = "{workdir / "server-profiles"}"',
+        *(f'{k} = "{v}"' for k, v in (server_tls or {}).items()),
         "[trainer]",
         'algorithms = ["als"]',
         f"metrics_port = {trainer_port}",
         f"interval_s = {trainer_interval_s}",
     ]
+    if kafka_client:
+        lines += ["[kafka.client]", *(f'"{k}" = "{v}"' for k, v in kafka_client.items())]
     for tenant, key in keys.items():
         lines += [f"[tenants.{tenant}]", f'api_key_sha256 = ["{hash_key(key)}"]',
                   # the generated worlds have 8 latent genres: small k, strong lambda
