@@ -1,16 +1,24 @@
-"""The online-evaluation stage's throughput: served answers and events in, counts committed.
+"""The loop closed: simulated users with known tastes, the real server and online stage, the
+report's verdict; then the stage's throughput.
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/online.py [--rate 5000] [--seconds 20]
-        [--backlog 200000] [--broker kafka|tansu]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/online.py [--users 600] [--rounds 8]
+        [--rate 5000] [--seconds 20] [--backlog 200000] [--broker kafka|tansu]
 
+0. Closed loop: a synthetic world (genre tastes, Zipf popularity, ``recsys_stream.synthetic``);
+   an ALS model trained on the users' histories; the server (in this process, on a real port)
+   with the experiment "als-vs-popularity" (50/50 by user hash); the online stage. Each user
+   asks ``--rounds`` times for 10 items and clicks each shown item with a probability from
+   their true taste (0.25 for their two genres, 0.02 else), 80 % of the clicks with the
+   answer's id. The stage's counts are compared with the simulated truth, the report's z-test
+   judges the experiment, and 100 A/A splits of the ALS arm's own answers (clicks re-drawn per
+   seed) check that the test is significant at 5 % about 5 % of the time.
 1. Backlog: ``--backlog`` answers (10 items each) and as many click events (half with the
    answer's id) are produced first, then the stage (``recsys-stream online``, its own process)
    starts and the time until all are committed gives answers + events per second.
 2. Paced: ``--rate`` answers/s plus ``--rate`` events/s for ``--seconds``; prints the stage's
    CPU (cores) and how far its committed offsets trailed the input each second (records).
 
-The closed-loop simulation through the real server (ids on answers, experiments) is issue 29's
-next part. Asserts nothing; prints figures next to the machine's load.
+Asserts nothing; prints figures next to the machine's load. The last line sums up the loop.
 """
 
 from __future__ import annotations
@@ -28,11 +36,131 @@ import psutil  # noqa: E402
 
 from benchmarks._common import TENANT, add_broker_arg, deployment, load_note, log  # noqa: E402
 from recsys_stream.contracts.keys import make_key  # noqa: E402
+from recsys_stream.contracts.model_store import ModelStore  # noqa: E402
 from recsys_stream.contracts.pb import events_pb2, slates_pb2  # noqa: E402
 from recsys_stream.kafka import produce_all, producer  # noqa: E402
 from recsys_stream.online.store import OnlineStore  # noqa: E402
 
 K = 10
+TASTE_CTR, OTHER_CTR, WITH_ID = 0.25, 0.02, 0.8
+
+
+def closed_loop(dep, n_users: int, rounds: int, seed: int = 0) -> str:
+    """Section 0 of the module docstring; returns the summary line."""
+    import dataclasses
+    import threading
+
+    from recsys_stream.batch import app
+    from recsys_stream.batch.data import from_events
+    from recsys_stream.broker import free_port
+    from recsys_stream.contracts.events import Event
+    from recsys_stream.contracts.experiments import bucket
+    from recsys_stream.online import report
+    from recsys_stream.online.app import run_online_stage
+    from recsys_stream.online.stats import compare
+    from recsys_stream.serving.app import run_server
+    from recsys_stream.serving.client import RecommenderClient
+    from recsys_stream.stack import wait_until
+    from recsys_stream.synthetic import make_world, user_preference
+
+    rng = np.random.default_rng(seed)
+    world = make_world(TENANT, 400, genres=8, seed=seed)
+    tastes, events = {}, []
+    for u in range(n_users):
+        uid, pref = f"sim-{u}", user_preference(rng, world.genres)
+        tastes[uid] = set(np.flatnonzero(pref))
+        for j, r in enumerate(world.sample_items(rng, pref, 30)):
+            events.append(Event(f"{uid}-h{j}", TENANT, uid, str(world.item_ids[r]), "view",
+                                None, int(time.time() * 1000) - 86_400_000 + j * 1000))
+    tc = dataclasses.replace(dep.cfg.tenant(TENANT), experiments=(
+        {"name": "als-vs-popularity", "arms": [
+            {"name": "als", "share": 0.5}, {"name": "popularity", "share": 0.5,
+                                            "algorithm": "popularity"}]},))
+    cfg = dep.cfg.replace(tenants={TENANT: tc},
+                          server={"address": f"127.0.0.1:{free_port()}"},
+                          online={"commit_interval_ms": 200})
+    app.train_tenant(cfg, from_events(TENANT, events, tc.confidence, tc.history_cap, 0.2),
+                     ModelStore(cfg.model_store), announcing="off")
+    genre = dict(zip(world.item_ids, world.item_genre))
+    stop = threading.Event()
+    threads = [threading.Thread(target=run_server, args=(cfg, stop), daemon=True),
+               threading.Thread(target=run_online_stage, args=(cfg, stop), daemon=True)]
+    for t in threads:
+        t.start()
+    client = RecommenderClient(cfg.server.address, "bench-key")
+    wait_until(lambda: _answers(client), 60, what="the server")
+    truth, shown_als = 0, []  # per ALS-arm answer: (user, click probabilities)
+    clicks = []
+    t0 = time.perf_counter()
+    for r in range(rounds):
+        for uid in tastes:
+            a = client.recommend(uid, k=K)
+            probs = [TASTE_CTR if genre[it.item_id] in tastes[uid] else OTHER_CTR
+                     for it in a.items]
+            if a.arm == "als":
+                shown_als.append((uid, probs))
+            for it, p in zip(a.items, probs):
+                if rng.random() < p:
+                    clicks.append(events_pb2.Interaction(
+                        event_id=f"{a.recommendation_id}-{it.item_id}", tenant=TENANT,
+                        user_id=uid, item_id=it.item_id, type=events_pb2.CLICK,
+                        timestamp_ms=int(time.time() * 1000),
+                        recommendation_id=a.recommendation_id if rng.random() < WITH_ID
+                        else ""))
+                    truth += 1
+    served_s = time.perf_counter() - t0
+    prod = producer(cfg)
+    produce_all(prod, cfg.topics.interactions,
+                ((make_key(TENANT, c.user_id), c.SerializeToString()) for c in clicks))
+    prod.flush(60)
+    answers = rounds * len(tastes) + 1  # + the readiness probe
+
+    def counted():
+        try:
+            store = OnlineStore(cfg.online.state_dir, read_only=True)
+        except FileNotFoundError:
+            return [], 0, 0
+        try:
+            rows = report.rows(store, TENANT)
+        finally:
+            store.close()
+        return rows, sum(x["impressions"] for x in rows), sum(x["clicks"] for x in rows)
+
+    wait_until(lambda: counted()[2] >= truth and counted()[1] >= answers * K - K, 120,
+               what="the stage to count the loop")
+    time.sleep(1.0)
+    rows, impressions, attributed = counted()
+    stop.set()
+    for t in threads:
+        t.join(15)
+    client.close()
+    (test,) = report.arm_tests(rows, {"als-vs-popularity": ["popularity", "als"]})
+    log(f"closed loop: {answers} answers in {served_s:.1f}s; {impressions} impressions "
+        f"counted; {truth} clicks simulated, {attributed} attributed ({load_note()})")
+    aa_significant = 0
+    for s in range(100):
+        r2 = np.random.default_rng(1000 + s)
+        arm = {}
+        for uid, probs in shown_als:
+            side = arm.setdefault(uid, bucket(f"aa-{s}", uid) < 5000)
+            c = int((r2.random(len(probs)) < np.array(probs)).sum())
+            key = "a" if side else "b"
+            arm[key] = arm.get(key, (0, 0))
+            arm[key] = (arm[key][0] + c, arm[key][1] + len(probs))
+        (ca, na), (cb, nb) = arm.get("a", (0, 0)), arm.get("b", (0, 0))
+        aa_significant += compare(ca, na, cb, nb).p_value < 0.05
+    return (f"attribution: {truth} clicks simulated, {attributed} attributed, "
+            f"{max(truth - attributed, 0)} lost, {max(attributed - truth, 0)} doubled; "
+            f"experiment als vs popularity: CTR {test['ctr']:.4f} vs {test['control_ctr']:.4f}, "
+            f"p = {test['p_value']:.2g}; A/A significant at 5 %: {aa_significant} of 100")
+
+
+def _answers(client) -> bool:
+    import grpc
+    try:
+        return client.recommend("sim-0", k=K).model_version > 0
+    except grpc.RpcError:
+        return False
 
 
 def records(start: int, n: int, n_users: int, now_ms: int, seed: int):
@@ -76,15 +204,19 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=5000, help="answers/s, and as many events/s")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--backlog", type=int, default=200_000)
-    ap.add_argument("--users", type=int, default=50_000)
+    ap.add_argument("--users", type=int, default=600, help="simulated users of the loop")
+    ap.add_argument("--rounds", type=int, default=8, help="answers per simulated user")
+    ap.add_argument("--stream-users", type=int, default=50_000, help="users of the throughput run")
     add_broker_arg(ap)
     args = ap.parse_args()
+    with deployment(args.broker) as dep:
+        summary = closed_loop(dep, args.users, args.rounds)
     with deployment(args.broker) as dep, tempfile.TemporaryDirectory():
         cfg = dep.cfg
         state = cfg.online.state_dir
         prod = producer(cfg, **{"linger.ms": 20})
         now = int(time.time() * 1000)
-        answers, events = records(0, args.backlog, args.users, now, 0)
+        answers, events = records(0, args.backlog, args.stream_users, now, 0)
         produce_all(prod, cfg.topics.recommendations, answers)
         produce_all(prod, cfg.topics.interactions, events)
         assert prod.flush(120) == 0
@@ -105,7 +237,7 @@ def main() -> int:
         n = args.backlog
         while time.perf_counter() - t_start < args.seconds:
             tick = time.perf_counter()
-            a, e = records(n, per_tick, args.users, int(time.time() * 1000), 1)
+            a, e = records(n, per_tick, args.stream_users, int(time.time() * 1000), 1)
             produce_all(prod, cfg.topics.recommendations, a)
             produce_all(prod, cfg.topics.interactions, e)
             prod.poll(0)
@@ -126,6 +258,7 @@ def main() -> int:
         while committed(state, cfg) < sent and time.perf_counter() - t1 < 60:
             time.sleep(0.2)
         log(f"caught up {time.perf_counter() - t1:.1f}s after the load stopped")
+    print(summary)
     return 0
 
 

@@ -9,9 +9,9 @@ of one tenant split users independently of each other (the experiment's name is 
 Config (per tenant, an array of tables)::
 
     [[tenants.acme.experiments]]
-    name = "bpr-vs-als"
+    name = "als-vs-popularity"
     arms = [{ name = "control", share = 0.5 },
-            { name = "bpr", share = 0.5, algorithm = "bpr" }]
+            { name = "popularity", share = 0.5, algorithm = "popularity" }]
 
 The first arm is the control the report compares every other arm with. Shares are fractions of
 all users; the buckets past the last arm's range are not in the experiment.
@@ -40,7 +40,8 @@ class Arm:
     share : float
         Fraction of all users (0 < share <= 1).
     algorithm : str
-        Served algorithm ("als" or "bpr"); "" = the tenant's default.
+        Served algorithm ("als", "bpr", or "popularity": the baseline without a user vector);
+        "" = the tenant's default.
     exploration_share, mmr_lambda : float, optional
     max_per_category : int, optional
         Overrides of the tenant's exploration share and the request's diversity; None = as is.
@@ -71,9 +72,9 @@ class Experiment:
         if len(set(names)) != len(names) or not all(names):
             raise ValueError(f"{where}: arm names must be unique and non-empty, got {names}")
         for a in self.arms:
-            if a.algorithm not in ("", "als", "bpr"):
-                raise ValueError(f"{where} arm {a.name!r}: algorithm must be als or bpr (or "
-                                 f"empty), got {a.algorithm!r}")
+            if a.algorithm not in ("", "als", "bpr", "popularity"):
+                raise ValueError(f"{where} arm {a.name!r}: algorithm must be als, bpr or "
+                                 f"popularity (or empty), got {a.algorithm!r}")
             if not 0 < a.share <= 1:
                 raise ValueError(f"{where} arm {a.name!r}: share must be in (0, 1], "
                                  f"got {a.share}")

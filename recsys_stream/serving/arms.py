@@ -37,8 +37,16 @@ def assign(tc: TenantConfig, unit: str) -> Assignment:
 
 
 def algorithm(a: Assignment, requested: str) -> str:
-    """The request's algorithm wins; else the arm's ("" = the tenant's default)."""
-    return requested or (a.spec.algorithm if a.spec is not None else "")
+    """The request's algorithm wins; else the arm's ("" = the tenant's default; the popularity
+    arm ranks with the default model's popularity)."""
+    if requested or a.spec is None or a.spec.algorithm == "popularity":
+        return requested
+    return a.spec.algorithm
+
+
+def popularity(a: Assignment) -> bool:
+    """The arm serves the popularity baseline (no user vector, no trending)."""
+    return a.spec is not None and a.spec.algorithm == "popularity"
 
 
 def tenant_settings(a: Assignment, tc: TenantConfig) -> TenantConfig:
@@ -57,4 +65,4 @@ def diversity(a: Assignment, requested: DiversitySpec | None) -> DiversitySpec |
 
 
 __all__ = ["Assignment", "Experiment", "NONE", "algorithm", "assign", "diversity",
-           "tenant_settings"]
+           "popularity", "tenant_settings"]

@@ -183,13 +183,16 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         # is served as new until a model without them is current
         batch_id = None if r.user_id and self.read.erased(caller.tenant, r.user_id) \
             else r.user_id
-        req = Request(batch_id, r.k, set(r.exclude_item_ids), context,
-                      self._eligibility(spec, caller.tenant, snap, attrs), div)
+        excludes = set(r.exclude_item_ids)
         # trending is ranked only when no user vector answers (a lazy callable)
-        answer, reasons = compose(
-            snap, profile, req, banned,
-            partial(self.trending.ranked, caller.tenant) if self.trending else (),
-            self.deltas, attrs, tc)
+        trending = partial(self.trending.ranked, caller.tenant) if self.trending else ()
+        if arms.popularity(arm):  # the baseline arm: popularity, with the user's suppression
+            if profile is not None:
+                excludes |= set(profile.item_ids) | set(profile.suppressed_item_ids)
+            profile, batch_id, context, trending = None, None, [], ()
+        req = Request(batch_id, r.k, excludes, context,
+                      self._eligibility(spec, caller.tenant, snap, attrs), div)
+        answer, reasons = compose(snap, profile, req, banned, trending, self.deltas, attrs, tc)
         meta["source"] = _SOURCE_NAME[answer.source]
         child(SUPPRESSED, caller.tenant).inc(answer.suppressed)
         child(ANSWERED, caller.tenant).inc(len(answer.items))
