@@ -191,6 +191,25 @@ def cmd_demo(args) -> int:
     return run_demo(keep_running=args.keep_running, workdir=args.workdir)
 
 
+def cmd_tune(args) -> int:
+    from recsys_stream.batch.tuning import run_tune
+    from recsys_stream.batch.engines.spark_session import SparkEngineError
+    try:
+        record = run_tune(_config(args), args.tenant, args.events_file, args.trials,
+                          args.budget_s, progress=sys.stderr.isatty())
+    except (ValueError, KeyError, SparkEngineError) as e:
+        raise SystemExit(f"tune: {e}") from None
+    if not record:
+        raise SystemExit(f"tune: {args.tenant} was not tuned (see the log)")
+    for engine, searches in record["engines"].items():
+        for algorithm, s in searches.items():
+            print(json.dumps({"tenant": args.tenant, "engine": engine, "algorithm": algorithm,
+                              "params": s["params"], "validation_ndcg_at_10": s["best_value"],
+                              "start_ndcg_at_10": s["start_value"], "trials": s["n_trials"],
+                              "seconds": s["seconds"], "budget": s["budget"]}))
+    return 0
+
+
 def cmd_export(args) -> int:
     from recsys_stream.serving.export import run_export, verify
     if args.verify:
@@ -308,6 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("tenant")
     rb.add_argument("version", nargs="?", type=int)
     rb.add_argument("--algorithm", choices=["als", "bpr"])
+
+    p = add("tune", cmd_tune, "Search a tenant's ALS/BPR hyperparameters (optuna, seeded) on "
+            "validation carved from the training part; the record in the model store "
+            "(<tenant>/tuning.json) sets the next training rounds' values.")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--trials", type=int, help="trials per algorithm (default trainer.tune_trials)")
+    p.add_argument("--budget-s", type=float, help="seconds per algorithm's search (default "
+                   "trainer.tune_budget_s)")
+    p.add_argument("--events-file", help="the tenant's events from this CSV/JSONL file (as "
+                   "trainer --events-file) instead of the state changelog")
 
     p = add("export", cmd_export, "Precompute every user's top-k of the served model version "
             "(email, push): JSON lines or Parquet shards and a manifest of checksums; the "

@@ -46,7 +46,10 @@ class BprConfig:
     foldin_regularization: float = 0.1  # lambda of the least-squares fold-in on BPR factors
 
 
-ENGINES = ("implicit", "spark")  # where the trainer fits factors (recsys_stream.batch.engines)
+ENGINES = ("implicit", "spark")
+# What the hyperparameter search tunes (batch/tuning.py), and what a tenant may pin.
+PIN_KEYS = ("als_factors", "als_regularization", "alpha", "bpr_learning_rate",
+            "bpr_regularization", "bpr_iterations")  # where the trainer fits factors (recsys_stream.batch.engines)
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,16 @@ class TenantConfig:
     rating_max: float = 5.0        # predictions are clipped to it
     max_magnitude: float = 1e6     # an event's magnitude (`value`) is capped here
     engine: str = ""               # training engine of this tenant; "" = trainer.engine
+    pin: dict = field(default_factory=dict)  # hyperparameters the search never moves (PIN_KEYS),
+                                   # e.g. {"als_factors": 64}; they win over a tuned value too
 
     def __post_init__(self) -> None:
         if self.engine not in ("", *ENGINES):
             raise ValueError(f"config tenant engine must be one of {ENGINES}, got {self.engine!r}")
+        unknown = set(self.pin) - set(PIN_KEYS)
+        if unknown:
+            raise ValueError(f"config tenant pin: unknown keys {sorted(unknown)}; expected some "
+                             f"of {PIN_KEYS}")
 
     @property
     def confidence(self) -> ConfidenceSettings:
@@ -166,6 +175,17 @@ class TrainerConfig:
     engine: str = "implicit"        # where factors are fitted: "implicit" (this process) or
                                     # "spark" (Spark MLlib; ALS only); a tenant may override it
     spark: SparkConfig = field(default_factory=SparkConfig)  # the Spark engine's session
+    tune_every_rounds: int = 0      # hyperparameter search (batch/tuning.py) before every n-th
+                                    # round of a tenant, the first included; 0 = only `recsys-stream tune`
+    tune_trials: int = 30           # trials per search (tenant, engine, algorithm); the first is the config's
+    tune_budget_s: float = 600.0    # wall-clock budget per search: no trial starts after it
+    tune_als_factors: tuple[int, int] = (16, 128)          # search bounds of ALS's latent dimension
+    tune_als_regularization: tuple[float, float] = (1e-3, 100.0)  # of ALS's lambda (log scale;
+                                    # the Spark engine's regParam x count has its optimum far lower)
+    tune_alpha: tuple[float, float] = (0.1, 40.0)          # of the confidence alpha (ALS only)
+    tune_bpr_learning_rate: tuple[float, float] = (5e-4, 0.1)   # of BPR's SGD step (log scale)
+    tune_bpr_regularization: tuple[float, float] = (1e-5, 0.1)  # of BPR's L2 (log scale)
+    tune_bpr_iterations: tuple[int, int] = (20, 300)       # of BPR's epochs
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
