@@ -124,7 +124,7 @@ def train_tenant(cfg: Config, data: TenantData | TenantRound, store: ModelStore,
                     "regularization_scaling": engine.regularization_scaling,
                     "metrics": metrics, "baseline_metrics": compared,
                     "train_seconds": seconds, "data_window": window,
-                    "tuning": tuning.manifest_entry(store, tenant, engine.name, algorithm),
+                    "tuning": tuning.manifest_entry(store, tenant, engine.name, algorithm, tc),
                     "training": {"evaluated": "train split (events before each user's cut)",
                                  "published": "retrained on all events",
                                  "holdout_fraction": cfg.trainer.holdout_fraction}}
@@ -251,10 +251,11 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
     results: list[dict] = []
     progress = once and sys.stderr.isatty()
     changelog = ChangelogReader(cfg)  # each round reads only what the worker appended since
-    searched: dict[str, int] = {}  # tenant -> rounds so far (trainer.tune_every_rounds)
-    configured = cfg
+    configured, rounds = cfg, 0
     while True:
         failed = []
+        tuning.scheduled(configured, store, events_file, tenant, rounds)  # tune_every_rounds
+        rounds += 1
         cfg = tuning.tuned_config(configured, store)  # the tenants' tuned values, then pins
         try:
             groups = load_rounds(cfg, events_file, tenant, progress, changelog)
@@ -271,7 +272,6 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
                         break
                     announcing = "off" if not announce_models else (
                         "best_effort" if once else "required")
-                    tuning.maybe_tune(configured, engine, rnd, store, events_file, searched)
                     outcome = _round(cfg, engine, rnd, store, seen, once, progress, results,
                                      announcing)
                     if outcome == "failed":

@@ -110,12 +110,16 @@ def tuned_config(cfg: Config, store: ModelStore) -> Config:
     return dataclasses.replace(cfg, tenants=tenants)
 
 
-def manifest_entry(store: ModelStore, tenant: str, engine: str, algorithm: str) -> dict:
-    """What a version's manifest says of the search behind its hyperparameters."""
+def manifest_entry(store: ModelStore, tenant: str, engine: str, algorithm: str,
+                   tc: TenantConfig) -> dict:
+    """What a version's manifest says of the search behind its hyperparameters; ``tc``: the
+    tenant's settings the version was trained with (``applied``: they are the record's)."""
     s = read_record(store, tenant).get("engines", {}).get(engine, {}).get(algorithm)
     if s is None:
         return {"tuned": False, "record": RECORD}
-    return {"tuned": True, "record": RECORD} | {k: s[k] for k in (
+    used = configured(tc)
+    applied = all(used[k] == v for k, v in s["params"].items() if k not in tc.pin)
+    return {"tuned": True, "applied": applied, "record": RECORD} | {k: s[k] for k in (
         "params", "pinned", "start", "best_value", "start_value", "n_trials", "budget",
         "seconds", "seed", "tuned_ms", "validation", "trials")}
 
@@ -206,6 +210,8 @@ def search(cfg: Config, engine: Engine, valid: TenantRound, algorithm: str,
         if rescaler is not None:
             rescaler.set(t.alpha)
             hp = _WithAlpha(**dataclasses.asdict(hp), alpha=t.alpha)
+        else:  # BPR: one thread, so that the seed reproduces the trial (Hogwild is not)
+            hp = _OneThread(**dataclasses.asdict(hp))
         f = engine.fit(valid, "train", algorithm, hp, seed)
         m = evaluate(factor_scorer(f.user_factors[valid.eval_rows], f.item_factors), valid.eval,
                      valid.test, valid.pop_train)
@@ -250,6 +256,18 @@ class _WithAlpha:
     regularization: float
     iterations: int
     alpha: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _OneThread:
+    """BPR settings of one trial, fitted on one thread (``algorithms.train_bpr``)."""
+
+    factors: int
+    learning_rate: float
+    regularization: float
+    iterations: int
+    foldin_regularization: float
+    num_threads: int = 1
 
 
 class _AlphaRescaler:
@@ -334,17 +352,17 @@ def run_tune(cfg: Config, tenant: str, events_file: str | None = None,
                            progress=progress)
 
 
-def maybe_tune(cfg: Config, engine: Engine, rnd: TenantRound, store: ModelStore,
-               events_file: str | None, counts: dict[str, int]) -> None:
-    """The trainer's schedule: a search before every ``trainer.tune_every_rounds``-th round of
-    a tenant (its first included); the record it stores serves the rounds after this one. A
-    failed search is logged and the round goes on with the values it had."""
-    n = counts.get(rnd.tenant, 0)
-    counts[rnd.tenant] = n + 1
-    if rnd.empty or not due(cfg, n):
+
+def scheduled(cfg: Config, store: ModelStore, events_file: str | None, tenant: str | None,
+              rounds_done: int) -> None:
+    """The trainer's schedule: a search of every (or ``tenant``'s) tenant before every
+    ``trainer.tune_every_rounds``-th round, the first included, so that round already trains
+    with the values found. Each tenant's data is loaded for it by its engine (a second read of
+    the changelog or file). A failed search is logged; the round keeps the values it had."""
+    if not due(cfg, rounds_done):
         return
-    try:
-        tune_tenant(cfg, engine, rnd.tenant, store, rnd, events_file)
-    except Exception:
-        log.exception("%s: hyperparameter search failed; the round keeps its values",
-                      rnd.tenant)
+    for t in [tenant] if tenant else list(cfg.tenants):
+        try:
+            run_tune(cfg, t, events_file)
+        except Exception:
+            log.exception("%s: hyperparameter search failed; the round keeps its values", t)
