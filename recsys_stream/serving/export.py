@@ -242,40 +242,72 @@ def _index_block(snap: TenantSnapshot, X: np.ndarray, k: int,
     return rows, s
 
 
-def _popular(snap: TenantSnapshot, k: int, hidden_rows: set[int]) -> list[tuple[str, float]]:
-    """The model's most popular unsuppressed items: the chain's last step with a model."""
+def _popular(snap: TenantSnapshot, k: int, hidden_rows: set[int]) -> list[int]:
+    """Rows of the model's most popular unsuppressed items: the chain's last step with a
+    model (scored by their popularity, as ``Recommend`` scores them)."""
     out = []
-    for r in snap.popular_order:
-        if int(r) not in hidden_rows:
-            out.append((snap.item_id_list[r], float(snap.popularity[r])))
+    for r in snap.popular_order.tolist():
+        if r not in hidden_rows:
+            out.append(r)
             if len(out) == k:
                 break
     return out
 
 
-def recommend_block(snap: TenantSnapshot, users: Sequence[str], k: int, sup: Suppression,
-                    banned_rows: np.ndarray, mode: str = "exact"
-                    ) -> list[tuple[str, int, list[tuple[str, float]]]]:
-    """``(user_id, source, [(item_id, score), ...])`` for each user of one block."""
+@dataclass
+class Block:
+    """The answers of one block of users: ``rows``/``scores`` (B, k) best first, the first
+    ``n[j]`` of row ``j`` valid (fewer when fewer items are eligible), ``sources`` per user."""
+
+    users: list[str]
+    sources: np.ndarray
+    rows: np.ndarray
+    scores: np.ndarray
+    n: np.ndarray
+
+    def answers(self) -> list[tuple[str, int, list[tuple[str, float]]]]:
+        """``(user_id, source, [(item row, score), ...])`` per user (rows, not ids)."""
+        return [(u, int(self.sources[j]),
+                 list(zip(self.rows[j, :self.n[j]].tolist(),
+                          self.scores[j, :self.n[j]].tolist())))
+                for j, u in enumerate(self.users)]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def slice(self, lo: int, hi: int) -> Block:
+        return Block(self.users[lo:hi], self.sources[lo:hi], self.rows[lo:hi],
+                     self.scores[lo:hi], self.n[lo:hi])
+
+
+def score_block(snap: TenantSnapshot, users: Sequence[str], k: int, sup: Suppression,
+                banned_rows: np.ndarray, mode: str = "exact") -> Block:
+    """The top-``k`` of each user of one block (see the module docstring)."""
+    users = list(users)
     X, sources, epos, erows = _block_vectors(snap, users, sup)
     hidden = _hidden_pairs(snap, users, sup, epos, erows)
     if mode == "exact":
         rows, scores = _exact_block(snap.index.item_factors, X, k, hidden, banned_rows)
     else:
         rows, scores = _index_block(snap, X, k, hidden, banned_rows)
+    rows, scores = np.ascontiguousarray(rows), np.ascontiguousarray(scores)
+    for j in np.flatnonzero(sources == recommender_pb2.POPULARITY):  # no vector: popularity
+        hid = set(hidden[1][hidden[0] == j].tolist()) | set(banned_rows.tolist())
+        pop = _popular(snap, k, hid)
+        rows[j], scores[j] = -1, -np.inf
+        rows[j, :len(pop)] = pop
+        scores[j, :len(pop)] = snap.popularity[pop]
+    n = np.isfinite(scores).sum(axis=1)  # -inf sorts last: the valid ones come first
+    return Block(users, sources, rows, scores, n)
+
+
+def recommend_block(snap: TenantSnapshot, users: Sequence[str], k: int, sup: Suppression,
+                    banned_rows: np.ndarray, mode: str = "exact"
+                    ) -> list[tuple[str, int, list[tuple[str, float]]]]:
+    """``(user_id, source, [(item_id, score), ...])`` for each user of one block."""
     ids = snap.item_id_list
-    out = []
-    no_vector = sources == recommender_pb2.POPULARITY
-    for j, u in enumerate(users):
-        if no_vector[j]:
-            hid = set(hidden[1][hidden[0] == j].tolist()) | set(banned_rows.tolist())
-            out.append((u, int(sources[j]), _popular(snap, k, hid)))
-            continue
-        rj, sj = rows[j], scores[j]
-        ok = np.isfinite(sj)
-        out.append((u, int(sources[j]),
-                    [(ids[r], float(s)) for r, s in zip(rj[ok].tolist(), sj[ok].tolist())]))
-    return out
+    return [(u, src, [(ids[r], s) for r, s in items])
+            for u, src, items in score_block(snap, users, k, sup, banned_rows, mode).answers()]
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -288,61 +320,97 @@ def _sha256(path: Path) -> str:
 
 
 class _ShardWriter:
-    def __init__(self, out: Path, fmt: str, version: int, generated_at: str) -> None:
-        self.out, self.fmt, self.version, self.generated_at = out, fmt, version, generated_at
+    """Streams blocks into shards of ``shard_users`` users: each written under a temporary
+    name, renamed when complete, and then described (count, bytes, sha256) in ``shards``."""
+
+    def __init__(self, out: Path, fmt: str, snap: TenantSnapshot, generated_at: str,
+                 shard_users: int) -> None:
+        self.out, self.fmt, self.snap, self.generated_at = out, fmt, snap, generated_at
+        self.shard_users = shard_users
         self.shards: list[dict] = []
-        self._rows: list[tuple[str, int, list[tuple[str, float]]]] = []
+        self._f = None  # the open shard: a file (jsonl) or a ParquetWriter
+        self._users = self._items = 0
+        if fmt == "jsonl":
+            # every item's JSON up to its score, made once: a line is then joins of strings
+            self._pre = ['{"item_id":' + json.dumps(i) + ',"score":' for i in snap.item_id_list]
+            self._head = ',"model_version":%d,"generated_at":%s,"source":"' % (
+                snap.version, json.dumps(generated_at))
 
-    def add(self, rows) -> None:
-        self._rows.extend(rows)
+    def write(self, block: Block) -> None:
+        lo = 0
+        while lo < len(block):
+            if self._f is None:
+                self._open()
+            take = min(len(block) - lo, self.shard_users - self._users)
+            part = block.slice(lo, lo + take)
+            (self._jsonl if self.fmt == "jsonl" else self._parquet)(part)
+            self._users += take
+            self._items += int(part.n.sum())
+            lo += take
+            if self._users == self.shard_users:
+                self.close()
 
-    def __len__(self) -> int:
-        return len(self._rows)
+    def _name(self) -> str:
+        return f"part-{len(self.shards):05d}.{self.fmt}"
 
-    def flush(self) -> None:
-        if not self._rows:
+    def _open(self) -> None:
+        self._tmp = self.out / f".{self._name()}.tmp"
+        if self.fmt == "jsonl":
+            self._f = open(self._tmp, "w")
+        else:
+            import pyarrow.parquet as pq
+            self._f = pq.ParquetWriter(self._tmp, _parquet_schema())
+
+    def close(self) -> None:
+        if self._f is None:
             return
-        name = f"part-{len(self.shards):05d}.{self.fmt}"
-        tmp = self.out / f".{name}.tmp"
-        (self._write_jsonl if self.fmt == "jsonl" else self._write_parquet)(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.out / name)
-        self.shards.append({"file": name, "users": len(self._rows),
-                            "items": sum(len(r[2]) for r in self._rows),
+        if self.fmt == "jsonl":
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        self._f.close()
+        self._f = None
+        name = self._name()
+        os.replace(self._tmp, self.out / name)
+        self.shards.append({"file": name, "users": self._users, "items": self._items,
                             "bytes": (self.out / name).stat().st_size,
                             "sha256": _sha256(self.out / name)})
-        self._rows = []
+        self._users = self._items = 0
 
-    def _write_jsonl(self, path: Path) -> None:
-        v, g = self.version, self.generated_at
-        with open(path, "w") as f:
-            for user, src, items in self._rows:
-                f.write(json.dumps({"user_id": user, "model_version": v, "generated_at": g,
-                                    "source": _SOURCE_NAME[src],
-                                    "items": [{"item_id": i, "score": s} for i, s in items]},
-                                   separators=(",", ":")))
-                f.write("\n")
+    def _jsonl(self, b: Block) -> None:
+        pre, head, dumps = self._pre, self._head, json.dumps
+        lines = []
+        rows, scores = b.rows.tolist(), b.scores.tolist()
+        for j, u in enumerate(b.users):
+            n = int(b.n[j])
+            items = ",".join([pre[r] + repr(s) + "}" for r, s in zip(rows[j][:n], scores[j][:n])])
+            lines.append('{"user_id":' + dumps(u) + head + _SOURCE_NAME[int(b.sources[j])]
+                         + '","items":[' + items + "]}\n")
+        self._f.write("".join(lines))
 
-    def _write_parquet(self, path: Path) -> None:
+    def _parquet(self, b: Block) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
-        n = len(self._rows)
-        lengths = np.fromiter((len(r[2]) for r in self._rows), np.int32, n)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        flat_ids = [i for r in self._rows for i, _ in r[2]]
-        flat_scores = np.fromiter((s for r in self._rows for _, s in r[2]), np.float64,
-                                  int(offsets[-1]))
+        n = b.n.astype(np.int32)
+        offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int32)
+        valid = np.arange(b.rows.shape[1])[None, :] < n[:, None]
+        ids = self.snap.item_ids  # numpy strings: one gather, no Python loop
         items = pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(
-            [pa.array(flat_ids, pa.string()), pa.array(flat_scores)],
-            names=["item_id", "score"]))
-        table = pa.table({
-            "user_id": pa.array([r[0] for r in self._rows], pa.string()),
-            "model_version": pa.array(np.full(n, self.version, np.int64)),
-            "generated_at": pa.array([self.generated_at] * n, pa.string()),
-            "source": pa.array([_SOURCE_NAME[r[1]] for r in self._rows], pa.string()),
-            "items": items})
-        pq.write_table(table, path)
+            [pa.array(ids[b.rows[valid]].astype(object), pa.string()),
+             pa.array(b.scores[valid].astype(np.float64))], names=["item_id", "score"]))
+        m = len(b)
+        self._f.write_table(pa.table({
+            "user_id": pa.array(b.users, pa.string()),
+            "model_version": pa.array(np.full(m, self.snap.version, np.int64)),
+            "generated_at": pa.array([self.generated_at] * m, pa.string()),
+            "source": pa.array([_SOURCE_NAME[int(x)] for x in b.sources], pa.string()),
+            "items": items}, schema=_parquet_schema()))
+
+
+def _parquet_schema():
+    import pyarrow as pa
+    return pa.schema([("user_id", pa.string()), ("model_version", pa.int64()),
+                      ("generated_at", pa.string()), ("source", pa.string()),
+                      ("items", pa.list_(pa.struct([("item_id", pa.string()),
+                                                    ("score", pa.float64())])))])
 
 
 def export(snap: TenantSnapshot, out: str | os.PathLike, k: int,
@@ -375,23 +443,18 @@ def export(snap: TenantSnapshot, out: str | os.PathLike, k: int,
     block = block_users or max(1, min(4096, BLOCK_VALUES // max(1, len(snap.item_ids))))
     generated_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + \
         f".{int(time.time() * 1000) % 1000:03d}Z"
-    writer = _ShardWriter(out, fmt, snap.version, generated_at)
+    writer = _ShardWriter(out, fmt, snap, generated_at, shard_users)
     t0 = time.perf_counter()
     sources: dict[str, int] = {}
     with tqdm(total=len(users), desc=f"export {snap.tenant}/{snap.algorithm} v{snap.version}",
               unit="user", disable=not progress) as bar:
         for lo in range(0, len(users), block):
-            rows = recommend_block(snap, users[lo:lo + block], k, sup, banned_rows, mode)
-            for _, src, _ in rows:
-                sources[_SOURCE_NAME[src]] = sources.get(_SOURCE_NAME[src], 0) + 1
-            writer.add(rows)
-            while len(writer) >= shard_users:
-                rest = writer._rows[shard_users:]
-                writer._rows = writer._rows[:shard_users]
-                writer.flush()
-                writer._rows = rest
-            bar.update(len(rows))
-        writer.flush()
+            b = score_block(snap, users[lo:lo + block], k, sup, banned_rows, mode)
+            for src, c in zip(*np.unique(b.sources, return_counts=True)):
+                sources[_SOURCE_NAME[int(src)]] = sources.get(_SOURCE_NAME[int(src)], 0) + int(c)
+            writer.write(b)
+            bar.update(len(b))
+        writer.close()
     manifest = {"tenant": snap.tenant, "algorithm": snap.algorithm,
                 "model_version": snap.version, "k": k, "format": fmt, "mode": mode,
                 "generated_at": generated_at, "users": len(users),
