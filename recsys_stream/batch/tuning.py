@@ -201,7 +201,10 @@ def search(cfg: Config, engine: Engine, valid: TenantRound, algorithm: str,
         values = dict(pinned)
         for n in free:
             lo, hi = bounds[n]
-            if PARAMS[n][2]:
+            if n == "als_factors" and not (int(lo) % 16 or int(hi) % 16 or start[n] % 16):
+                # multiples of 16: fewer points for the budget (and SIMD-friendly widths)
+                values[n] = trial.suggest_int(n, int(lo), int(hi), step=16)
+            elif PARAMS[n][2]:
                 values[n] = trial.suggest_int(n, int(lo), int(hi), log=PARAMS[n][3])
             else:
                 values[n] = trial.suggest_float(n, float(lo), float(hi), log=PARAMS[n][3])
@@ -221,7 +224,10 @@ def search(cfg: Config, engine: Engine, valid: TenantRound, algorithm: str,
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed))
+                                # multivariate: lambda and alpha move together (the scale
+                                # of the confidences sets how much lambda weighs)
+                                sampler=optuna.samplers.TPESampler(seed=seed,
+                                                                   multivariate=True))
     if free:
         study.enqueue_trial(start)
     t0 = time.perf_counter()

@@ -441,8 +441,9 @@ def export(snap: TenantSnapshot, out: str | os.PathLike, k: int,
     banned_rows = np.fromiter(sorted(snap.item_row[i] for i in sup.banned if i in snap.item_row),
                               np.int64)
     block = block_users or max(1, min(4096, BLOCK_VALUES // max(1, len(snap.item_ids))))
-    generated_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + \
-        f".{int(time.time() * 1000) % 1000:03d}Z"
+    now = time.time()
+    generated_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + \
+        f".{int(now * 1000) % 1000:03d}Z"
     writer = _ShardWriter(out, fmt, snap, generated_at, shard_users)
     t0 = time.perf_counter()
     sources: dict[str, int] = {}
