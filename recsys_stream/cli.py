@@ -91,6 +91,44 @@ def cmd_items(args) -> int:
     return 0
 
 
+def cmd_online(args) -> int:
+    from recsys_stream.online.app import run_online_stage
+    cfg = _config(args)
+    if args.state_dir:
+        cfg = cfg.replace(online={"state_dir": args.state_dir})
+    run_online_stage(cfg)
+    return 0
+
+
+def cmd_report(args) -> int:
+    import datetime as dt
+
+    from recsys_stream.online import report
+    from recsys_stream.online.store import OnlineStore
+    cfg = _config(args)
+    cfg.tenant(args.tenant)  # an unknown tenant is an error, not an empty report
+    since_ms = 0
+    if args.since:
+        try:
+            since = dt.datetime.fromisoformat(args.since)
+        except ValueError:
+            raise SystemExit(f"report: --since {args.since!r} is not an ISO date or time "
+                             "(e.g. 2026-12-04 or 2026-12-04T18:00)") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=dt.timezone.utc)
+        since_ms = int(since.timestamp() * 1000)
+    try:
+        store = OnlineStore(args.state_dir or cfg.online.state_dir, read_only=True)
+    except FileNotFoundError as e:
+        raise SystemExit(f"report: {e}") from None
+    try:
+        table = report.rows(store, args.tenant, since_ms, args.experiment, args.by_position)
+    finally:
+        store.close()
+    print(report.render(table, report.arm_tests(table, {})))
+    return 0
+
+
 def cmd_trainer(args) -> int:
     from recsys_stream.batch.app import run_trainer
     from recsys_stream.batch.engines.spark_session import SparkEngineError
@@ -273,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("items", cmd_items, "Run the item fold-in stage: item-interactions -> RocksDB "
             "per-item state -> vectors of items the served model does not know (item-vectors).")
     p.add_argument("--state-dir", help="RocksDB directory (overrides items.state_dir)")
+
+    p = add("online", cmd_online, "Run the online-evaluation stage: served answers "
+            "(recommendations) joined with interactions -> impressions, clicks and conversions "
+            "per model, source, experiment arm and position.")
+    p.add_argument("--state-dir", help="RocksDB directory (overrides online.state_dir)")
+
+    p = add("report", cmd_report, "Print a tenant's online counts: CTR with 95 %% Wilson "
+            "intervals per model and arm, and each experiment arm against its control.")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--since", help="only answers served from this UTC date/time (ISO 8601)")
+    p.add_argument("--experiment", help="only this experiment's arms")
+    p.add_argument("--by-position", action="store_true", help="one line per position too")
+    p.add_argument("--state-dir", help="the stage's RocksDB directory (default online.state_dir)")
 
     p = add("trainer", cmd_trainer, "Train ALS/BPR per tenant, evaluate, gate, publish to the "
             "model store and announce on the models topic (once, or --periodic).")

@@ -91,6 +91,10 @@ class TenantConfig:
     engine: str = ""               # training engine of this tenant; "" = trainer.engine
     pin: dict = field(default_factory=dict)  # hyperparameters the search never moves (PIN_KEYS),
                                    # e.g. {"als_factors": 64}; they win over a tuned value too
+    attribution_window_s: float = 1800.0  # online: an event without a recommendation_id joins
+                                   # the user's latest answer holding the item served this recently
+    click_types: tuple[str, ...] = ("click",)  # online: event types counted as clicks
+    conversion_types: tuple[str, ...] = ("add_to_cart", "purchase")  # ... and as conversions
 
     def __post_init__(self) -> None:
         if self.engine not in ("", *ENGINES):
@@ -124,6 +128,17 @@ class WorkerConfig:
     max_past_ms: int = 10 * 365 * 86_400_000  # events older than this are rejected (DLQ)
     resolve_active_days: float = 7.0      # on a new model, re-solve users active this recently
     metrics_port: int = 0                 # Prometheus /metrics port; 0 = off
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    state_dir: str = "var/online-state"   # RocksDB directory of the online-evaluation stage
+    partitions: tuple[int, ...] = ()      # manual assignment; () = share them in the stage's group
+    session_timeout_ms: int = 10_000      # group: a stage killed without leaving keeps its partitions so long
+    batch_max_events: int = 5000          # records of both topics per micro-batch at most
+    batch_timeout_ms: int = 20            # wait for a micro-batch at most this long
+    commit_interval_ms: int = 1000        # states, counters and offsets committed this often (0 = every batch)
+    metrics_port: int = 0                 # Prometheus /metrics port of the stage; 0 = off
 
 
 @dataclass(frozen=True)
@@ -214,6 +229,7 @@ class Config:
     items: ItemsConfig = field(default_factory=ItemsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)  # the online-evaluation stage
     tenants: dict[str, TenantConfig] = field(default_factory=dict)  # tenant name -> settings
 
     @property

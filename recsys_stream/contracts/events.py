@@ -145,3 +145,18 @@ def decode_event(key: bytes | None, value: bytes | None, tenants: Container[str]
     if key is not None and key != make_key(tenant, user_id):
         raise InvalidEvent("key_mismatch", "record key is not tenant\\x1fuser_id of the event")
     return Event(event_id, tenant, user_id, item_id, tname, val, ts)
+
+
+def recommendation_id_of(value: bytes) -> str:
+    """The ``recommendation_id`` an interaction record carries ("" when none or undecodable).
+
+    Read apart from :func:`decode_event`: only the online stage needs it, and the worker's hot
+    path stays as it is.
+    """
+    try:
+        if value[:1] == b"{":
+            rid = json.loads(value).get("recommendation_id", "")
+            return rid if isinstance(rid, str) else ""
+        return events_pb2.Interaction.FromString(value).recommendation_id
+    except (ValueError, UnicodeDecodeError, DecodeError, AttributeError):
+        return ""

@@ -45,6 +45,12 @@ class Topics:
         """New items' vectors per model version (compacted, keyed tenant/algorithm/item)."""
         return f"{self.prefix}item-vectors"
 
+    @property
+    def recommendations(self) -> str:
+        """Every answer the server gave (``ServedSlate``), keyed and partitioned like
+        ``interactions``: the online stage joins the two by user."""
+        return f"{self.prefix}recommendations"
+
     def compacted(self) -> tuple[str, ...]:
         """Topics whose latest value per key is the truth (cleanup.policy=compact)."""
         return (self.catalog, self.profiles, self.state_changelog, self.item_vectors)
@@ -52,8 +58,9 @@ class Topics:
     def partitioned(self) -> tuple[str, ...]:
         """Topics with ``kafka.interaction_partitions`` partitions (the others have one)."""
         return (self.interactions, self.profiles, self.state_changelog, self.dlq,
-                self.item_interactions)
+                self.item_interactions, self.recommendations)
 
     def all(self) -> tuple[str, ...]:
         return (self.interactions, self.dlq, self.catalog, self.profiles, self.models,
-                self.state_changelog, self.item_interactions, self.item_vectors)
+                self.state_changelog, self.item_interactions, self.item_vectors,
+                self.recommendations)

@@ -40,7 +40,7 @@ BANNED: ItemState
 REMOVED: ItemState
 
 class Interaction(_message.Message):
-    __slots__ = ("event_id", "tenant", "user_id", "item_id", "type", "value", "timestamp_ms")
+    __slots__ = ("event_id", "tenant", "user_id", "item_id", "type", "value", "timestamp_ms", "recommendation_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class Interaction(_message.Message):
     TYPE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     tenant: str
     user_id: str
@@ -55,7 +56,8 @@ class Interaction(_message.Message):
     type: EventType
     value: float
     timestamp_ms: int
-    def __init__(self, event_id: _Optional[str] = ..., tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    recommendation_id: str
+    def __init__(self, event_id: _Optional[str] = ..., tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., recommendation_id: _Optional[str] = ...) -> None: ...
 
 class CatalogItem(_message.Message):
     __slots__ = ("tenant", "item_id", "state", "updated_ms")
