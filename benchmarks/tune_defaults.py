@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import tempfile
 import time
 
@@ -49,6 +50,7 @@ def test_ndcg(cfg: Config, engine, data: str) -> tuple[float, float]:
 
 def run(name: str, cfg: Config, store: ModelStore, data: str, trials: int,
         budget_s: float) -> float:
+    cfg = cfg.replace(trainer={"engine": name})  # the record is applied per engine
     with make_engine(name, cfg) as engine:
         before, pop = test_ndcg(cfg, engine, data)
         if name == "implicit":  # the hand-tuned values on this very split, as a peer
@@ -87,6 +89,8 @@ def main() -> None:
     ap.add_argument("--implicit-ndcg", type=float, help="skip the implicit search: compare "
                     "Spark with this figure (from an earlier run of this script)")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("recsys_stream.batch.tuning").setLevel(logging.INFO)  # every trial
     with tempfile.TemporaryDirectory() as root:
         tc = TenantConfig() if args.history_cap is None else \
             TenantConfig(history_cap=args.history_cap)
