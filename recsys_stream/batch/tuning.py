@@ -350,6 +350,10 @@ def run_tune(cfg: Config, tenant: str, events_file: str | None = None,
     from recsys_stream.batch.engines import make_engine
     cfg.tenant(tenant)
     store = ModelStore(cfg.model_store)
+    if cfg.engine_of(tenant) != "implicit" and not events_file:
+        log.warning("%s: the %s engine tunes from an events file only (--events-file); not "
+                    "tuned", tenant, cfg.engine_of(tenant))
+        return {}
     with make_engine(cfg.engine_of(tenant), cfg) as engine:
         rnd = None
         if not events_file:
