@@ -252,11 +252,11 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
     results: list[dict] = []
     progress = once and sys.stderr.isatty()
     changelog = ChangelogReader(cfg)  # each round reads only what the worker appended since
-    configured, rounds = cfg, 0
+    configured, n_round = cfg, 0
     while True:
         failed = []
-        tuning.scheduled(configured, store, events_file, tenant, rounds)  # tune_every_rounds
-        rounds += 1
+        tuning.scheduled(configured, store, events_file, tenant, n_round)  # tune_every_rounds
+        n_round += 1
         cfg = tuning.tuned_config(configured, store)  # the tenants' tuned values, then pins
         try:
             groups = load_rounds(cfg, events_file, tenant, progress, changelog)
