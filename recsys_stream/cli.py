@@ -16,9 +16,26 @@ log = logging.getLogger("recsys_stream.cli")
 
 
 def _config(args) -> Config:
-    cfg = load_config(args.config)
+    from recsys_stream.credentials import SecretError
+    try:
+        cfg = load_config(args.config)
+    except SecretError as e:  # an unset variable or unreadable file behind a secret
+        raise SystemExit(f"{args.command}: {e}") from None
     if getattr(args, "bootstrap", None):
         cfg = cfg.replace(kafka={"bootstrap_servers": args.bootstrap})
+    return cfg
+
+
+def _connected(args, cfg: Config | None = None) -> Config:
+    """The config, once the cluster answered a metadata request with its settings; else exit
+    with one line naming the cause (a refused login, a TLS mismatch, no answer in
+    ``kafka.connect_timeout_s``) instead of hanging in librdkafka's retries."""
+    from recsys_stream.kafka_check import KafkaConnectError, check_connection
+    cfg = cfg or _config(args)
+    try:
+        check_connection(cfg)
+    except KafkaConnectError as e:
+        raise SystemExit(f"{args.command}: {e}") from None
     return cfg
 
 
@@ -29,22 +46,31 @@ def cmd_broker(args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.kafka:
+        from recsys_stream.devcerts import CertError
         from recsys_stream.kafka_cluster import KafkaCluster, KafkaSetupError, kafka_version
         try:
             broker = KafkaCluster(nodes=args.nodes, port=args.port or 9092,
-                                  data_dir=args.data_dir)
+                                  data_dir=args.data_dir, secure=args.secure)
             broker.start()
-        except KafkaSetupError as e:
+        except (KafkaSetupError, CertError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         where = f"log in {broker.data_dir}" + ("" if args.data_dir else " (removed on stop)")
         print(f"apache kafka {kafka_version()} ({args.nodes} node(s), KRaft, {where}) on "
-              f"{broker.bootstrap_servers}; Ctrl-C stops it", flush=True)
+              f"{broker.bootstrap_servers}"
+              + (" (SASL_SSL, SCRAM-SHA-512)" if args.secure else "")
+              + "; Ctrl-C stops it", flush=True)
+        if broker.secured:
+            d = broker.secured.directory
+            print(f"clients: user {broker.secured.CLIENT_USER}, CA {d / 'ca.pem'}; "
+                  f"[kafka.client] in {d / 'client.toml'}, kcat -F {d / 'client.properties'}",
+                  flush=True)
         alive = lambda: all(n.running for n in broker.nodes)  # noqa: E731
     else:
         from recsys_stream.broker import EmbeddedBroker
-        if args.nodes != 1 or args.data_dir:
-            print("error: --nodes and --data-dir need --kafka (tansu is one memory-only node)",
+        if args.nodes != 1 or args.data_dir or args.secure:
+            print("error: --nodes, --data-dir and --secure need --kafka (tansu is one "
+                  "memory-only plaintext node)",
                   file=sys.stderr)
             return 2
         broker = EmbeddedBroker(args.port or 9092).start()
@@ -65,7 +91,7 @@ def cmd_broker(args) -> int:
 
 def cmd_topics(args) -> int:
     from recsys_stream.kafka import ensure_topics
-    cfg = _config(args)
+    cfg = _connected(args)
     ensure_topics(cfg)
     print("topics ready: " + ", ".join(cfg.topics.all()))
     return 0
@@ -73,7 +99,7 @@ def cmd_topics(args) -> int:
 
 def cmd_worker(args) -> int:
     from recsys_stream.nearline.app import run_worker
-    cfg = _config(args)
+    cfg = _connected(args)
     if args.state_dir:
         cfg = cfg.replace(worker={"state_dir": args.state_dir})
     if args.partitions:
@@ -84,7 +110,7 @@ def cmd_worker(args) -> int:
 
 def cmd_items(args) -> int:
     from recsys_stream.nearline.item_app import run_item_stage
-    cfg = _config(args)
+    cfg = _connected(args)
     if args.state_dir:
         cfg = cfg.replace(items={"state_dir": args.state_dir})
     run_item_stage(cfg)
@@ -93,7 +119,7 @@ def cmd_items(args) -> int:
 
 def cmd_online(args) -> int:
     from recsys_stream.online.app import run_online_stage
-    cfg = _config(args)
+    cfg = _connected(args)
     if args.state_dir:
         cfg = cfg.replace(online={"state_dir": args.state_dir})
     run_online_stage(cfg)
@@ -137,6 +163,8 @@ def cmd_trainer(args) -> int:
         cfg = cfg.replace(trainer={"interval_s": args.interval})
     if args.algorithms:
         cfg = cfg.replace(trainer={"algorithms": tuple(args.algorithms.split(","))})
+    if not args.events_file:  # an events file is checked first; its announcement is bounded
+        cfg = _connected(args, cfg)
     try:
         run_trainer(cfg, once=not args.periodic, events_file=args.events_file,
                     tenant=args.tenant, announce_models=not args.no_announce)
@@ -151,16 +179,20 @@ def cmd_trainer(args) -> int:
 
 def cmd_serve(args) -> int:
     from recsys_stream.serving.app import run_server_pool
-    cfg = _config(args)
+    from recsys_stream.serving.tls import TlsConfigError
+    cfg = _connected(args)
     if args.address:
         cfg = cfg.replace(server={"address": args.address})
-    run_server_pool(cfg, args.workers)
+    try:
+        run_server_pool(cfg, args.workers)
+    except TlsConfigError as e:  # an unreadable certificate or key: one line, not a traceback
+        raise SystemExit(f"serve: {e}") from None
     return 0
 
 
 def cmd_produce(args) -> int:
     from recsys_stream.produce import produce_file, produce_generated
-    cfg = _config(args)
+    cfg = _connected(args)
     if args.file:
         n = produce_file(cfg, args.file, tenant=args.tenant)
     else:
@@ -172,9 +204,31 @@ def cmd_produce(args) -> int:
     return 0
 
 
-def cmd_recommend(args) -> int:
+def cmd_erase(args) -> int:
+    from recsys_stream.produce import erase_user
+    cfg = _config(args)
+    try:
+        ev, partition, offset = erase_user(cfg, args.tenant, args.user)
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ValueError) else 1
+    print(f"erase record {ev.event_id} for user {args.user!r} of tenant {args.tenant!r} on "
+          f"{cfg.topics.interactions} partition {partition} offset {offset}")
+    return 0
+
+
+def _client(args):
     from recsys_stream.serving.client import RecommenderClient
-    with RecommenderClient(args.address, args.api_key) as client:
+    from recsys_stream.serving.tls import TlsConfigError
+    try:
+        return RecommenderClient(args.address, args.api_key, ca=args.ca, cert=args.cert,
+                                 key=args.key, tls=args.tls)
+    except TlsConfigError as e:
+        raise SystemExit(f"{args.command}: {e}") from None
+
+
+def cmd_recommend(args) -> int:
+    with _client(args) as client:
         resp = client.recommend(args.user, k=args.k, exclude=args.exclude or (),
                                 tenant=args.tenant or "", algorithm=args.algorithm or "")
     from recsys_stream.contracts.pb import recommender_pb2
@@ -188,8 +242,7 @@ def cmd_recommend(args) -> int:
 
 def cmd_predict(args) -> int:
     from recsys_stream.contracts.pb import recommender_pb2
-    from recsys_stream.serving.client import RecommenderClient
-    with RecommenderClient(args.address, args.api_key) as client:
+    with _client(args) as client:
         resp = client.predict_ratings(args.user, args.items, tenant=args.tenant or "")
     print(f"tenant={resp.tenant} algorithm={resp.algorithm} version={resp.model_version} "
           f"source={recommender_pb2.Source.Name(resp.source)}")
@@ -272,6 +325,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _tls_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ca", help="TLS: PEM file of the CA that signed the server's certificate")
+    p.add_argument("--cert", help="mutual TLS: this client's PEM certificate (with --key)")
+    p.add_argument("--key", help="mutual TLS: the PEM private key of --cert")
+    p.add_argument("--tls", action="store_true",
+                   help="TLS with the system's root CAs (implied by --ca / --cert)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="recsys-stream", description=(
         "Streaming nearline recommender: Kafka events -> RocksDB state -> closed-form fold-in "
@@ -299,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "default a temporary directory removed on stop")
     p.add_argument("--nodes", type=int, default=1, choices=(1, 3),
                    help="--kafka: 3 = a three-node cluster (replication 3, min.insync.replicas 2)")
+    p.add_argument("--secure", action="store_true",
+                   help="--kafka: clients over SASL_SSL only (SCRAM-SHA-512 users, a CA and "
+                        "broker certificate made for the run); prints where the client "
+                        "settings are")
 
     add("topics", cmd_topics, "Create the deployment's topics (compacted where the design "
         "says so) if they do not exist.")
@@ -354,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events-per-user", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
 
+    p = add("erase", cmd_erase, "Erase a user everywhere downstream (the right to be "
+            "forgotten): an erase record on interactions on the user's own key; the worker "
+            "deletes their state and profile, the item stage their contributions, the server "
+            "stops serving their batch vector, the trainer drops them from every kept version.")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--user", required=True)
+
     p = add("recommend", cmd_recommend, "Ask the gRPC server for a user's top-k.", config=False)
     p.add_argument("--address", default="127.0.0.1:50051")
     p.add_argument("--api-key", required=True)
@@ -362,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", nargs="*", help="item ids to leave out")
     p.add_argument("--tenant", help="must be the API key's tenant when given")
     p.add_argument("--algorithm", choices=["als", "bpr", "mf"])
+    _tls_flags(p)
 
     p = add("predict", cmd_predict, "Ask the gRPC server for a user's predicted ratings of "
             "items (the tenant's explicit mf model).", config=False)
@@ -370,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.add_argument("--items", nargs="+", required=True, help="item ids (at most 1000)")
     p.add_argument("--tenant", help="must be the API key's tenant when given")
+    _tls_flags(p)
 
     p = add("models", cmd_models, "List model versions, or roll a tenant back.")
     msub = p.add_subparsers(dest="models_cmd", required=True)

@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 
 from recsys_stream.contracts.confidence import DEFAULT_WEIGHTS, ConfidenceSettings
 from recsys_stream.contracts.topics import Topics
+from recsys_stream.credentials import resolve
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,17 @@ class KafkaConfig:
     replication_factor: int = 1                # of every topic the project creates
     compacted_segment_ms: int = 3_600_000      # segment.ms of compacted topics: the head the cleaner cannot touch
     compacted_dirty_ratio: float = 0.5         # min.cleanable.dirty.ratio of compacted topics
-    client: dict = field(default_factory=dict)  # librdkafka properties given to every client (security)
+    raw_retention_ms: int = 604_800_000        # retention.ms of interactions, its DLQ and item-interactions: how long raw events (and erased users' raw events) live
+    compacted_delete_retention_ms: int = 86_400_000  # delete.retention.ms of compacted topics: how long a tombstone (an erasure) stays after cleaning; keep it above trainer.interval_s
+    client: dict = field(default_factory=dict)  # librdkafka properties given to every client (security);
+                                               # "env:NAME" / "file:/path" values are read at load
+                                               # and held as credentials.Secret (never shown)
+    connect_timeout_s: float = 15.0            # at process start a metadata request must answer within
+                                               # this, else the process exits naming the cause
+
+    def __post_init__(self) -> None:
+        # the one place references are read; a copy (Config.replace) passes its Secrets through
+        object.__setattr__(self, "client", resolve(self.client))
 
 
 @dataclass(frozen=True)
@@ -219,6 +230,16 @@ class ServerConfig:
     trending_half_life_s: float = 3600.0  # an interaction this old counts half in trending
     trending_backfill: int = 50_000   # interactions per partition replayed into trending at start
     profile_dir: str = "var/server-profiles"  # RocksDB of the profiles, rebuilt at start
+    tls_cert: str = ""                # PEM certificate chain of the server; "" = plaintext
+    tls_key: str = ""                 # PEM private key of tls_cert
+    tls_client_ca: str = ""           # PEM CA bundle: clients must present a certificate it signed
+                                      # (mutual TLS); "" = no client certificate asked
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("config server.tls_cert and server.tls_key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("config server.tls_client_ca needs server.tls_cert and tls_key")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import Gauge
 
+from recsys_stream import credentials
 from recsys_stream.config import Config
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ def client_conf(cfg: Config, **overrides) -> dict:
 
     ``bootstrap.servers``, then ``[kafka.client]`` (librdkafka properties passed through as they
     are: security protocol, SASL, TLS), then librdkafka's log routed to ``LIBRDKAFKA_LOG``, then
-    the caller's ``overrides``.
+    the caller's ``overrides``. Secrets stay :class:`~recsys_stream.credentials.Secret` here (the
+    dict can be logged); ``_build`` reveals them to librdkafka only.
     """
     conf = {"bootstrap.servers": cfg.kafka.bootstrap_servers}
     conf.update(cfg.kafka.client)
@@ -88,8 +90,23 @@ def client_conf(cfg: Config, **overrides) -> dict:
     return conf
 
 
+def _build(cls, conf: dict):
+    """``cls(conf)`` with the secrets revealed; an error about the settings never shows one.
+
+    librdkafka quotes a value it rejects ("Invalid value "..." for configuration property"),
+    so the message is scrubbed of every secret of ``conf`` before it leaves.
+    """
+    try:
+        return cls(credentials.reveal(conf))
+    except (KafkaException, ValueError, TypeError) as e:
+        msg = credentials.scrub(str(e), credentials.secrets_of(conf))
+        if msg == str(e):
+            raise
+        raise (KafkaException if isinstance(e, KafkaException) else type(e))(msg) from None
+
+
 def producer(cfg: Config, **overrides) -> Producer:
-    return Producer(client_conf(cfg, **{
+    return _build(Producer, client_conf(cfg, **{
         "linger.ms": 5,                 # small batches: freshness matters more than a few %
         "enable.idempotence": True,     # a retried send is written once
         "queue.buffering.max.messages": 500_000,
@@ -97,7 +114,7 @@ def producer(cfg: Config, **overrides) -> Producer:
 
 
 def consumer(cfg: Config, group_id: str, **overrides) -> Consumer:
-    return Consumer(client_conf(cfg, **{
+    return _build(Consumer, client_conf(cfg, **{
         "group.id": group_id,
         "enable.auto.commit": False,    # offsets live with the state (RocksDB), not in Kafka
         "enable.auto.offset.store": False,
@@ -107,7 +124,7 @@ def consumer(cfg: Config, group_id: str, **overrides) -> Consumer:
 
 
 def admin(cfg: Config, **overrides) -> AdminClient:
-    return AdminClient(client_conf(cfg, **overrides))
+    return _build(AdminClient, client_conf(cfg, **overrides))
 
 
 def ensure_topics(cfg: Config, timeout_s: float = 10.0) -> None:
@@ -124,7 +141,10 @@ def ensure_topics(cfg: Config, timeout_s: float = 10.0) -> None:
         conf = {"cleanup.policy": "compact",
                 "segment.ms": str(cfg.kafka.compacted_segment_ms),
                 "min.cleanable.dirty.ratio": str(cfg.kafka.compacted_dirty_ratio),
+                "delete.retention.ms": str(cfg.kafka.compacted_delete_retention_ms),
                 } if name in topics.compacted() else {}
+        if name in topics.raw():  # retention-bound, never compacted (erasure: raw events age out)
+            conf = {"cleanup.policy": "delete", "retention.ms": str(cfg.kafka.raw_retention_ms)}
         new.append(NewTopic(name, num_partitions=parts, replication_factor=rf, config=conf))
     if not new:
         return

@@ -131,6 +131,101 @@ LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 @dataclass
+class Secured:
+    """What a ``secure`` cluster's listeners need: certificates and SCRAM users, made once per
+    data directory (``secure/``, mode 0700) and reused on a restart on it.
+
+    Users: ``admin`` (the brokers' own login to each other) and ``recsys`` (the application's),
+    passwords random per run. The broker's keystore is PKCS#12 (made with openssl), its trust
+    store the CA's PEM file.
+    """
+
+    directory: Path
+    users: dict[str, str]
+    keystore_password: str
+
+    CLIENT_USER = "recsys"
+
+    @classmethod
+    def load_or_make(cls, directory: Path) -> Secured:
+        import json
+        import secrets
+
+        from recsys_stream import devcerts
+        state = directory / "secure.json"
+        if state.exists():
+            saved = json.loads(state.read_text())
+            return cls(directory, saved["users"], saved["keystore_password"])
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        ca = devcerts.make_ca(directory, "recsys-stream kafka CA")
+        self = cls(directory, {"admin": secrets.token_urlsafe(18),
+                               cls.CLIENT_USER: secrets.token_urlsafe(18)},
+                   secrets.token_urlsafe(18))
+        devcerts.make_pkcs12(devcerts.make_cert(ca, "broker"), self.keystore_password)
+        state.touch(mode=0o600)
+        state.write_text(json.dumps({"users": self.users,
+                                     "keystore_password": self.keystore_password}))
+        self._write_client_files()
+        return self
+
+    def _write_client_files(self) -> None:
+        """What a client of this cluster needs, beside the CA: the application user's
+        password (``recsys.password``), a ``[kafka.client]`` table reading it from there
+        (``client.toml``) and librdkafka properties for ``kcat -F`` (``client.properties``)."""
+        user = self.CLIENT_USER
+        pw = self.directory / f"{user}.password"
+        props = self.directory / "client.properties"
+        for f in (pw, props):
+            f.touch(mode=0o600)
+        pw.write_text(self.users[user] + "\n")
+        conf = self.client_settings()
+        props.write_text("".join(f"{k}={v}\n" for k, v in conf.items()))
+        conf["sasl.password"] = f"file:{pw}"
+        (self.directory / "client.toml").write_text(
+            "[kafka.client]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in conf.items()))
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.pem"
+
+    def client_settings(self, user: str = CLIENT_USER) -> dict[str, str]:
+        return {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": user, "sasl.password": self.users[user],
+                "ssl.ca.location": str(self.ca)}
+
+    def broker_properties(self, port: int, controller_port: int, advertised: str
+                          ) -> dict[str, str]:
+        admin = self.users["admin"]
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"SASL_SSL://{advertised}",
+            # KRaft controllers cannot authenticate with SCRAM (the users are in the metadata
+            # they serve): their listener is TLS, the brokers check its certificate
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+            "inter.broker.listener.name": "SASL_SSL",
+            # PLAIN (over TLS) too, with the same users and passwords, for clients built on
+            # librdkafka < 2.6.1 (Debian 12's kcat: 2.0.2), whose SCRAM proof Kafka 4 rejects
+            # (the client nonce sent twice, librdkafka#4895); the project's clients use SCRAM
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512,PLAIN",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="admin" password="{admin}";',
+            "listener.name.sasl_ssl.plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="admin" password="{admin}" '
+                + " ".join(f'user_{u}="{pw}"' for u, pw in self.users.items()) + ";",
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(self.directory / "broker.p12"),
+            "ssl.keystore.password": self.keystore_password,
+            "ssl.key.password": self.keystore_password,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca),
+        }
+
+
+@dataclass
 class KafkaNode:
     """One KRaft node (broker + controller) of a ``KafkaCluster``."""
 
@@ -164,11 +259,16 @@ class KafkaCluster:
         every topic and offset.
     advertised : dict of node id to "host:port", optional
         Addresses the nodes advertise to clients instead of their own (a test's TCP proxy).
+    secure : bool
+        Clients connect over SASL_SSL only (see ``Secured``): SCRAM-SHA-512 users created at
+        format time, a CA and broker certificate made for the run; brokers talk to each other
+        over the same listener as the ``admin`` user, to the controllers over TLS.
+        ``client_settings`` are the librdkafka properties a client needs.
     """
 
     def __init__(self, nodes: int = 1, port: int | None = None,
                  data_dir: str | Path | None = None,
-                 advertised: dict[int, str] | None = None) -> None:
+                 advertised: dict[int, str] | None = None, secure: bool = False) -> None:
         if nodes < 1:
             raise ValueError("nodes must be >= 1")
         self._own_dir = data_dir is None
@@ -178,11 +278,18 @@ class KafkaCluster:
         self.nodes = [KafkaNode(i + 1, port if (i == 0 and port) else free_port(), free_port(),
                                 self.data_dir / f"node-{i + 1}") for i in range(nodes)]
         self.cluster_id = self._cluster_id()
+        self.secured = Secured.load_or_make(self.data_dir / "secure") if secure else None
 
     # -- addresses and settings -------------------------------------------------------------
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(self.advertised.get(n.node_id, n.address) for n in self.nodes)
+
+    @property
+    def client_settings(self) -> dict[str, str]:
+        """librdkafka properties of a client of this cluster (``[kafka.client]``); {} in
+        plaintext."""
+        return self.secured.client_settings() if self.secured else {}
 
     @property
     def replication_factor(self) -> int:
@@ -203,6 +310,9 @@ class KafkaCluster:
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
+            **(self.secured.broker_properties(node.port, node.controller_port,
+                                              self.advertised.get(node.node_id, node.address))
+               if self.secured else {}),
             "log.dirs": str(node.data_dir / "log"),
             "metadata.log.dir": str(node.data_dir / "meta"),
             # internal topics replicated like the project's own topics
@@ -239,11 +349,16 @@ class KafkaCluster:
         node.data_dir.mkdir(parents=True, exist_ok=True)
         (node.data_dir / "log4j2.xml").write_text(LOG4J2.format(path=node.data_dir / "server.log"))
         props = node.data_dir / "server.properties"
+        props.touch(mode=0o600)  # holds the keystore's and the inter-broker user's passwords
         props.write_text("".join(f"{k}={v}\n" for k, v in self.node_properties(node).items()))
         if not (node.data_dir / "meta" / "meta.properties").exists():
+            # SCRAM users live in the cluster metadata: created with it, before any broker
+            # listens (the inter-broker login needs its user at once)
+            scram = [a for name, pw in (self.secured.users.items() if self.secured else ())
+                     for a in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={pw}]")]
             done = subprocess.run(
                 self._java(node, "kafka.tools.StorageTool", "format", "-t", self.cluster_id,
-                           "-c", str(props), "--ignore-formatted"),
+                           "-c", str(props), "--ignore-formatted", *scram),
                 capture_output=True, text=True)
             if done.returncode != 0:
                 raise KafkaSetupError(f"kafka-storage format failed for node {node.node_id}: "
@@ -275,7 +390,8 @@ class KafkaCluster:
         from confluent_kafka.admin import AdminClient
         want = nodes if nodes is not None else sum(n.running for n in self.nodes)
         addresses = ",".join(n.address for n in self.nodes if n.running)
-        admin = AdminClient({"bootstrap.servers": addresses, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": addresses, "log_level": 0,
+                             **self.client_settings})
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
@@ -343,7 +459,8 @@ class KafkaCluster:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
         admin = AdminClient({"bootstrap.servers": ",".join(n.address for n in self.nodes
-                                                           if n.running), "log_level": 0})
+                                                           if n.running), "log_level": 0,
+                             **self.client_settings})
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while True:

@@ -23,10 +23,13 @@ DEMO_KEYS = {"acme": "acme-demo-key", "globex": "globex-demo-key"}
 def write_config(path: Path, bootstrap: str, workdir: Path, server_address: str,
                  keys: dict[str, str] = DEMO_KEYS, topic_prefix: str = "",
                  metrics_ports: tuple[int, int, int] = (0, 0, 0),
-                 trainer_interval_s: float = 300.0) -> Path:
+                 trainer_interval_s: float = 300.0, kafka_client: dict | None = None,
+                 server_tls: dict | None = None) -> Path:
     """A TOML config for a local deployment with one API key per tenant (stored hashed).
 
     ``metrics_ports`` are the worker's, trainer's and server's /metrics ports (0 = off).
+    ``kafka_client``: the ``[kafka.client]`` table (a secured cluster); ``server_tls``: the
+    server's ``tls_cert`` / ``tls_key`` / ``tls_client_ca``.
     """
     worker_port, trainer_port, server_port = metrics_ports
     lines = [
@@ -45,11 +48,14 @@ def write_config(path: Path, bootstrap: str, workdir: Path, server_address: str,
         f'address = "{server_address}"',
         f"metrics_port = {server_port}",
         f'profile_dir = "{workdir / "server-profiles"}"',
+        *(f'{k} = "{v}"' for k, v in (server_tls or {}).items()),
         "[trainer]",
         'algorithms = ["als"]',
         f"metrics_port = {trainer_port}",
         f"interval_s = {trainer_interval_s}",
     ]
+    if kafka_client:
+        lines += ["[kafka.client]", *(f'"{k}" = "{v}"' for k, v in kafka_client.items())]
     for tenant, key in keys.items():
         lines += [f"[tenants.{tenant}]", f'api_key_sha256 = ["{hash_key(key)}"]',
                   # the generated worlds have 8 latent genres: small k, strong lambda
@@ -139,6 +145,29 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.1, what: str =
             stack.check_alive()
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def wait_for_count(count, target: int, stall_s: float, what: str = "records",
+                   stack: Stack | None = None, interval_s: float = 0.1) -> int:
+    """Wait until ``count()`` reaches ``target``; fail only once it has not moved for ``stall_s``.
+
+    For waits on work in progress (a process committing a backlog): on a loaded machine the
+    work is slow, not wrong, so a total deadline makes a correct run fail at random, while a
+    stall (no progress at all for ``stall_s``) is what a stuck process looks like. Fails fast
+    too if a stack process died.
+    """
+    last, moved = None, time.monotonic()
+    while True:
+        value = count()
+        if value >= target:
+            return value
+        if value != last:
+            last, moved = value, time.monotonic()
+        if stack is not None:
+            stack.check_alive()
+        if time.monotonic() - moved > stall_s:
+            raise TimeoutError(f"{what}: stuck at {value} of {target} for {stall_s}s")
         time.sleep(interval_s)
 
 

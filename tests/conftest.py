@@ -81,6 +81,24 @@ def apache_kafka_bootstrap(request):
         yield cluster.bootstrap_servers
 
 
+@pytest.fixture(scope="session")
+def secure_kafka():
+    """A second Apache Kafka whose clients must use SASL_SSL (SCRAM-SHA-512 users made at
+    format time, a CA and broker certificate made for the session): a ``KafkaCluster`` with
+    ``bootstrap_servers`` and ``client_settings`` (the ``[kafka.client]`` of its application
+    user), and ``secured`` (the CA, the password file). Started only by the tests that use it;
+    the rest of the suite stays on the plaintext session broker."""
+    from recsys_stream.kafka_cluster import KafkaCluster
+    with KafkaCluster(nodes=1, secure=True) as cluster:
+        yield cluster
+
+
+def secure_client_settings(cluster) -> dict:
+    """``[kafka.client]`` of the application user with the password read from its file."""
+    pw = cluster.secured.directory / f"{cluster.secured.CLIENT_USER}.password"
+    return {**cluster.client_settings, "sasl.password": f"file:{pw}"}
+
+
 def make_config(tmp_path, bootstrap: str = "127.0.0.1:9", **tenant_overrides) -> Config:
     tenants = {t: TenantConfig(api_key_sha256=(hash_key(k),),
                                admin_key_sha256=(hash_key(ADMIN_KEYS[t]),),

@@ -277,6 +277,8 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
                                      announcing)
                     if outcome == "failed":
                         failed.append(rnd.tenant)
+                    elif not rnd.empty:  # erased users leave every kept version
+                        _scrub(store, rnd, bool(events_file))
                     engine.release(rnd)
                     release_freed_memory()
         if once:
@@ -318,6 +320,21 @@ def _round(cfg: Config, engine: Engine, rnd: TenantRound, store: ModelStore,
     RUNS.labels(rnd.tenant, "trained").inc()
     LAST_ROUND.labels(rnd.tenant).set(time.time())
     return "trained"
+
+
+def _scrub(store: ModelStore, rnd: TenantRound, from_file: bool) -> None:
+    """Drop erased users' rows from the tenant's kept versions (``batch.scrub``): from the
+    changelog every user without state in this round; from a file its erase records."""
+    from recsys_stream.batch.scrub import scrub_tenant
+    try:
+        if from_file:
+            erased = getattr(rnd.data, "erased", set())
+            if erased:
+                scrub_tenant(store, rnd.tenant, erased=erased)
+        else:
+            scrub_tenant(store, rnd.tenant, live=set(rnd.full_users))
+    except Exception:  # the next round tries again; the round itself stands
+        log.exception("%s: dropping erased users from the kept versions failed", rnd.tenant)
 
 
 def release_freed_memory() -> None:

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from recsys_stream.config import Config
 from recsys_stream.contracts.confidence import EVENT_TYPES, SUPPRESSING_TYPES, \
     ConfidenceSettings
-from recsys_stream.contracts.events import Event
+from recsys_stream.contracts.events import ERASE, Event, erase_event
 from recsys_stream.contracts.keys import is_offset_marker, split_key
 from recsys_stream.contracts.user_state import UserHistory
 from recsys_stream.kafka import consumer, read_to_end, watermarks
@@ -93,6 +93,12 @@ def iter_events_file(path: str | Path, tenant: str | None = None) -> Iterator[Ev
 def _event(d: dict, tenant: str | None, path: Path, line: int) -> Event:
     try:
         tname = str(d.get("type") or "view").strip().lower()
+        if tname == ERASE:  # the user's earlier events of the file are never trained on
+            user, t = str(d["user_id"]), str(d.get("tenant") or tenant or "")
+            if not (t and user):
+                raise ValueError("tenant and user_id must not be empty")
+            return erase_event(t, user, int(d.get("timestamp_ms") or 1),
+                               str(d.get("event_id") or f"{t}-{user}-erase"))
         if tname not in EVENT_TYPES:
             raise ValueError(f"unknown event type {tname!r}")
         value = d.get("value")
@@ -131,6 +137,9 @@ class TenantData:
     test_times: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> item -> ms
     # explicit models: the latest held-out rating of each item the user did not rate in train
     test_ratings: dict[str, dict[str, float]] = field(default_factory=dict)  # user -> item -> r
+    # users with an erase record in an events file (their earlier events are dropped); the
+    # changelog needs none: an erased user has no state there
+    erased: set[str] = field(default_factory=set)
 
     @property
     def event_count(self) -> int:
@@ -184,12 +193,18 @@ def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, 
     """Aggregate a tenant's events per user through ``UserHistory.apply``, with the holdout.
 
     Events of other tenants are ignored; each user is :func:`replay_user`. A test item's time
-    is that of its first held-out event.
+    is that of its first held-out event. An erase record (type ``erase``) drops the user's
+    events before it in file order (the order of ``interactions``); the user is in ``erased``.
     """
     by_user: dict[str, list[Event]] = defaultdict(list)
+    erased: set[str] = set()
     for e in events:
         if e.tenant == tenant:
-            by_user[e.user_id].append(e)
+            if e.type == ERASE:
+                by_user.pop(e.user_id, None)
+                erased.add(e.user_id)
+            else:
+                by_user[e.user_id].append(e)
     full, train, test, times, rated = {}, {}, {}, {}, {}
     lo = hi = None
     for user, evs in by_user.items():
@@ -205,7 +220,7 @@ def from_events(tenant: str, events: list[Event], settings: ConfidenceSettings, 
         if first:
             test[user], times[user] = set(first), first
     n = sum(len(v) for v in by_user.values())
-    return TenantData(tenant, full, train, test, n, (lo or 0, hi or 0), times, rated)
+    return TenantData(tenant, full, train, test, n, (lo or 0, hi or 0), times, rated, erased)
 
 
 def split_history(h: UserHistory, fraction: float) -> tuple[UserHistory, dict[str, int]]:

@@ -19,7 +19,10 @@ from recsys_stream.contracts.pb import events_pb2
 
 MAX_ID_BYTES = 256
 _SURELY_SHORT = MAX_ID_BYTES // 4  # characters that fit MAX_ID_BYTES in any UTF-8
-_TYPE_BY_NAME = {n: events_pb2.EventType.Value(n.upper()) for n in EVENT_TYPES}
+# An erase record (events.proto ERASE): not an interaction, so not one of the confidence
+# model's EVENT_TYPES; the worker routes it to ``nearline.erase``.
+ERASE = "erase"
+_TYPE_BY_NAME = {n: events_pb2.EventType.Value(n.upper()) for n in (*EVENT_TYPES, ERASE)}
 _NAME_BY_TYPE = {v: k for k, v in _TYPE_BY_NAME.items()}
 
 
@@ -60,6 +63,16 @@ def encode_event(e: Event) -> bytes:
     if e.value is not None:
         msg.value = e.value
     return msg.SerializeToString()
+
+
+def erase_event(tenant: str, user_id: str, now_ms: int | None = None,
+                event_id: str | None = None) -> Event:
+    """The erase record of a user (``recsys-stream erase``, ``rpc EraseUser``): produce it with
+    :func:`encode_event` on its ``key`` (the user's own key, after their events)."""
+    import time
+    import uuid
+    ts = int(time.time() * 1000) if now_ms is None else now_ms
+    return Event(event_id or f"erase-{uuid.uuid4().hex}", tenant, user_id, "", ERASE, None, ts)
 
 
 def _parse(value: bytes) -> tuple[str, str, str, str, str, float | None, int]:
@@ -113,7 +126,7 @@ def decode_event(key: bytes | None, value: bytes | None, tenants: Container[str]
         raise InvalidEvent("undecodable", "empty record value")
     event_id, tenant, user_id, item_id, tname, val, ts = _parse(value)
     for name, v in (("tenant", tenant), ("user_id", user_id), ("item_id", item_id)):
-        if not v:
+        if not v and not (name == "item_id" and tname == ERASE):
             raise InvalidEvent("missing_field", f"{name} is missing or empty")
         # UTF-8 takes at most 4 bytes a character: short ids need no encoding to be measured
         if len(v) > _SURELY_SHORT and len(v.encode()) > MAX_ID_BYTES:
@@ -122,7 +135,7 @@ def decode_event(key: bytes | None, value: bytes | None, tenants: Container[str]
             raise InvalidEvent("bad_id", f"{name} contains control characters")
     if len(event_id) > _SURELY_SHORT and len(event_id.encode()) > MAX_ID_BYTES:
         raise InvalidEvent("id_too_long", f"event_id is longer than {MAX_ID_BYTES} bytes")
-    if tname not in EVENT_TYPES:
+    if tname not in EVENT_TYPES and tname != ERASE:
         raise InvalidEvent("unknown_type", f"unknown event type {tname or '(unspecified)'!r}")
     if tenant not in tenants:
         raise InvalidEvent("unknown_tenant", f"tenant {tenant!r} is not configured")
@@ -131,6 +144,8 @@ def decode_event(key: bytes | None, value: bytes | None, tenants: Container[str]
         if val is None or not math.isfinite(val) or not lo <= val <= hi:
             raise InvalidEvent("bad_value", f"rating value must be in {lo:g}..{hi:g}, "
                                             f"got {val!r}")
+    elif tname == ERASE:
+        item_id, val = "", None  # ignored (events.proto)
     elif val is not None and not math.isfinite(val):
         raise InvalidEvent("bad_value", f"value must be finite, got {val!r}")
     elif val is not None and val < 0 and tname not in SUPPRESSING_TYPES:

@@ -55,6 +55,11 @@ class Topics:
         """Topics whose latest value per key is the truth (cleanup.policy=compact)."""
         return (self.catalog, self.profiles, self.state_changelog, self.item_vectors)
 
+    def raw(self) -> tuple[str, ...]:
+        """Topics of raw events, retention-bound (``kafka.raw_retention_ms``): an erased user's
+        raw events leave them when their segments age out."""
+        return (self.interactions, self.dlq, self.item_interactions, self.recommendations)
+
     def partitioned(self) -> tuple[str, ...]:
         """Topics with ``kafka.interaction_partitions`` partitions (the others have one)."""
         return (self.interactions, self.profiles, self.state_changelog, self.dlq,

@@ -18,6 +18,11 @@ rebuilt from ``item-interactions`` itself, which holds every record since the mo
 A crash replays at most one interval; the replay re-publishes the same vectors (the topic is
 compacted) and leaves the states as they were.
 
+An erasure (``ItemInteraction.erase``, forwarded by the worker for every item of the erased
+user's history): the user's entry is dropped, the item re-solved without it, or, left below
+``min_item_users``, its vector is withdrawn (a tombstone on ``item-vectors``); the changed items'
+older values are then compacted out of RocksDB.
+
 A new model version: the first record naming it makes the stage drop (state deleted, tombstone
 on ``item-vectors``) every item of that tenant and algorithm the new version knows; the other
 items start afresh as their first record of the new version arrives (the worker re-solves
@@ -110,6 +115,7 @@ class ItemStage:
         self._dirty: dict[bytes, ItemRecord | None] = {}
         self._pending_offsets: dict[tuple[str, int], int] = {}
         self._newest: dict[tuple[str, str], int] = {}
+        self._purge: set[bytes] = set()  # items an erasure changed since the commit
         self._last_commit = time.monotonic()
         self.last_poll = time.monotonic()
 
@@ -165,7 +171,7 @@ class ItemStage:
         # a newer version first: its scan commits what came before this batch, so it must run
         # before this batch's offsets are pending
         for _, rec, _ in decoded:
-            if rec is not None and rec.tenant in self.cfg.tenants:
+            if rec is not None and rec.tenant in self.cfg.tenants and not rec.erase:
                 self._new_version(rec.tenant, rec.algorithm, rec.model_version)
         offsets = self._pending_offsets
         by_item: dict[bytes, list[tuple[items_pb2.ItemInteraction, Message]]] = defaultdict(list)
@@ -176,7 +182,7 @@ class ItemStage:
                 self._dead_letter(m, "undecodable", error)
             elif rec.tenant not in self.cfg.tenants:
                 self._dead_letter(m, "unknown_tenant", f"tenant {rec.tenant!r} is not configured")
-            elif not rec.item_id or not rec.user_id or not rec.user_vector:
+            elif not rec.item_id or not rec.user_id or not (rec.user_vector or rec.erase):
                 self._dead_letter(m, "missing_field", "item_id, user_id and user_vector are "
                                   "required")
             else:
@@ -187,6 +193,7 @@ class ItemStage:
         states.update(self.store.get_many([k for k in by_item if k not in states]))
         touched: dict[bytes, ItemRecord] = {}
         trigger_ms: dict[bytes, int] = {}
+        erased: dict[bytes, ItemRecord] = {}
         outcome = {"applied": 0, "unchanged": 0}
         for key, recs in by_item.items():
             r0 = recs[0][0]
@@ -198,6 +205,8 @@ class ItemStage:
                 outcome["applied" if applied else "unchanged"] += 1
                 if applied:
                     changed, trigger_ms[key] = True, rec.event_ms
+                    if rec.erase:
+                        erased[key] = st
             # offsets moved even when nothing else did: the state is written either way
             self._dirty[key] = st
             if changed:
@@ -205,7 +214,19 @@ class ItemStage:
         for name, n in outcome.items():
             if n:
                 ITEM_RECORDS.labels(name).inc(n)
+        self._unsolve(erased)
+        self._purge.update(erased)
         self._solve(touched, trigger_ms)
+
+    def _unsolve(self, erased: dict[bytes, ItemRecord]) -> None:
+        """Items that lost a user to an erasure and now have fewer than ``min_item_users``:
+        their vector goes (a tombstone on ``item-vectors``); the others are re-solved by
+        ``_solve`` without the user."""
+        for key, st in erased.items():
+            if len(st.users) < self.cfg.tenants[st.tenant].min_item_users \
+                    and st.first_solved_ms:
+                st.first_solved_ms = 0
+                self._produce(key, None)
 
     def _solve(self, touched: dict[bytes, ItemRecord], trigger_ms: dict[bytes, int]) -> None:
         groups: dict[tuple[str, str, int], list[bytes]] = defaultdict(list)
@@ -258,8 +279,11 @@ class ItemStage:
         if not self._pending_offsets and not self._dirty:
             return
         self.producer.flush()
-        self.store.commit(self._dirty, self._pending_offsets)
+        self.store.commit(self._dirty, self._pending_offsets, sorted(self._purge))
         self._dirty, self._pending_offsets = {}, {}
+        if self._purge:  # their older values named the erased user
+            self.store.purge(sorted(self._purge))
+            self._purge.clear()
 
     # -- output ----------------------------------------------------------------------------
     def _produce(self, key: bytes, value: bytes | None) -> None:

@@ -11,6 +11,7 @@ live in one partition, its key's):
 - a record at or below the item's applied offset is a replay and changes nothing;
 - a record of an older model version than the item's is stale and changes nothing;
 - a newer version starts the item afresh (its users' vectors of the old version are useless);
+- an erase record (``erase``: the worker forwards a user's erasure) drops the user's entry;
 - otherwise the user's entry is replaced by the record's (latest confidence and vector), or the
   user is added while the item has fewer than ``max_item_users`` users (later users are counted
   only by the next retrain: the bound on the item's state and on the cost of its re-solves).
@@ -26,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Rdict, WriteBatch
 
 from recsys_stream.contracts.keys import SEP
 from recsys_stream.contracts.pb import items_pb2
+from recsys_stream.contracts.rocks import mark_purge, purge_keys, purge_pending, store_options
 from recsys_stream.nearline.state import offset_key, scan, stored_offsets
 
 _ITEM = b"i"  # offsets under state.offset_key, as the worker's store keeps them
@@ -60,6 +62,8 @@ class ItemRecord:
         if partition == self.input_partition and offset <= self.applied_offset:
             return False  # replayed
         self.input_partition, self.applied_offset = partition, offset
+        if rec.erase:  # the user was erased: their entry goes, whatever its version
+            return self.users.pop(rec.user_id, None) is not None
         if rec.model_version < self.version:
             return False  # stale: the item has users of a newer version already
         if rec.model_version > self.version:
@@ -107,7 +111,8 @@ class ItemStore:
     def __init__(self, path: str | Path) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         self.path = str(path)
-        self._db = Rdict(self.path, options=Options(raw_mode=True))
+        self._db = Rdict(self.path, options=store_options())
+        purge_pending(self._db)  # items an erasure changed that a killed stage did not purge
 
     def get_many(self, keys: list[bytes]) -> dict[bytes, ItemRecord]:
         if not keys:
@@ -116,9 +121,11 @@ class ItemStore:
         return {k: ItemRecord.decode(v) for k, v in zip(keys, values) if v is not None}
 
     def commit(self, states: dict[bytes, ItemRecord | None],
-               offsets: dict[tuple[str, int], int]) -> None:
-        """Write states (``None``: delete) and next input offsets atomically."""
+               offsets: dict[tuple[str, int], int], purge: list[bytes] = ()) -> None:
+        """Write states (``None``: delete) and next input offsets atomically; ``purge``: items
+        whose older values named an erased user, marked for ``purge`` in the same batch."""
         wb = WriteBatch(raw_mode=True)
+        mark_purge(wb, [_ITEM + k for k in purge])
         for key, r in states.items():
             if r is None:
                 wb.delete(_ITEM + key)
@@ -131,6 +138,10 @@ class ItemStore:
     def offsets(self, topic: str) -> dict[int, int]:
         """Next offset to read per partition of ``topic``."""
         return stored_offsets(self._db, topic)
+
+    def purge(self, keys: list[bytes]) -> None:
+        """Make the older values of these items (which named an erased user) leave the files."""
+        purge_keys(self._db, [_ITEM + k for k in keys])
 
     def items(self) -> Iterator[tuple[bytes, ItemRecord]]:
         """Every stored item, in key order."""

@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Rdict, WriteBatch
 
+from recsys_stream.contracts.rocks import mark_purge, purge_keys, purge_pending, store_options
 from recsys_stream.contracts.user_state import UserHistory
 
 _USER, _OFFSET = b"u", b"o"
@@ -62,7 +63,8 @@ class StateStore:
     def __init__(self, path: str | Path, cache_items: int = 0) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         self.path = str(path)
-        self._db = Rdict(self.path, options=Options(raw_mode=True))
+        self._db = Rdict(self.path, options=store_options())
+        purge_pending(self._db)  # erased users a killed worker committed and did not purge
         self._budget = cache_items
         self._cache: dict[bytes, tuple[UserHistory, int]] = {}  # insertion order = LRU order
         self._cached_items = 0
@@ -116,10 +118,15 @@ class StateStore:
 
     def commit(self, states: dict[bytes, UserHistory | bytes],
                offsets: dict[tuple[str, int], int],
-               decoded: dict[bytes, UserHistory] | None = None) -> None:
+               decoded: dict[bytes, UserHistory] | None = None,
+               deleted: list[bytes] = ()) -> None:
         """Write states (or their ``encode()`` bytes) and next input offsets atomically (one
-        WriteBatch); ``decoded`` are the same states as objects, kept in the cache."""
+        WriteBatch); ``decoded`` are the same states as objects, kept in the cache; ``deleted``:
+        erased users (``nearline.erase``), deleted in the same WriteBatch."""
         wb = WriteBatch(raw_mode=True)
+        for key in deleted:
+            wb.delete(_USER + key)
+        mark_purge(wb, [_USER + k for k in deleted])
         for key, h in states.items():
             wb.put(_USER + key, h if isinstance(h, bytes) else h.encode())
         for (topic, partition), nxt in offsets.items():
@@ -142,10 +149,19 @@ class StateStore:
         for key, value in states.items():
             if value is None:
                 wb.delete(_USER + key)
+                mark_purge(wb, [_USER + key])
             else:
                 wb.put(_USER + key, value)
         wb.put(offset_key(topic, partition), str(next_offset).encode())
         self._db.write(wb)
+        gone = [k for k, v in states.items() if v is None]
+        if gone:  # an erased user's old state leaves the files too
+            self.purge(gone)
+
+    def purge(self, keys: list[bytes]) -> None:
+        """Make deleted users' bytes leave the files (``purge_keys``)."""
+        self.forget(keys)
+        purge_keys(self._db, [_USER + k for k in keys])
 
     def offsets(self, topic: str) -> dict[int, int]:
         """Next offset to read per partition of ``topic``."""

@@ -49,6 +49,7 @@ from recsys_stream.contracts.keys import offset_marker_key
 from recsys_stream.contracts.pb import profiles_pb2
 from recsys_stream.contracts.user_state import UserHistory
 from recsys_stream.nearline.dlq import dead_letter
+from recsys_stream.nearline.erase import Erasures
 from recsys_stream.nearline.metrics import BATCH_SECONDS, BATCH_SIZE, COMMIT_SECONDS, \
     EVENT_TO_PROFILE, EVENTS, FOLDIN_SECONDS, LAG, USERS_RESOLVED
 from recsys_stream.follow import ModelFollower
@@ -90,6 +91,7 @@ class Worker:
         self._settled = True  # False while a group (re)join is pending: see run()
         self.last_poll = time.monotonic()
         self.item_feed = None  # nearline.item_feed.ItemFeed: new items in and out (issue 19)
+        self.erasures = Erasures(self)  # erase records (nearline.erase)
 
     # -- assignment ------------------------------------------------------------------------
     def assign(self) -> None:
@@ -187,6 +189,7 @@ class Worker:
             by_user[ev.key].append((ev, m))
 
         try:
+            self.erasures.apply(by_user)
             self._apply_and_publish(by_user)
         except BaseException:
             # the loop ends here and nothing uncommitted may survive in memory: the cache may
@@ -194,6 +197,7 @@ class Worker:
             self.store.forget([*by_user, *self._dirty])
             self._dirty.clear()
             self._pending_offsets.clear()
+            self.erasures.reset()
             raise
         busy = time.perf_counter() - t0
         BATCH_SECONDS.observe(busy)
@@ -266,6 +270,7 @@ class Worker:
         for key, h in dirty.items():
             encoded[key] = state = h.encode()
             self._produce(self.cfg.topics.state_changelog, key, state, h.input_partition)
+        erased = self.erasures.tombstones()
         # every profile, DLQ record and changelog state is acknowledged before the store commits
         if flush_timeout_s is None:
             self.producer.flush()
@@ -275,8 +280,10 @@ class Worker:
                       len(self.producer), flush_timeout_s, len(dirty))
             self.store.forget(list(dirty))
             self._dirty, self._dirty_items, self._pending_offsets = {}, 0, {}
+            self.erasures.reset()
             return False
-        self.store.commit(encoded, offsets, dirty)
+        self.store.commit(encoded, offsets, dirty, deleted=erased)
+        self.erasures.committed()
         for (_, partition), nxt in offsets.items():
             self._produce(self.cfg.topics.state_changelog, offset_marker_key(partition),
                           str(nxt).encode(), partition)
@@ -363,7 +370,8 @@ class Worker:
             FOLDIN_SECONDS.observe(time.perf_counter() - t0)
         return out
 
-    def _produce(self, topic: str, key: bytes, value: bytes, partition: int = -1) -> None:
+    def _produce(self, topic: str, key: bytes, value: bytes | None,
+                 partition: int = -1) -> None:
         """Produce, waiting for queue space; ``partition=-1`` lets the key partitioner choose."""
         while True:
             try:
@@ -400,7 +408,8 @@ class Worker:
                                      self._resolve_keys[_RESOLVE_CHUNK:])
         owned = set(self.partitions)  # a rebalance may have taken some away since
         states = {k: self._dirty[k] for k in chunk if k in self._dirty}
-        states.update(self.store.get_many([k for k in chunk if k not in states]))
+        states.update(self.store.get_many([k for k in chunk if k not in states
+                                           and not self.erasures.is_erased(k)]))
         users = {k: h for k, h in states.items() if h.input_partition in owned}
         if users:
             self._publish(users)

@@ -23,7 +23,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from google.protobuf.message import DecodeError
 
 from recsys_stream.config import Config
-from recsys_stream.contracts.events import InvalidEvent, decode_event, recommendation_id_of
+from recsys_stream.contracts.events import ERASE, InvalidEvent, decode_event, \
+    recommendation_id_of
 from recsys_stream.contracts.keys import make_key
 from recsys_stream.contracts.pb import slates_pb2
 from recsys_stream.online.attribution import UserAttribution
@@ -43,6 +44,7 @@ class OnlineStage:
         self._dirty: dict[bytes, UserAttribution] = {}
         self._deltas: Counter = Counter()
         self._offsets: dict[tuple[str, int], int] = {}
+        self._erased: set[bytes] = set()  # users erased since the commit (purged after it)
         self._last_commit = time.monotonic()
         self.last_poll = time.monotonic()
         self._rating_scales = {t: (tc.rating_min, tc.rating_max)
@@ -129,6 +131,11 @@ class OnlineStage:
         except InvalidEvent:
             RECORDS.labels("invalid").inc()  # the worker dead-letters it
             return
+        if e.type == ERASE:  # the user's answers and pending events go; the counters stay
+            states[e.key] = self._dirty[e.key] = UserAttribution()  # empty: deleted at commit
+            self._erased.add(e.key)
+            RECORDS.labels("erased").inc()
+            return
         tc = self.cfg.tenants[e.tenant]
         kind = "clicks" if e.type in tc.click_types else \
             "conversions" if e.type in tc.conversion_types else None
@@ -147,7 +154,10 @@ class OnlineStage:
         self._last_commit = time.monotonic()
         if not self._offsets and not self._dirty:
             return
-        self.store.commit(self._dirty, self._deltas, self._offsets)
+        self.store.commit(self._dirty, self._deltas, self._offsets, sorted(self._erased))
+        if self._erased:
+            self.store.purge(sorted(self._erased))
+            self._erased.clear()
         for (dims, kind), n in self._deltas.items():
             _, tenant, algorithm, version, source, experiment, arm, _, _ = dims
             COUNTED.labels(tenant, algorithm, str(version), source, experiment, arm,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
 
+from recsys_stream.contracts.rocks import mark_purge, purge_keys, purge_pending, store_options
 from recsys_stream.nearline.state import offset_key, scan, stored_offsets
 from recsys_stream.online.attribution import KINDS, UserAttribution, decode_counts, dims_key, \
     dims_of, encode_counts
@@ -40,7 +41,8 @@ class OnlineStore:
             self._db.try_catch_up_with_primary()
         else:
             Path(path).mkdir(parents=True, exist_ok=True)
-            self._db = Rdict(self.path, options=Options(raw_mode=True))
+            self._db = Rdict(self.path, options=store_options())
+            purge_pending(self._db)  # erased users a killed stage committed and did not purge
         self._counts = {k: decode_counts(v) for k, v in scan(self._db, _COUNT)}
 
     def users(self, keys: list[bytes]) -> dict[bytes, UserAttribution]:
@@ -50,10 +52,12 @@ class OnlineStore:
         return {k: UserAttribution.decode(v) for k, v in zip(keys, values)}
 
     def commit(self, users: dict[bytes, UserAttribution], deltas: Counter,
-               offsets: dict[tuple[str, int], int]) -> None:
+               offsets: dict[tuple[str, int], int], erased: list[bytes] = ()) -> None:
         """Write states (an empty one is deleted), add ``deltas`` to the counters and store the
-        next input offsets, atomically."""
+        next input offsets, atomically; ``erased``: users whose rows an erase record emptied,
+        marked to be purged from the files (``purge``)."""
         wb = WriteBatch(raw_mode=True)
+        mark_purge(wb, [_USER + k for k in erased])
         for key, st in users.items():
             if st.empty:
                 wb.delete(_USER + key)
@@ -70,6 +74,10 @@ class OnlineStore:
             wb.put(offset_key(topic, partition), str(nxt).encode())
         self._db.write(wb)
         self._counts.update(totals)
+
+    def purge(self, keys: list[bytes]) -> None:
+        """Make erased users' rows leave the files (``contracts.rocks.purge_keys``)."""
+        purge_keys(self._db, [_USER + k for k in keys])
 
     def offsets(self, topic: str) -> dict[int, int]:
         return stored_offsets(self._db, topic)

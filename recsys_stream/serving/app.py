@@ -24,6 +24,7 @@ from recsys_stream.serving.profile_store import ProfileWriter, readers_dir
 from recsys_stream.serving.read_models import ReadModels
 from recsys_stream.serving.service import RecommenderService
 from recsys_stream.serving.snapshots import TenantSnapshot
+from recsys_stream.serving.tls import server_credentials, warn_if_exposed
 from recsys_stream.serving.trending import Trending
 
 log = logging.getLogger(__name__)
@@ -79,14 +80,18 @@ class Server:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), self.grpc)
-        self.port = self.grpc.add_insecure_port(self.cfg.server.address)
+        creds = server_credentials(self.cfg.server)
+        self.port = (self.grpc.add_insecure_port(self.cfg.server.address) if creds is None
+                     else self.grpc.add_secure_port(self.cfg.server.address, creds))
         await self.grpc.start()
         t0 = time.monotonic()
         caught_up = await loop.run_in_executor(None, self.read.wait_caught_up, catch_up_s)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving on port %d (profiles %s in %.1fs)", self.port,
-                 "caught up" if caught_up else "still catching up", time.monotonic() - t0)
+        log.info("serving on port %d (%s, profiles %s in %.1fs)", self.port,
+                 ("mutual TLS" if self.cfg.server.tls_client_ca else "TLS") if creds
+                 else "plaintext", "caught up" if caught_up else "still catching up",
+                 time.monotonic() - t0)
 
     def health_view(self) -> dict:
         """``/healthz``: ok once the gRPC port is serving; profiles replayed; live versions."""
@@ -155,6 +160,8 @@ def run_server_pool(cfg: Config, workers: int) -> None:
     import multiprocessing as mp
     import os
 
+    warn_if_exposed(cfg.server)
+    server_credentials(cfg.server)  # unreadable files: one error now, not one per process
     if workers <= 1:
         run_server(cfg)
         return

@@ -8,6 +8,7 @@ import grpc
 
 from recsys_stream.contracts.pb import profiles_pb2, recommender_pb2, recommender_pb2_grpc
 from recsys_stream.serving.auth import METADATA_KEY
+from recsys_stream.serving.tls import channel_credentials
 
 
 class RecommenderClient:
@@ -15,10 +16,16 @@ class RecommenderClient:
     ``similar_items(item_id, k)``, ``predict_ratings(user_id, item_ids)`` and, with an admin key, ``get_profile(user_id)``.
 
     Raises ``grpc.RpcError`` with the server's status code and message on any refusal.
+
+    TLS: ``ca`` (PEM file) is the CA that signed the server's certificate (default: plaintext,
+    unless ``tls=True``: then the system's roots); ``cert`` and ``key`` (PEM files) are the
+    client's certificate for a server that asks for one (mutual TLS).
     """
 
-    def __init__(self, address: str, api_key: str, timeout: float = 5.0) -> None:
-        self.channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, api_key: str, timeout: float = 5.0, ca: str | None = None,
+                 cert: str | None = None, key: str | None = None, tls: bool = False) -> None:
+        self.channel = (grpc.secure_channel(address, channel_credentials(ca, cert, key))
+                        if tls or ca or cert or key else grpc.insecure_channel(address))
         self.stub = recommender_pb2_grpc.RecommenderStub(self.channel)
         self.metadata = ((METADATA_KEY, api_key),)
         self.timeout = timeout
@@ -49,6 +56,11 @@ class RecommenderClient:
         """The user's profile as the server holds it (an operator's admin key only)."""
         req = recommender_pb2.GetProfileRequest(tenant=tenant, user_id=user_id)
         return self.stub.GetProfile(req, metadata=self.metadata, timeout=self.timeout)
+
+    def erase_user(self, user_id: str, tenant: str = "") -> recommender_pb2.EraseUserResponse:
+        """Erase the user everywhere downstream (an operator's admin key only)."""
+        req = recommender_pb2.EraseUserRequest(tenant=tenant, user_id=user_id)
+        return self.stub.EraseUser(req, metadata=self.metadata, timeout=self.timeout)
 
     def close(self) -> None:
         self.channel.close()

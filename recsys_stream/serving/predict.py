@@ -34,7 +34,7 @@ class Prediction:
 
 
 def user_vector(snap: TenantSnapshot, profile: profiles_pb2.UserProfile | None,
-                user_id: str) -> tuple[np.ndarray, float, int]:
+                user_id: str | None) -> tuple[np.ndarray, float, int]:
     """``([x_u, 1], b_u, source)`` by the chain of the module docstring."""
     if profile is not None:
         for v in profile.vectors:
@@ -62,7 +62,7 @@ def user_vector(snap: TenantSnapshot, profile: profiles_pb2.UserProfile | None,
 
 
 def predict_ratings(snap: TenantSnapshot, profile: profiles_pb2.UserProfile | None,
-                    user_id: str, item_ids: list[str], scale: tuple[float, float]) -> Prediction:
+                    user_id: str | None, item_ids: list[str], scale: tuple[float, float]) -> Prediction:
     """Predicted ratings of ``item_ids`` (in order) for the user; see the module docstring."""
     x, b_u, source = user_vector(snap, profile, user_id)
     rows = np.fromiter((snap.item_row.get(i, -1) for i in item_ids), np.int64, len(item_ids))

@@ -15,9 +15,12 @@ Caught up: once the tail has replayed every record that existed at its start, th
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from rocksdict import AccessType, BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, \
@@ -25,11 +28,23 @@ from rocksdict import AccessType, BlockBasedOptions, Cache, DBCompressionType, O
 
 from recsys_stream.config import Config
 from recsys_stream.kafka import READ_MODEL_FETCH_WAIT_MS, TopicTail
+from recsys_stream.contracts.rocks import purge_keys
 
 log = logging.getLogger(__name__)
 
 # No tenant name starts with NUL, so this key never collides with a `tenant \x1f user` key.
 MARKER = b"\x00profiles-caught-up"
+# Erased users (a tombstone on ``profiles``): ``ERASED + sha256(tenant \x1f user)``. A digest, so
+# the store holds no byte of the erased id; the server stops serving the user's batch vector
+# while the key is there (``ReadModels.erased``).
+ERASED = b"\x00erased\x1f"
+
+
+def erased_key(key: bytes) -> bytes:
+    """Where the store marks the user of profile ``key`` erased."""
+    return ERASED + hashlib.sha256(key).digest()
+
+
 # A secondary's WAL-tailing interval, the staleness it adds. rocksdict holds the GIL through a
 # catch-up (~0.8 ms with nothing new, measured on 2 busy cores): at 0.1 s that is under 1% of a
 # process's time, and a profile still reaches every process in ~0.2 s.
@@ -50,7 +65,21 @@ def _options(cache_mb: int) -> Options:
     opts.set_write_buffer_size(16 << 20)
     # a secondary must keep every file open: the primary's compactions delete the files it reads
     opts.set_max_open_files(-1)
+    # a MANIFEST rolled on every change: an erased key leaves it (contracts.rocks.store_options)
+    opts.set_max_manifest_file_size(1)
     return opts
+
+
+def _purged_file(path: str | Path) -> Path:
+    """Beside the store: how many purges the writer has made (``ProfileReader`` reopens)."""
+    return Path(f"{path}.purged")
+
+
+def _purges(path: str | Path) -> str:
+    try:
+        return _purged_file(path).read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def readers_dir(cfg: Config) -> Path:
@@ -65,6 +94,8 @@ class ProfileWriter:
         self.path = Path(cfg.server.profile_dir)
         self.db: Rdict | None = None
         self._batch = WriteBatch(raw_mode=True)
+        self._deleted: list[bytes] = []
+        self._purges = 0
         self._marked = False
         self._readers = readers_dir(cfg)
         self._tail = TopicTail(cfg, {cfg.topics.profiles: self._on_profile}, name="profiles",
@@ -86,6 +117,7 @@ class ProfileWriter:
                 raise RuntimeError(f"server.profile_dir {self.path} is in use by another "
                                    f"server (each server needs its own): {e}") from e
         shutil.rmtree(self._readers, ignore_errors=True)
+        _purged_file(self.path).unlink(missing_ok=True)
         self.db = Rdict(str(self.path), options=_options(8))  # it only writes: a token cache
         self._tail.start()
         return self
@@ -98,8 +130,10 @@ class ProfileWriter:
 
     def _on_profile(self, msg) -> None:
         value = msg.value()
-        if value is None:  # tombstone
+        if value is None:  # tombstone: the worker erased the user (nearline.erase)
             self._batch.delete(msg.key())
+            self._batch.put(erased_key(msg.key()), b"")
+            self._deleted.append(msg.key())
         else:
             self._batch.put(msg.key(), value)
 
@@ -107,6 +141,17 @@ class ProfileWriter:
         if len(self._batch):
             self.db.write(self._batch)
             self._batch = WriteBatch(raw_mode=True)
+        if self._deleted:  # the erased profiles' bytes leave the files too
+            # A secondary that misses the write-ahead log of the deletes (the purge flushes at
+            # once) keeps the old values in its memtable: readers reopen when this file
+            # changes. Changed before the flush, so a reader that has caught up with the flush
+            # sees the change on its next look (ProfileReader._run looks right after).
+            self._purges += 1
+            tmp = _purged_file(self.path).with_suffix(".tmp")
+            tmp.write_text(str(self._purges))
+            os.replace(tmp, _purged_file(self.path))
+            purge_keys(self.db, self._deleted)
+            self._deleted = []
         if not self._marked and self._tail.wait_caught_up(0):
             self.db.put(MARKER, b"1")  # after the replayed data: a reader seeing it has all of it
             self._marked = True
@@ -117,10 +162,11 @@ class ProfileReader:
 
     def __init__(self, path: str | Path, secondary_dir: str | Path | None = None,
                  db: Rdict | None = None) -> None:
+        self._path, self._secondary_dir = path, secondary_dir
+        self._purges = _purges(path)
+        self._retired: list[tuple[Rdict, float]] = []
         if db is None:
-            Path(secondary_dir).mkdir(parents=True, exist_ok=True)
-            db = Rdict(str(path), options=_options(BLOCK_CACHE_MB),
-                       access_type=AccessType.secondary(str(secondary_dir)))
+            db = self._open_secondary()
         self.db, self._secondary = db, secondary_dir is not None
         self._caught_up = threading.Event()
         self._stop = threading.Event()
@@ -138,12 +184,38 @@ class ProfileReader:
         self._thread.join(5)
         if self._secondary:
             self.db.close()
+            for old, _ in self._retired:
+                old.close()
+
+    def _open_secondary(self) -> Rdict:
+        d = Path(self._secondary_dir) / f"gen-{self._purges or 0}"
+        d.mkdir(parents=True, exist_ok=True)
+        return Rdict(str(self._path), options=_options(BLOCK_CACHE_MB),
+                     access_type=AccessType.secondary(str(d)))
+
+    def _reopen_after_purge(self) -> None:
+        """A secondary keeps the memtable it replayed from the write-ahead log; when the writer
+        purged erased keys (flushing at once) it may have missed the deletes and would serve
+        the erased profile: a fresh secondary replaces it. The old one is closed a few seconds
+        later, once no request can still be reading it."""
+        now = time.monotonic()
+        while self._retired and now - self._retired[0][1] > 5.0:
+            self._retired.pop(0)[0].close()
+        purges = _purges(self._path)
+        if purges == self._purges:
+            return
+        self._purges = purges
+        fresh = self._open_secondary()
+        fresh.try_catch_up_with_primary()
+        self.db, old = fresh, self.db
+        self._retired.append((old, now))
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 if self._secondary:
                     self.db.try_catch_up_with_primary()
+                    self._reopen_after_purge()
                 if not self._caught_up.is_set() and self.db.get(MARKER) is not None:
                     self._caught_up.set()
             except Exception:  # a failed catch-up leaves the previous view: retry next round

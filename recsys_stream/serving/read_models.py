@@ -17,7 +17,7 @@ from recsys_stream.config import Config
 from recsys_stream.contracts.keys import make_key, split_key
 from recsys_stream.contracts.pb import events_pb2, profiles_pb2
 from recsys_stream.kafka import TopicTail
-from recsys_stream.serving.profile_store import ProfileReader, ProfileWriter
+from recsys_stream.serving.profile_store import ProfileReader, ProfileWriter, erased_key
 
 _UNSERVABLE = (events_pb2.BANNED, events_pb2.REMOVED)
 
@@ -65,6 +65,11 @@ class ReadModels:
     def profile(self, tenant: str, user_id: str) -> profiles_pb2.UserProfile | None:
         raw = self._profiles.get(make_key(tenant, user_id))
         return profiles_pb2.UserProfile.FromString(raw) if raw is not None else None
+
+    def erased(self, tenant: str, user_id: str) -> bool:
+        """True once the user's profile tombstone (an erasure) has been read: their batch
+        vectors in the models trained before it are never served."""
+        return self._profiles.get(erased_key(make_key(tenant, user_id))) is not None
 
     def banned(self, tenant: str) -> frozenset[str]:
         return self._banned.get(tenant, frozenset())

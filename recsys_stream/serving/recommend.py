@@ -49,11 +49,12 @@ class Answer:
 
 
 def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | None,
-              user_id: str, k: int, exclude: set[str], banned: frozenset[str] | set[str],
+              user_id: str | None, k: int, exclude: set[str], banned: frozenset[str] | set[str],
               trending: Sequence[tuple[str, float]] | Callable[[], Sequence] = ()) -> Answer:
     """Top-``k`` for a user from one snapshot (see the module docstring).
 
     ``trending`` may be a callable: it is only called when no user vector answers.
+    ``user_id`` None: the model's row of the user is not used (an erased user, served as new).
     """
     if snap is None:
         own = _own_ids(profile, exclude, banned)
@@ -185,7 +186,7 @@ def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
     return [(str(snap.item_ids[rows[i]]), float(cos[i])) for i in order]
 
 
-def _user_vector(snap: TenantSnapshot, profile, user_id: str):
+def _user_vector(snap: TenantSnapshot, profile, user_id: str | None):
     """``(x, source, rows)``: the first vector of the chain, and for a nearline vector the rows
     of its profile's suppressed items in this version (empty: look the ids up)."""
     if profile is not None:

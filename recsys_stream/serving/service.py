@@ -8,7 +8,10 @@ INTERNAL. A request whose deadline has already passed is answered DEADLINE_EXCEE
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
+import threading
 import time
 from functools import partial
 
@@ -56,6 +59,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         self.cfg, self.models, self.read, self.trending = cfg, models, read, trending
         self.deltas = deltas  # new items of each snapshot's version (serving.item_delta)
         self.keys = KeyRing(cfg)
+        self._producer = None  # EraseUser's, made on first use
+        self._producer_lock = threading.Lock()
 
     # -- methods ---------------------------------------------------------------------------
     async def Recommend(self, request, context):
@@ -69,6 +74,32 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
 
     async def PredictRatings(self, request, context):
         return await self._handle("PredictRatings", request, context, self._predict)
+
+    async def EraseUser(self, request, context):
+        return await self._handle("EraseUser", request, context, self._erase)
+
+    async def _erase(self, r, caller: Caller, meta: dict):
+        if not caller.admin:
+            raise RequestError(grpc.StatusCode.PERMISSION_DENIED,
+                               "EraseUser needs an operator (admin) API key")
+        from recsys_stream.produce import check_erase_ids, erase_user
+        why = check_erase_ids(caller.tenant, r.user_id)
+        if why is not None:
+            raise RequestError(_BAD, why)
+        with self._producer_lock:
+            if self._producer is None:
+                from recsys_stream.kafka import producer
+                self._producer = producer(self.cfg)
+        try:  # off the event loop: the broker's acknowledgement is awaited
+            ev, partition, offset = await asyncio.to_thread(
+                erase_user, self.cfg, caller.tenant, r.user_id, self._producer, 30.0)
+        except RuntimeError as e:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
+        log.info("erase record for a user of tenant %s at partition %d offset %d",
+                 caller.tenant, partition, offset)
+        return recommender_pb2.EraseUserResponse(tenant=caller.tenant, user_id=r.user_id,
+                                                 event_id=ev.event_id, partition=partition,
+                                                 offset=offset)
 
     def _predict(self, r, caller: Caller, meta: dict):
         self._check_id("user_id", r.user_id)
@@ -87,7 +118,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
                                "no explicit-rating (mf) model has been published for this "
                                "tenant yet")
         tc = self.cfg.tenant(caller.tenant)
-        p = predict_ratings(snap, self.read.profile(caller.tenant, r.user_id), r.user_id, ids,
+        batch_id = None if self.read.erased(caller.tenant, r.user_id) else r.user_id
+        p = predict_ratings(snap, self.read.profile(caller.tenant, r.user_id), batch_id, ids,
                             (tc.rating_min, tc.rating_max))
         meta["source"] = _SOURCE_NAME[p.source]
         resp = recommender_pb2.PredictRatingsResponse(
@@ -106,7 +138,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         # trending is ranked only when no user vector answers (a lazy callable)
         profile = self.read.profile(caller.tenant, r.user_id)
         banned = self.read.banned(caller.tenant)
-        answer = recommend(snap, profile, r.user_id, r.k, set(r.exclude_item_ids), banned,
+        # an erased user's batch vector is never served (None finds no model row): the user
+        # is served as new until a model without them is current
+        batch_id = None if self.read.erased(caller.tenant, r.user_id) else r.user_id
+        answer = recommend(snap, profile, batch_id, r.k, set(r.exclude_item_ids), banned,
                            partial(self.trending.ranked, caller.tenant) if self.trending else ())
         if self.deltas is not None and snap is not None:
             answer = self.deltas.merge_recommend(snap, answer, profile, r.k,
@@ -161,7 +196,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             if isinstance(request, Unparsed):  # after auth: strangers learn nothing more
                 raise RequestError(_BAD, f"the request body does not parse as {request.message}"
                                          f": {request.error}")
-            return fn(request, caller, meta)
+            out = fn(request, caller, meta)
+            return (await out) if inspect.isawaitable(out) else out
         except RequestError as e:
             status = e.code.name
             await context.abort(e.code, e.message)

@@ -16,7 +16,7 @@ import numpy as np
 
 from recsys_stream.config import Config
 from recsys_stream.contracts.confidence import SUPPRESSING_TYPES
-from recsys_stream.contracts.events import InvalidEvent, decode_event
+from recsys_stream.contracts.events import ERASE, InvalidEvent, decode_event
 from recsys_stream.kafka import READ_MODEL_FETCH_WAIT_MS, TopicTail
 
 _RANK_EVERY_S = 1.0
@@ -51,7 +51,7 @@ class Trending:
                               for t, tc in self.cfg.tenants.items()})
         except InvalidEvent:
             return
-        if e.type in SUPPRESSING_TYPES:
+        if e.type in SUPPRESSING_TYPES or e.type == ERASE:
             return
         w = self.cfg.tenants[e.tenant].confidence.event_strength(e.type, e.value)
         self.add(e.tenant, e.item_id, w, e.timestamp_ms)

@@ -24,7 +24,7 @@ from confluent_kafka import TopicPartition
 
 from recsys_stream.kafka import consumer, ensure_topics, producer, produce_all
 from recsys_stream.serving.client import RecommenderClient
-from recsys_stream.stack import DEMO_KEYS, Stack, load, wait_until, write_config
+from recsys_stream.stack import DEMO_KEYS, Stack, load, wait_for_count, wait_until, write_config
 
 from tests.integration.test_worker_recovery import Markers, dump
 
@@ -273,8 +273,8 @@ class Scenario:
         streamer.join(timeout_s)
         assert not streamer.is_alive(), "the producer did not deliver every event"
         end = self.input_end()
-        wait_until(lambda: self.markers.total() >= end, timeout_s, stack=self.stack,
-                   what=f"the worker to commit all {end} records")
+        wait_for_count(self.markers.total, end, timeout_s, stack=self.stack,
+                       what=f"the worker to commit all {end} records")
         self._caught_up.set()
         self.figures.catch_up_s = time.monotonic() - fault_ended
         wait_until(lambda: all(self.health(n).get("status") == "ok"

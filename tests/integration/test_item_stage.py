@@ -24,7 +24,7 @@ from recsys_stream.contracts.pb import items_pb2
 from recsys_stream.kafka import ensure_topics, produce_all, producer, read_to_end
 from recsys_stream.nearline.item_app import run_item_stage
 from recsys_stream.nearline.item_state import ItemStore, item_state_key
-from recsys_stream.stack import Stack, load, wait_until, write_config
+from recsys_stream.stack import Stack, load, wait_for_count, wait_until, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -127,8 +127,8 @@ def uninterrupted(tmp_path, bootstrap, records):
     t.start()
     wait_until(lambda: built, 30, what="the reference stage to start")
     try:
-        wait_until(lambda: sum(built[0].store.offsets(cfg.topics.item_interactions).values())
-                   == len(records), 90, what="the reference run")
+        wait_for_count(lambda: sum(built[0].store.offsets(cfg.topics.item_interactions)
+                                   .values()), len(records), 60, what="the reference run")
     finally:
         stop.set()
         t.join(30)
@@ -157,8 +157,8 @@ def test_kill_9_of_the_stage_at_random_points_ends_in_the_uninterrupted_vectors(
             stack.kill("items")
             stack.start("items", "items")
         streamer.join(120)
-        wait_until(lambda: progress() == len(records), 90, stack=stack,
-                   what="the stage to commit every record")
+        wait_for_count(progress, len(records), 60, stack=stack,
+                       what="the stage to commit every record")
         assert stack.stop("items") == 0
     finally:
         stack.stop_all()

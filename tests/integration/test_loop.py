@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
+from recsys_stream import devcerts
 from recsys_stream.broker import free_port
 from recsys_stream.contracts.events import Event
 from recsys_stream.contracts.keys import is_offset_marker, make_key, split_key
@@ -20,25 +21,37 @@ from recsys_stream.produce import produce_events
 from recsys_stream.serving.client import RecommenderClient
 from recsys_stream.stack import DEMO_KEYS, Stack, load, wait_until, write_config
 from recsys_stream.synthetic import generate_events, make_world, user_preference
+from tests.conftest import secure_client_settings
 
 pytestmark = pytest.mark.integration
 
 USERS, EVENTS, ITEMS = 150, 20, 200
 
 
-@pytest.fixture(params=["session-broker", "tansu"])
+@pytest.fixture(params=["session-broker", "tansu", "secure"])
 def stack(request, tmp_path):
-    """The stack on the session's broker (Apache Kafka in ``make test``) and on tansu, the
-    broker of ``make demo``."""
-    kafka_bootstrap = request.getfixturevalue(
-        "kafka_bootstrap" if request.param == "session-broker" else "tansu_bootstrap")
+    """The stack on the session's broker (Apache Kafka in ``make test``), on tansu, the
+    broker of ``make demo``, and secured end to end: Apache Kafka over SASL_SSL (the password
+    read from a file) and the gRPC server over TLS."""
     address = f"127.0.0.1:{free_port()}"
+    client, tls, client_tls, secret = None, None, {}, None
+    if request.param == "secure":
+        cluster = request.getfixturevalue("secure_kafka")
+        kafka_bootstrap, client = cluster.bootstrap_servers, secure_client_settings(cluster)
+        secret = cluster.client_settings["sasl.password"]
+        ca = devcerts.make_ca(tmp_path / "tls")
+        cert = devcerts.make_cert(ca, "server")
+        tls, client_tls = {"tls_cert": cert.cert, "tls_key": cert.key}, {"ca": str(ca.cert)}
+    else:
+        kafka_bootstrap = request.getfixturevalue(
+            "kafka_bootstrap" if request.param == "session-broker" else "tansu_bootstrap")
     path = write_config(tmp_path / "config.toml", kafka_bootstrap, tmp_path, address,
-                        topic_prefix=f"loop{uuid.uuid4().hex[:8]}-")
+                        topic_prefix=f"loop{uuid.uuid4().hex[:8]}-", kafka_client=client,
+                        server_tls=tls)
     cfg = load(path)
     ensure_topics(cfg)
     s = Stack(path, tmp_path)
-    s.cfg, s.address = cfg, address
+    s.cfg, s.address, s.client_tls, s.secret = cfg, address, client_tls, secret
     yield s
     s.stop_all()
 
@@ -76,8 +89,8 @@ def test_events_to_personalised_recommendations_across_processes(stack):
     stack.run("trainer", "trainer", "--once")
     stack.start("server", "serve")
 
-    acme = RecommenderClient(stack.address, DEMO_KEYS["acme"])
-    globex = RecommenderClient(stack.address, DEMO_KEYS["globex"])
+    acme = RecommenderClient(stack.address, DEMO_KEYS["acme"], **stack.client_tls)
+    globex = RecommenderClient(stack.address, DEMO_KEYS["globex"], **stack.client_tls)
 
     def answers(client, user):
         try:
@@ -143,10 +156,16 @@ def test_events_to_personalised_recommendations_across_processes(stack):
     import sys
     out = subprocess.run([sys.executable, "-m", "recsys_stream.cli", "recommend", "--address",
                           stack.address, "--api-key", DEMO_KEYS["acme"], "--user", newcomer,
-                          "--k", "3"], capture_output=True, text=True, timeout=60)
+                          "--k", "3", *(a for k, v in stack.client_tls.items()
+                                        for a in (f"--{k}", v))],
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "source=NEARLINE" in out.stdout and got[0] in out.stdout
     stack.check_alive()  # the garbage record did not stop anything
+    if stack.secret:  # no process logged the Kafka password
+        logs = "".join(p.read_text(errors="replace") for p in stack.logs.glob("*.log"))
+        assert "serving on port" in logs and "(TLS, profiles" in logs  # the server's own word
+        assert stack.secret not in logs
     acme.close()
     globex.close()
 

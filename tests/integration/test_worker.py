@@ -20,7 +20,7 @@ from recsys_stream.contracts.pb import models_pb2, profiles_pb2
 from recsys_stream.kafka import TopicTail, producer
 from recsys_stream.nearline.app import run_worker
 from recsys_stream.nearline.state import StateStore
-from recsys_stream.stack import wait_until
+from recsys_stream.stack import wait_for_count, wait_until
 
 pytestmark = pytest.mark.integration
 DAY = 86_400_000
@@ -198,8 +198,8 @@ def test_restart_midway_ends_in_the_same_state_as_an_uninterrupted_run(cfg, tmp_
     for c in (interrupted, cfg.replace(worker={"state_dir": str(tmp_path / "straight")})):
         h = start_worker(c)
         worker = h[2]
-        wait_until(lambda: sum(worker.store.offsets(c.topics.interactions).values())
-                   == len(records), 30, what="worker catch-up")
+        wait_for_count(lambda: sum(worker.store.offsets(c.topics.interactions).values()),
+                       len(records), 30, what="worker catch-up")
         stop_worker(h)
     a, b = _dump(tmp_path / "interrupted"), _dump(tmp_path / "straight")
     assert a == b and len(a) == 40

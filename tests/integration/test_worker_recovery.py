@@ -23,7 +23,7 @@ from recsys_stream.kafka import TopicTail, ensure_topics, produce_all, producer,
 from recsys_stream.nearline.app import run_worker
 from recsys_stream.nearline.restore import resume
 from recsys_stream.nearline.state import StateStore
-from recsys_stream.stack import Stack, load, wait_until, write_config
+from recsys_stream.stack import Stack, load, wait_for_count, wait_until, write_config
 from recsys_stream.synthetic import generate_events, make_world
 
 pytestmark = pytest.mark.integration
@@ -137,8 +137,8 @@ def uninterrupted(tmp_path, bootstrap, records) -> dict:
     t.start()
     wait_until(lambda: built, 30, what="the reference worker to start")
     try:
-        wait_until(lambda: sum(built[0].store.offsets(cfg.topics.interactions).values())
-                   == len(records), 60, what="the reference run")
+        wait_for_count(lambda: sum(built[0].store.offsets(cfg.topics.interactions).values()),
+                       len(records), 60, what="the reference run")
     finally:
         stop.set()
         t.join(30)
@@ -229,8 +229,8 @@ def test_kill_9_at_random_points_ends_in_the_uninterrupted_state(tmp_path, kafka
             stack.kill("worker")
             stack.start("worker", "worker", "--partitions", ALL)
         streamer.join(120)
-        wait_until(lambda: markers.total() == len(records), 90, stack=stack,
-                   what="the worker to commit every record")
+        wait_for_count(markers.total, len(records), 60, stack=stack,
+                       what="the worker to commit every record")
         # the killed start may have committed every record already: without this wait the last
         # start could get its SIGTERM while still importing, before it handles SIGTERM
         wait_until(lambda: len(takes(stack, "worker")) >= KILLS + 1, 60, stack=stack,
@@ -281,8 +281,8 @@ def test_two_workers_share_a_group_and_the_survivor_restores_a_killed_ones_parti
         wait_until(lambda: len(takes(stack, "a")) >= 3, 60, stack=stack,
                    what="a to take b's partitions")
         streamer.join(60)
-        wait_until(lambda: markers.total() == len(records), 60, stack=stack,
-                   what="the survivor to commit every record")
+        wait_for_count(markers.total, len(records), 60, stack=stack,
+                       what="the survivor to commit every record")
         a_parts, a_restored = taken(takes(stack, "a")[-1])
         assert a_parts == [0, 1, 2, 3]
         # a's own copy of b's partitions is from before b took them: stale, so restored

@@ -59,6 +59,9 @@ class CountingReads:
     def banned(self, tenant):
         return frozenset()
 
+    def erased(self, tenant, user_id):
+        return False
+
 
 @pytest.fixture
 def service(offline_cfg):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from recsys_stream.batch.data import _MOVIELENS_COLUMNS, _event, replay_user, split_history
 from recsys_stream.config import Config
-from recsys_stream.contracts.events import Event
+from recsys_stream.contracts.events import ERASE, Event
 from recsys_stream.contracts.keys import is_offset_marker, split_key
 from recsys_stream.contracts.user_state import UserHistory
 from recsys_stream.kafka import partitions_of, read_to_end
@@ -143,13 +143,18 @@ def file_records(spark, cfg: Config, tenants: list[str], path: str, file_tenant:
     def user(kv):
         (tenant, uid), evs = kv
         evs = [e for _, e in sorted(evs, key=lambda x: x[0])]  # file order: ties keep it
+        # an erase line drops the user's earlier lines (batch.data.from_events alike)
+        last = max((i for i, e in enumerate(evs) if e.type == ERASE), default=-1)
+        evs = evs[last + 1:]
+        if not evs:
+            return []
         s, cap = settings[tenant]
         full, train, first = replay_user(tenant, uid, evs, s, cap, frac)
         ts = [e.timestamp_ms for e in evs]
-        return _record(tenant, uid, full, None, train, first, len(evs), min(ts), max(ts))
+        return [_record(tenant, uid, full, None, train, first, len(evs), min(ts), max(ts))]
 
     lines = spark.sparkContext.textFile(str(p.resolve())).zipWithIndex()
-    return lines.flatMap(parse).groupByKey().map(user)
+    return lines.flatMap(parse).groupByKey().flatMap(user)
 
 
 def rating_rows(records, cfg: Config, tenants: list[str]):

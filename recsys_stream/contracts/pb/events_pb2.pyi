@@ -17,6 +17,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HIDE: _ClassVar[EventType]
     DISLIKE: _ClassVar[EventType]
     REPORT: _ClassVar[EventType]
+    ERASE: _ClassVar[EventType]
 
 class ItemState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -34,6 +35,7 @@ LIKE: EventType
 HIDE: EventType
 DISLIKE: EventType
 REPORT: EventType
+ERASE: EventType
 ITEM_STATE_UNSPECIFIED: ItemState
 AVAILABLE: ItemState
 BANNED: ItemState

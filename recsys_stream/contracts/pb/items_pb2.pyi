@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ItemInteraction(_message.Message):
-    __slots__ = ("tenant", "item_id", "user_id", "algorithm", "model_version", "confidence", "user_vector", "event_ms")
+    __slots__ = ("tenant", "item_id", "user_id", "algorithm", "model_version", "confidence", "user_vector", "event_ms", "erase")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class ItemInteraction(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
     EVENT_MS_FIELD_NUMBER: _ClassVar[int]
+    ERASE_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     item_id: str
     user_id: str
@@ -24,7 +25,8 @@ class ItemInteraction(_message.Message):
     confidence: float
     user_vector: _containers.RepeatedScalarFieldContainer[float]
     event_ms: int
-    def __init__(self, tenant: _Optional[str] = ..., item_id: _Optional[str] = ..., user_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., confidence: _Optional[float] = ..., user_vector: _Optional[_Iterable[float]] = ..., event_ms: _Optional[int] = ...) -> None: ...
+    erase: bool
+    def __init__(self, tenant: _Optional[str] = ..., item_id: _Optional[str] = ..., user_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., confidence: _Optional[float] = ..., user_vector: _Optional[_Iterable[float]] = ..., event_ms: _Optional[int] = ..., erase: _Optional[bool] = ...) -> None: ...
 
 class ItemVector(_message.Message):
     __slots__ = ("tenant", "algorithm", "item_id", "model_version", "values", "users", "first_solved_ms", "event_ms")

@@ -134,3 +134,25 @@ class PredictRatingsResponse(_message.Message):
     source: Source
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, ratings: _Optional[_Iterable[_Union[PredictedRating, _Mapping]]] = ..., tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EraseUserRequest(_message.Message):
+    __slots__ = ("tenant", "user_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    user_id: str
+    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class EraseUserResponse(_message.Message):
+    __slots__ = ("tenant", "user_id", "event_id", "partition", "offset")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    user_id: str
+    event_id: str
+    partition: int
+    offset: int
+    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., event_id: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...

@@ -55,6 +55,11 @@ class RecommenderStub:
                 request_serializer=recsys_dot_v1_dot_recommender__pb2.PredictRatingsRequest.SerializeToString,
                 response_deserializer=recsys_dot_v1_dot_recommender__pb2.PredictRatingsResponse.FromString,
                 _registered_method=True)
+        self.EraseUser = channel.unary_unary(
+                '/recsys.v1.Recommender/EraseUser',
+                request_serializer=recsys_dot_v1_dot_recommender__pb2.EraseUserRequest.SerializeToString,
+                response_deserializer=recsys_dot_v1_dot_recommender__pb2.EraseUserResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -88,6 +93,16 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseUser(self, request, context):
+        """Erase a user everywhere downstream (the right to be forgotten). Operators only (admin API
+        keys). Produces an erase record (Interaction type ERASE) on `interactions` on the user's own
+        key; answered once the broker has acknowledged it. The profile and the batch vector stop
+        being served once the worker has applied it (the user is then served as new).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +125,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.PredictRatings,
                     request_deserializer=recsys_dot_v1_dot_recommender__pb2.PredictRatingsRequest.FromString,
                     response_serializer=recsys_dot_v1_dot_recommender__pb2.PredictRatingsResponse.SerializeToString,
+            ),
+            'EraseUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseUser,
+                    request_deserializer=recsys_dot_v1_dot_recommender__pb2.EraseUserRequest.FromString,
+                    response_serializer=recsys_dot_v1_dot_recommender__pb2.EraseUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +240,33 @@ class Recommender:
             '/recsys.v1.Recommender/PredictRatings',
             recsys_dot_v1_dot_recommender__pb2.PredictRatingsRequest.SerializeToString,
             recsys_dot_v1_dot_recommender__pb2.PredictRatingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/EraseUser',
+            recsys_dot_v1_dot_recommender__pb2.EraseUserRequest.SerializeToString,
+            recsys_dot_v1_dot_recommender__pb2.EraseUserResponse.FromString,
             options,
             channel_credentials,
             insecure,
