@@ -78,12 +78,15 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deployment(broker_kind: str = "tansu") -> Iterator[Deployment]:
-    """A broker (``start_broker``), a one-tenant config in a temporary directory, the topics."""
+def deployment(broker_kind: str = "tansu", worker_metrics_port: int = 0
+               ) -> Iterator[Deployment]:
+    """A broker (``start_broker``), a one-tenant config in a temporary directory, the topics;
+    ``worker_metrics_port``: the worker's /metrics port (0 = off)."""
     with start_broker(broker_kind) as broker, tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
         path = write_config(wd / "bench.toml", broker.bootstrap_servers, wd,
-                            f"127.0.0.1:{free_port()}", keys={TENANT: "bench-key"})
+                            f"127.0.0.1:{free_port()}", keys={TENANT: "bench-key"},
+                            metrics_ports=(worker_metrics_port, 0, 0))
         cfg = load(path)
         ensure_topics(cfg)
         stack = Stack(path, wd)

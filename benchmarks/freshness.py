@@ -88,12 +88,13 @@ def broker_floor(cfg, rate: float, seconds: float) -> list[int]:
     """The broker's own produce -> consume latency at ``rate``: the same producer settings
     and the same consumer fetch wait as the worker's, through a scratch topic, no worker in
     between. Returns each record's receipt time minus its timestamp (ms)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
+
+    from recsys_stream.kafka import admin, partitions_of
     topic = cfg.topics.prefix + "floor"
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
-    admin.create_topics([NewTopic(topic, cfg.kafka.interaction_partitions, 1)])[topic].result()
-    from recsys_stream.kafka import _wait_for_leaders
-    _wait_for_leaders(admin, [topic], 10)
+    client = admin(cfg)  # held until the topic exists: a dropped client fails its futures
+    client.create_topics([NewTopic(topic, cfg.kafka.interaction_partitions, 1)])[topic].result()
+    partitions_of(cfg, topic)  # every partition has its leader
     lat: list[int] = []
     tail = TopicTail(cfg, {topic: lambda m: lat.append(int(time.time() * 1000)
                                                         - m.timestamp()[1])},

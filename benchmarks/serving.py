@@ -16,6 +16,13 @@ grpc.aio echo service in N processes on one port. The generator shares the machi
 the server (as it does with the echo service). Prints QPS, p50/p99, Recommend/echo, the
 server's CPU time per request (the figure least moved by other load), its memory (RSS summed
 over its processes, and PSS) and the load average next to each figure; asserts nothing.
+
+``--scenarios`` (issue 28) then runs one load per request option beside the plain path, with
+QPS and server CPU per call: ``filter`` (a 1 % category: every item is in one of 100),
+``session`` (an anonymous session of 5 items), ``rank`` (RankItems of 50 items), ``explain``,
+``diversity`` (max 2 per category, MMR 0.3) and ``exploration`` (a second tenant, the same model
+and profiles, with 10 % exploration slots over 200 young items). Profile vectors are the exact
+fold-in of their 20 (distinct) items, as the worker writes them, so ``explain`` decomposes.
 """
 
 from __future__ import annotations
@@ -48,7 +55,13 @@ from recsys_stream.kafka import ensure_topics, produce_all, producer  # noqa: E4
 from recsys_stream.stack import Stack, load, wait_until, write_config  # noqa: E402
 
 KEY = "bench-key"
+KEYX = "bench-explore-key"  # the exploration scenario's tenant
 METHOD = "/recsys.v1.Recommender/Recommend"
+RANK = "/recsys.v1.Recommender/RankItems"
+SCENARIOS = ("plain", "filter", "session", "rank", "explain", "diversity", "exploration")
+N_CATEGORIES = 100  # item i is in category c{i % 100}: each category is 1 % of the catalogue
+N_YOUNG = 200       # items launched now (the rest a month ago): exploration's candidates
+SEEN = 20
 
 
 def _basis(k: int) -> np.ndarray:
@@ -56,54 +69,95 @@ def _basis(k: int) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(16, k)) / 4
 
 
-def build_model(store: ModelStore, n_items: int, k: int = 64) -> int:
+def build_model(store: ModelStore, n_items: int, k: int = 64, tenant: str = "bench"
+                ) -> np.ndarray:
     rng = np.random.default_rng(2)
     basis = _basis(k)
     Y = (rng.normal(size=(n_items, 16)) @ basis * rng.gamma(2.0, 0.5, (n_items, 1))
          ).astype(np.float32)
     X = (rng.normal(size=(2000, 16)) @ basis).astype(np.float32)
     t = time.perf_counter()
-    store.write("bench", "als", 1, item_ids=[f"i{j}" for j in range(n_items)], item_factors=Y,
+    store.write(tenant, "als", 1, item_ids=[f"i{j}" for j in range(n_items)], item_factors=Y,
                 user_ids=[f"b{j}" for j in range(2000)], user_factors=X,
                 popularity=rng.integers(1, 1000, n_items).astype(float),
                 manifest={"hyperparameters": {"regularization": 0.1},
                           "confidence": ConfidenceSettings().to_dict()},
                 index_writer=lambda p: build_index(Y, p, X[:300]))
-    store.set_current("bench", "als", 1)
-    info = store.load("bench", "als", 1, verify=False).manifest["index"]
+    store.set_current(tenant, "als", 1)
+    info = store.load(tenant, "als", 1, verify=False).manifest["index"]
     print(f"model: {n_items} items x {k}, index built in {time.perf_counter() - t:.1f}s, "
           f"recall@10 {info['recall_at_10']} at ef={info['ef']} (exact={info['exact']})",
           flush=True)
-    return 1
+    return Y
 
 
-def produce_profiles(cfg, n_users: int, n_items: int, k: int = 64) -> None:
-    basis = _basis(k)
+def produce_profiles(cfg, n_users: int, Y: np.ndarray, tenant: str = "bench") -> None:
+    from recsys_stream.contracts.foldin import FoldInSolver
+    n_items = len(Y)
+    solver = FoldInSolver(Y, 0.1)
     rng = np.random.default_rng(1)
     prod = producer(cfg, **{"linger.ms": 50, "batch.size": 1_000_000})
     t = time.perf_counter()
 
     def records():
         for start in range(0, n_users, 10_000):
-            vecs = (rng.normal(size=(10_000, basis.shape[0])) @ basis).astype(np.float32)
-            seen = rng.integers(0, n_items, (10_000, 20))
+            # SEEN distinct items per user (a random start and stride), and the exact fold-in
+            first = rng.integers(0, n_items, (10_000, 1))
+            stride = rng.integers(1, n_items // SEEN, (10_000, 1))
+            seen = (first + stride * np.arange(SEEN)) % n_items
+            vecs = solver.solve(np.arange(0, 10_000 * SEEN + 1, SEEN), seen.ravel(),
+                                np.full(10_000 * SEEN, 2.0))
             for j in range(min(10_000, n_users - start)):
                 u = f"u{start + j}"
-                p = profiles_pb2.UserProfile(tenant="bench", user_id=u,
+                p = profiles_pb2.UserProfile(tenant=tenant, user_id=u,
                                              item_ids=[f"i{s}" for s in seen[j]],
-                                             confidences=[2.0] * 20)
+                                             confidences=[2.0] * SEEN)
                 # as the worker writes it: the rows of the seen items in this model version
                 p.vectors.add(algorithm="als", model_version=1, values=vecs[j].tolist(),
                               suppressed_rows=seen[j].tolist())
-                yield make_key("bench", u), p.SerializeToString()
+                yield make_key(tenant, u), p.SerializeToString()
     n = produce_all(prod, cfg.topics.profiles, records())
     prod.flush(120)
-    print(f"profiles: {n} produced in {time.perf_counter() - t:.1f}s", flush=True)
+    print(f"profiles of {tenant}: {n} produced in {time.perf_counter() - t:.1f}s", flush=True)
+
+
+def produce_catalog_items(cfg, n_items: int, tenant: str) -> None:
+    """Every item in one of 100 categories; N_YOUNG launched now, the rest 30 days ago."""
+    from recsys_stream.catalog_load import produce_catalog
+    from recsys_stream.contracts.pb import events_pb2
+    now = int(time.time() * 1000)
+    produce_catalog(cfg, (events_pb2.CatalogItem(
+        tenant=tenant, item_id=f"i{j}", state=events_pb2.AVAILABLE,
+        categories=[f"c{j % N_CATEGORIES}"],
+        created_ms=now if j < N_YOUNG else now - 30 * 86_400_000) for j in range(n_items)))
+
+
+def payloads(scenario: str, n_users: int, n_items: int, rng) -> tuple[str, str, list[bytes]]:
+    """(method, API key, request bodies) of one scenario."""
+    from recsys_stream.contracts.pb import recommender_pb2 as pb
+    users = rng.integers(0, n_users, 5000)
+
+    def items(n):
+        return [f"i{j}" for j in rng.choice(n_items, n, replace=False)]
+    if scenario == "rank":
+        return RANK, KEY, [pb.RankItemsRequest(user_id=f"u{u}", item_ids=items(50))
+                           .SerializeToString() for u in users]
+    extra = {"filter": lambda: {"filter": pb.Filter(
+                 include_categories=[f"c{rng.integers(N_CATEGORIES)}"])},
+             "explain": lambda: {"explain": True},
+             "diversity": lambda: {"diversity": pb.Diversity(max_per_category=2,
+                                                             mmr_lambda=0.3)}}
+    if scenario == "session":
+        return METHOD, KEY, [pb.RecommendRequest(k=10, context_item_ids=items(5))
+                             .SerializeToString() for _ in users]
+    return METHOD, KEYX if scenario == "exploration" else KEY, [
+        pb.RecommendRequest(user_id=f"u{u}", k=10, **extra.get(scenario, dict)())
+        .SerializeToString() for u in users]
 
 
 # -- load generation (own process) ---------------------------------------------------------
 def _load(address: str, method: str, seconds: float, concurrency: int, n_users: int,
-          rate: float, out) -> None:
+          rate: float, out, scenario: str = "plain", n_items: int = 0) -> None:
     """``concurrency`` calls in flight (or each paced to ``rate / concurrency`` per second)."""
     import grpc
 
@@ -115,12 +169,16 @@ def _load(address: str, method: str, seconds: float, concurrency: int, n_users: 
         channels = [grpc.aio.insecure_channel(address,
                                               options=[("grpc.use_local_subchannel_pool", 1)])
                     for _ in range(concurrency)]
-        calls = [c.unary_unary(method, request_serializer=lambda b: b,
-                               response_deserializer=lambda b: b) for c in channels]
-        md = (("x-api-key", KEY),)
         rng = np.random.default_rng(os.getpid())
-        payloads = [pb.RecommendRequest(user_id=f"u{u}", k=10).SerializeToString()
-                    for u in rng.integers(0, n_users, 5000)]
+        if method == METHOD and n_items:  # a scenario of the Recommender (not the echo peer)
+            name, key, bodies = payloads(scenario, n_users, n_items, rng)
+        else:
+            name, key = method, KEY
+            bodies = [pb.RecommendRequest(user_id=f"u{u}", k=10).SerializeToString()
+                      for u in rng.integers(0, n_users, 5000)]
+        calls = [c.unary_unary(name, request_serializer=lambda b: b,
+                               response_deserializer=lambda b: b) for c in channels]
+        md = (("x-api-key", key),)
         lat, errors = [], 0
         deadline = time.perf_counter() + seconds
         interval = concurrency / rate if rate else 0.0
@@ -136,7 +194,7 @@ def _load(address: str, method: str, seconds: float, concurrency: int, n_users: 
                     await asyncio.sleep(max(0.0, next_t - t0))
                     t0 = next_t
                 try:
-                    await calls[i](payloads[n % len(payloads)], metadata=md, timeout=5)
+                    await calls[i](bodies[n % len(bodies)], metadata=md, timeout=5)
                     lat.append(time.perf_counter() - t0)
                 except grpc.RpcError:
                     errors += 1
@@ -148,14 +206,16 @@ def _load(address: str, method: str, seconds: float, concurrency: int, n_users: 
     asyncio.run(main())
 
 
-def run_load(address, method, seconds, concurrency, n_users, rate=0.0, server_pids=()):
+def run_load(address, method, seconds, concurrency, n_users, rate=0.0, server_pids=(),
+             scenario="plain", n_items=0):
     """QPS, p50/p99 and errors of one load run, and the CPU the server spent per answer.
 
     CPU time per request is the figure least bent by other load on a shared machine.
     """
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_load, args=(address, method, seconds, concurrency, n_users, rate, q))
+    p = ctx.Process(target=_load, args=(address, method, seconds, concurrency, n_users, rate, q,
+                                        scenario, n_items))
     cpu0 = cpu_by_process(server_pids)
     p.start()
     lat, errors = q.get()
@@ -271,20 +331,36 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS[1:]),
+                    help=f"request options measured beside the plain path ({', '.join(SCENARIOS[1:])}"
+                         "); '' = none")
     add_broker_arg(ap)
     args = ap.parse_args()
+    scenarios = [x for x in args.scenarios.split(",") if x]
+    if set(scenarios) - set(SCENARIOS):
+        ap.error(f"unknown scenarios {sorted(set(scenarios) - set(SCENARIOS))}")
     print(f"machine: {load_note()}; broker {args.broker}; server --workers {args.workers}; "
           f"load generator: 1 process, concurrency {args.concurrency}", flush=True)
     with start_broker(args.broker) as broker, tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
         address = f"127.0.0.1:{free_port()}"
         metrics = free_port()
+        explore = "exploration" in scenarios
+        keys = {"bench": KEY, "benchx": KEYX} if explore else {"bench": KEY}
         path = write_config(wd / "c.toml", broker.bootstrap_servers, wd, address,
-                            keys={"bench": KEY}, metrics_ports=(0, 0, metrics))
+                            keys=keys, metrics_ports=(0, 0, metrics))
+        if explore:  # the second tenant gives a tenth of the slots to young items
+            from recsys_stream.config import hash_key
+            line = f'api_key_sha256 = ["{hash_key(KEYX)}"]'
+            path.write_text(path.read_text().replace(line, line + (
+                "\nexploration_share = 0.1\nexploration_max_users = 100000"), 1))
         cfg = load(path)
         ensure_topics(cfg)
-        build_model(ModelStore(cfg.model_store), args.items)
-        produce_profiles(cfg, args.users, args.items)
+        for tenant in keys:
+            Y = build_model(ModelStore(cfg.model_store), args.items, tenant=tenant)
+            produce_profiles(cfg, args.users, Y, tenant)
+            if scenarios:
+                produce_catalog_items(cfg, args.items, tenant)
         stack = Stack(path, wd)
         try:
             t = time.perf_counter()
@@ -302,6 +378,15 @@ def main() -> None:
             paced = run_load(address, METHOD, min(args.seconds, 15), args.concurrency,
                              args.users, rate=1000, server_pids=[proc.pid])
             paced["load"] = load_note()
+            options = {}
+            for name in scenarios:
+                run_load(address, METHOD, 2, args.concurrency, args.users, scenario=name,
+                         n_items=args.items)  # warm-up (the catalog index of the version)
+                options[name] = run_load(address, METHOD, args.seconds, args.concurrency,
+                                         args.users, server_pids=[proc.pid], scenario=name,
+                                         n_items=args.items)
+                options[name]["load"] = load_note()
+                print(f"scenario {name} done ({options[name]['load']})", flush=True)
             mem = memory(proc.pid)
             store_mb = sum(f.stat().st_size for f in (wd / "server-profiles").rglob("*")
                            if f.is_file()) / 2**20
@@ -322,6 +407,14 @@ def main() -> None:
           f"{paced['cpu_us']:.0f} us), echo {echo['cpu_us']:.0f} us; cores busy at full speed "
           f"by server process (* = the one started): "
           f"{', '.join(f'{k} {v:.2f}' for k, v in rec['cpu_share'].items())}")
+    if options:
+        print("\nrequest options (same server, same load; plain = the Recommend run above):")
+        print(f"{'scenario':<12} {'QPS':>7} {'x echo':>7} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'CPU us/call':>11} {'x plain':>8} errors  load")
+        for name, r in [("plain", rec)] + list(options.items()):
+            print(f"{name:<12} {r['qps']:7.0f} {r['qps'] / max(echo['qps'], 1):7.2f} "
+                  f"{r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['cpu_us']:11.0f} "
+                  f"{r['cpu_us'] / max(rec['cpu_us'], 1):8.2f} {r['errors']:6d}  [{r['load']}]")
     print(f"server memory ({args.workers} worker(s){' + supervisor' if args.workers > 1 else ''}"
           f", {args.users} profiles): RSS "
           f"{mem['rss']:.0f} MB (per process {', '.join(f'{m:.0f}' for m in mem['per_process'])})"

@@ -204,6 +204,18 @@ def cmd_produce(args) -> int:
     return 0
 
 
+def cmd_catalog(args) -> int:
+    from recsys_stream.catalog_load import load_catalog
+    cfg = _config(args)
+    try:
+        n = load_catalog(cfg, args.file, args.tenant, id_column=args.id_column,
+                         categories_column=args.categories_column, separator=args.separator)
+    except (ValueError, OSError) as e:  # a bad file or tenant: one line naming it
+        raise SystemExit(f"catalog load: {e}") from None
+    print(f"loaded {n} items of {args.tenant} to {cfg.topics.catalog}")
+    return 0
+
+
 def cmd_erase(args) -> int:
     from recsys_stream.produce import erase_user
     cfg = _config(args)
@@ -418,6 +430,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=300)
     p.add_argument("--events-per-user", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+
+    p = add("catalog", cmd_catalog, "Catalogue management: `catalog load FILE --tenant T` puts a "
+            "CSV or JSONL catalogue (ids, categories, attributes, launch times) on the "
+            "compacted catalog topic; MovieLens movies.csv loads as is.", config=False)
+    csub = p.add_subparsers(dest="catalog_cmd", required=True)
+    cl = csub.add_parser("load", help="produce a catalogue file's items to the catalog topic")
+    cl.add_argument("file", help="CSV (header row) or JSONL (.jsonl) catalogue")
+    cl.add_argument("--tenant", required=True)
+    cl.add_argument("--id-column", help="default item_id, else movieId")
+    cl.add_argument("--categories-column", help="default categories, else genres")
+    cl.add_argument("--separator", default="|", help="between categories in one cell")
+    cl.add_argument("--config", help="TOML config file (see config/recsys-stream.toml)")
+    cl.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides the config)")
 
     p = add("erase", cmd_erase, "Erase a user everywhere downstream (the right to be "
             "forgotten): an erase record on interactions on the user's own key; the worker "

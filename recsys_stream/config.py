@@ -102,6 +102,10 @@ class TenantConfig:
     engine: str = ""               # training engine of this tenant; "" = trainer.engine
     pin: dict = field(default_factory=dict)  # hyperparameters the search never moves (PIN_KEYS),
                                    # e.g. {"als_factors": 64}; they win over a tuned value too
+    exploration_share: float = 0.0          # share of Recommend slots for young items (0 = off;
+                                            # at least one slot when above 0 and one is eligible)
+    exploration_max_age_hours: float = 72.0  # young = launched (catalog created_ms) this recently
+    exploration_max_users: int = 50         # ... and touched by at most this many users so far
     attribution_window_s: float = 1800.0  # online: an event without a recommendation_id joins
                                    # the user's latest answer holding the item served this recently
     click_types: tuple[str, ...] = ("click",)  # online: event types counted as clicks
@@ -114,6 +118,9 @@ class TenantConfig:
         if unknown:
             raise ValueError(f"config tenant pin: unknown keys {sorted(unknown)}; expected some "
                              f"of {PIN_KEYS}")
+        if not 0.0 <= self.exploration_share <= 1.0:
+            raise ValueError(f"config tenant exploration_share must be 0..1, got "
+                             f"{self.exploration_share}")
 
     @property
     def confidence(self) -> ConfidenceSettings:

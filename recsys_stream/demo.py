@@ -22,9 +22,10 @@ from recsys_stream.contracts.events import Event
 from recsys_stream.contracts.keys import is_offset_marker, split_key
 from recsys_stream.contracts.pb import recommender_pb2
 from recsys_stream.kafka import TopicTail, ensure_topics
+from recsys_stream.catalog_load import produce_catalog
 from recsys_stream.produce import produce_events
 from recsys_stream.stack import DEMO_KEYS, Stack, load, wait_until, write_config
-from recsys_stream.synthetic import generate_events, genre_of, make_world
+from recsys_stream.synthetic import catalog_items, generate_events, genre_of, make_world
 
 USERS, EVENTS_PER_USER, ITEMS = 300, 25, 400
 NEWCOMER = "newcomer-1"
@@ -90,6 +91,8 @@ def run_demo(keep_running: bool = False, workdir: str = "var/demo") -> int:
         n = produce_events(cfg, history, total=len(history), progress=False)
         _say(f"produced {n} generated events for tenants {', '.join(DEMO_KEYS)} "
              f"({USERS} users x ~{EVENTS_PER_USER} events, {ITEMS} items each)")
+        n = produce_catalog(cfg, [i for w in worlds.values() for i in catalog_items(w)])
+        _say(f"published {n} catalog items with their genre as category (genre-0..7)")
 
         counter = _ChangelogCounter(cfg)
         counter.tail.start()
@@ -126,6 +129,13 @@ def run_demo(keep_running: bool = False, workdir: str = "var/demo") -> int:
         share = np.mean([genre_of(world, it.item_id) in liked for it in resp.items])
         print(f"  seen items in the answer: {len(leaked)}; share of the answer in the clicked "
               f"genre: {share:.0%}\n", flush=True)
+
+        _show(f"acme / {NEWCOMER}, filtered to category genre-5 (items of genre 5 only):",
+              acme.recommend(NEWCOMER, k=10, filter=recommender_pb2.Filter(
+                  include_categories=["genre-5"])), world)
+
+        _show("acme / an anonymous visitor who looked at the same five items (a session, "
+              "no user id):", acme.recommend("", k=10, context_item_ids=seen), world)
 
         _show(f"globex / {NEWCOMER} (same user id, other tenant):",
               globex.recommend(NEWCOMER, k=10), worlds["globex"])

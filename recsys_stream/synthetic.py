@@ -15,6 +15,7 @@ import zlib
 import numpy as np
 
 from recsys_stream.contracts.events import Event
+from recsys_stream.contracts.pb import events_pb2
 
 _TYPES = np.array(["view", "view", "view", "click", "click", "add_to_cart", "purchase", "like"])
 
@@ -68,6 +69,13 @@ def generate_events(world: TenantWorld, n_users: int, events_per_user: int, star
                              str(world.item_ids[r]), str(ty), None, int(t)))
     out.sort(key=lambda e: e.timestamp_ms)
     return out
+
+
+def catalog_items(world: TenantWorld) -> list[events_pb2.CatalogItem]:
+    """The world's items as catalog records with their genre as category ``genre-<g>``."""
+    return [events_pb2.CatalogItem(tenant=world.tenant, item_id=str(i), state=events_pb2.AVAILABLE,
+                                   categories=[f"genre-{g}"])
+            for i, g in zip(world.item_ids, world.item_genre)]
 
 
 def genre_of(world: TenantWorld, item_id: str) -> int:

@@ -59,6 +59,12 @@ class UserHistory:
     recent_event_ids: list[str] = field(default_factory=list)
     event_count: int = 0
     ratings: dict[str, list] = field(default_factory=dict)  # item -> [latest rating, its time]
+    # Not stored: bumped whenever the ids a profile carries change (an item added, dropped or
+    # trimmed, a suppression, a rating), so the worker can tell a profile whose vector did not
+    # move apart from one that must be published (``nearline.worker``). Starts at 0 on decode.
+    revision: int = field(default=0, compare=False, repr=False)
+    # Not stored: the worker's note of the last profile it published from this object.
+    published: object = field(default=None, compare=False, repr=False)
 
     # -- applying events -------------------------------------------------------------------
     def apply(self, event_id: str, item_id: str, type_name: str, value: float | None,
@@ -75,7 +81,8 @@ class UserHistory:
             self.last_event_ms = timestamp_ms
         if type_name in SUPPRESSING_TYPES:
             # A hidden item stops counting as positive evidence; it is not a negative rating.
-            self.items.pop(item_id, None)
+            if self.items.pop(item_id, None) is not None or item_id not in self.suppressed:
+                self.revision += 1  # hiding a hidden item again changes no id set
             self.suppressed.pop(item_id, None)
             self.suppressed[item_id] = None
             if len(self.suppressed) > MAX_SUPPRESSED:
@@ -89,6 +96,7 @@ class UserHistory:
         agg = self.items.get(item_id)
         if agg is None:
             self.items[item_id] = [w, timestamp_ms, timestamp_ms]
+            self.revision += 1
         elif timestamp_ms >= agg[1]:
             agg[0] = agg[0] * settings.decay(timestamp_ms - agg[1]) + w
             agg[1] = timestamp_ms
@@ -103,6 +111,7 @@ class UserHistory:
         old = self.ratings.get(item_id)
         if old is not None and timestamp_ms < old[1]:
             return  # an older rating arriving late does not replace a newer one
+        self.revision += 1
         self.ratings.pop(item_id, None)  # re-insert: the dict stays in rating-time order
         self.ratings[item_id] = [value, timestamp_ms]
         if len(self.ratings) > cap + cap_slack(cap):
@@ -150,22 +159,26 @@ class UserHistory:
 
     # -- encoding --------------------------------------------------------------------------
     def to_proto(self) -> state_pb2.UserState:
+        """The compact ``UserState`` (see state.proto): one step per column, not per element."""
         msg = state_pb2.UserState(
-            tenant=self.tenant, user_id=self.user_id,
-            suppressed_item_ids=list(self.suppressed), last_event_ms=self.last_event_ms,
+            tenant=self.tenant, user_id=self.user_id, last_event_ms=self.last_event_ms,
             input_partition=self.input_partition, applied_offset=self.applied_offset,
-            recent_event_ids=self.recent_event_ids, event_count=self.event_count)
+            event_count=self.event_count)
+        _put_ids(msg, "recent_event_ids", self.recent_event_ids)
+        _put_ids(msg, "suppressed_item_ids", self.suppressed)
         if self.items:
-            msg.item_ids.extend(self.items.keys())
-            strengths, last_seen, first_seen = zip(*self.items.values())  # columns in one pass
-            msg.strengths.extend(strengths)
-            msg.item_last_seen_ms.extend(last_seen)
-            msg.item_first_seen_ms.extend(first_seen)
+            vals = list(self.items.values())
+            n = len(vals)
+            _put_ids(msg, "item_ids", self.items)
+            msg.strengths_f64 = np.fromiter(map(_FIRST, vals), _F64, n).tobytes()
+            msg.last_seen_ms_i64 = np.fromiter(map(_SECOND, vals), _I64, n).tobytes()
+            msg.first_seen_ms_i64 = np.fromiter(map(_THIRD, vals), _I64, n).tobytes()
         if self.ratings:
-            msg.rated_item_ids.extend(self.ratings.keys())
-            values, times = zip(*self.ratings.values())
-            msg.ratings.extend(values)
-            msg.rating_ms.extend(times)
+            vals = list(self.ratings.values())
+            n = len(vals)
+            _put_ids(msg, "rated_item_ids", self.ratings)
+            msg.ratings_f64 = np.fromiter(map(_FIRST, vals), _F64, n).tobytes()
+            msg.rating_ms_i64 = np.fromiter(map(_SECOND, vals), _I64, n).tobytes()
         return msg
 
     def encode(self) -> bytes:
@@ -173,20 +186,54 @@ class UserHistory:
 
     @classmethod
     def from_proto(cls, msg: state_pb2.UserState) -> UserHistory:
+        if msg.strengths_f64:
+            strengths = np.frombuffer(msg.strengths_f64, _F64).tolist()
+            last = np.frombuffer(msg.last_seen_ms_i64, _I64).tolist()
+            first = np.frombuffer(msg.first_seen_ms_i64, _I64).tolist()
+        else:  # the earlier per-element columns
+            strengths, last = msg.strengths, msg.item_last_seen_ms
+            first = msg.item_first_seen_ms or msg.item_last_seen_ms
+        if msg.ratings_f64:
+            ratings = np.frombuffer(msg.ratings_f64, _F64).tolist()
+            rating_ms = np.frombuffer(msg.rating_ms_i64, _I64).tolist()
+        else:
+            ratings, rating_ms = msg.ratings, msg.rating_ms
         return cls(
             tenant=msg.tenant, user_id=msg.user_id,
             items={i: [s, t, f] for i, s, t, f in zip(
-                msg.item_ids, msg.strengths, msg.item_last_seen_ms,
-                msg.item_first_seen_ms or msg.item_last_seen_ms)},
-            suppressed=dict.fromkeys(msg.suppressed_item_ids),
+                _get_ids(msg, "item_ids"), strengths, last, first)},
+            suppressed=dict.fromkeys(_get_ids(msg, "suppressed_item_ids")),
             last_event_ms=msg.last_event_ms, input_partition=msg.input_partition,
-            applied_offset=msg.applied_offset, recent_event_ids=list(msg.recent_event_ids),
-            event_count=msg.event_count,
-            ratings={i: [r, t] for i, r, t in zip(msg.rated_item_ids, msg.ratings,
-                                                  msg.rating_ms)})
+            applied_offset=msg.applied_offset,
+            recent_event_ids=_get_ids(msg, "recent_event_ids"), event_count=msg.event_count,
+            ratings={i: [r, t] for i, r, t in zip(_get_ids(msg, "rated_item_ids"), ratings,
+                                                  rating_ms)})
 
     @classmethod
     def decode(cls, data: bytes) -> UserHistory:
         msg = state_pb2.UserState()
         msg.ParseFromString(data)
         return cls.from_proto(msg)
+
+
+_F64, _I64 = np.dtype("<f8"), np.dtype("<i8")  # little-endian on any host
+_THIRD = itemgetter(2)
+
+
+def _put_ids(msg: state_pb2.UserState, name: str, ids) -> None:
+    """Set the id list ``name`` as one NUL-joined string (``<name>_nul``); an id holding a NUL
+    itself (ids are free-form) falls back to the per-element field ``name``."""
+    if not ids:
+        return
+    joined = "\x00".join(ids)
+    if joined.count("\x00") == len(ids) - 1:
+        setattr(msg, name + "_nul", joined.encode())
+    else:
+        getattr(msg, name).extend(ids)
+
+
+def _get_ids(msg: state_pb2.UserState, name: str) -> list[str]:
+    """The id list ``name`` as ``_put_ids`` stored it (or as the earlier encoding did)."""
+    joined = getattr(msg, name + "_nul")
+    # ids are never empty (validated), so an empty string is an empty list
+    return joined.decode().split("\x00") if joined else list(getattr(msg, name))

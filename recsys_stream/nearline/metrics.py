@@ -26,3 +26,6 @@ MODEL_VERSION = Gauge("recsys_worker_model_version", "Model version the worker f
                       ["tenant", "algorithm"])
 USERS_RESOLVED = Counter("recsys_worker_users_resolved_total",
                          "Users re-solved in the background after a new model version")
+PROFILES = Counter("recsys_worker_profiles_total",
+                   "Updated users' profiles, by outcome: published, or unchanged (not sent: the "
+                   "vectors moved by float noise only and the ids are the same)", ["outcome"])

@@ -6,8 +6,8 @@ Per micro-batch:
 2. apply each user's events in offset order, skipping offsets at or below the user's applied
    offset (so a replayed prefix changes nothing) and re-sent event ids;
 3. fold in every touched user, one vectorised solve per tenant and algorithm, and hand the
-   profiles to the producer. The touched states are now *dirty*: applied in memory, not yet
-   committed.
+   profiles that changed to the producer (``Worker._unchanged``). The touched states are now
+   *dirty*: applied in memory, not yet committed.
 
 Per commit, every ``worker.commit_interval_ms`` (Kafka Streams' ``commit.interval.ms``):
 
@@ -51,7 +51,7 @@ from recsys_stream.contracts.user_state import UserHistory
 from recsys_stream.nearline.dlq import dead_letter
 from recsys_stream.nearline.erase import Erasures
 from recsys_stream.nearline.metrics import BATCH_SECONDS, BATCH_SIZE, COMMIT_SECONDS, \
-    EVENT_TO_PROFILE, EVENTS, FOLDIN_SECONDS, LAG, USERS_RESOLVED
+    EVENT_TO_PROFILE, EVENTS, FOLDIN_SECONDS, LAG, PROFILES, USERS_RESOLVED
 from recsys_stream.follow import ModelFollower
 from recsys_stream.nearline.restore import resume
 from recsys_stream.nearline.state import StateStore
@@ -61,8 +61,17 @@ _LOG_EVERY_S = 5.0
 # On stop, how long to keep polling for a pending group join to complete before leaving anyway.
 _SETTLE_S = 15.0
 _RESOLVE_CHUNK = 2000
+# A vector that moved less than this (relative to its largest entry) is float noise: its
+# profile is not published again when nothing else of it changed (``Worker._unchanged``).
+PROFILE_TOLERANCE = 1e-6
 # On stop, how long the last commit waits for the broker's acknowledgements.
 _STOP_FLUSH_S = 20.0
+
+
+def _close(x0: np.ndarray, x: np.ndarray) -> bool:
+    """``x`` within ``PROFILE_TOLERANCE`` of ``x0``, relative to the largest entry of ``x0``."""
+    return len(x) == len(x0) and float(np.abs(x - x0).max(initial=0.0)) <= PROFILE_TOLERANCE \
+        * max(float(np.abs(x0).max(initial=0.0)), 1e-30)
 
 
 class Worker:
@@ -236,8 +245,10 @@ class Worker:
                 EVENTS.labels(outcome).inc(n)
         if not touched:
             return
-        self._publish(touched, {k: {ev.item_id for ev, _ in by_user[k]} for k in touched})
-        handed = time.time() * 1000  # to the producer; the commit waits for the broker's ack
+        published = self._publish(touched,
+                                  {k: {ev.item_id for ev, _ in by_user[k]} for k in touched})
+        # to the producer (or found unchanged); the commit waits for the broker's ack
+        handed = time.time() * 1000
         for ts in produced_ms.values():
             if ts > 0:
                 EVENT_TO_PROFILE.observe(max(handed - ts, 0) / 1000)
@@ -246,6 +257,10 @@ class Worker:
                 dirty[key] = h
                 self._dirty_items += len(h.items) + 1
         self._stats["users"] += len(touched)
+        self._stats["profiles"] += published
+        PROFILES.labels("published").inc(published)
+        if len(touched) > published:
+            PROFILES.labels("unchanged").inc(len(touched) - published)
 
     def _commit_due(self) -> bool:
         # the dirty states are pinned in memory until committed: bound them like the cache
@@ -304,30 +319,65 @@ class Worker:
         return model.confidence if model is not None else self.cfg.tenants[tenant].confidence
 
     def _publish(self, users: dict[bytes, UserHistory],
-                 batch_items: dict[bytes, set[str]] | None = None) -> None:
-        """Fold in every user and hand their profiles to the producer.
+                 batch_items: dict[bytes, set[str]] | None = None) -> int:
+        """Fold in every user and hand the profiles that changed to the producer.
 
-        ``batch_items``: per user the items of the micro-batch's events (None: a re-solve)."""
+        ``batch_items``: per user the items of the micro-batch's events (None: a re-solve).
+        Returns the number of profiles produced (see ``_unchanged``)."""
         now = int(time.time() * 1000)
         by_tenant: dict[str, list[bytes]] = defaultdict(list)
         for key, h in users.items():
             by_tenant[h.tenant].append(key)
+        produced = 0
         for tenant, keys in by_tenant.items():
             settings = self._settings(tenant)
             conf = {k: users[k].confidences(settings) for k in keys}
             vectors = self._fold_in(tenant, keys, users, settings, conf, batch_items)
             for key in keys:
-                h = users[key]
+                h, vecs = users[key], vectors.get(key, [])
                 ids, c = conf[key]
+                if self._unchanged(h, vecs, c):
+                    continue
                 profile = profiles_pb2.UserProfile(
                     tenant=h.tenant, user_id=h.user_id, item_ids=ids, confidences=c.tolist(),
                     suppressed_item_ids=list(h.suppressed), last_event_ms=h.last_event_ms,
-                    updated_ms=now, vectors=vectors.get(key, []))
+                    updated_ms=now, vectors=vecs)
                 if h.ratings:  # the server's mf fold-in fallback folds these in
                     profile.rated_item_ids.extend(h.ratings)
                     profile.ratings.extend(v[0] for v in h.ratings.values())
                     profile.rating_ms.extend(v[1] for v in h.ratings.values())
                 self._produce(self.cfg.topics.profiles, key, profile.SerializeToString())
+                produced += 1
+        return produced
+
+    @staticmethod
+    def _unchanged(h: UserHistory, vectors: list[profiles_pb2.ProfileVector],
+                   confidences: np.ndarray) -> bool:
+        """Whether the profile ``h`` would get says nothing new to the server; notes it if not.
+
+        The server reads a profile's vectors (their versions, values and suppressed rows), its
+        history and suppressed ids (what it suppresses) and, without a vector of its version,
+        the confidences and ratings to fold in itself. Unchanged: the same ids as the profile
+        last published from this very object (``UserHistory.revision``: no item, suppression
+        or rating added or dropped since), the same model versions, and every vector and the
+        confidences within ``PROFILE_TOLERANCE`` (relative to the largest entry) of the
+        published ones: the events moved nothing beyond float noise (a re-sent event, a view
+        of a hidden item, recency decay of a moment). A history decoded from the store (a
+        cache miss, a restart) carries no note and is published.
+        """
+        # the cheap tests first: most updates add an item (another revision) and stop there
+        note = (h.revision, vectors, confidences)
+        last, h.published = h.published, note
+        if last is None or last[0] != note[0] or len(last[1]) != len(vectors) \
+                or not _close(last[2], confidences):
+            return False
+        for v0, v in zip(last[1], vectors):
+            if (v0.algorithm, v0.model_version) != (v.algorithm, v.model_version) \
+                    or not _close(np.array([*v0.values, v0.user_bias], np.float32),
+                                  np.array([*v.values, v.user_bias], np.float32)):
+                return False
+        h.published = last  # compare the next one with what the server has, not with this
+        return True
 
     def _fold_in(self, tenant: str, keys: list[bytes], users: dict[bytes, UserHistory],
                  settings: ConfidenceSettings, conf: dict[bytes, tuple[list[str], np.ndarray]],
@@ -427,8 +477,9 @@ class Worker:
                     LAG.labels(str(tp.partition)).set(max(high - tp.offset, 0))
         if now - self._last_log > _LOG_EVERY_S and self._stats["batches"]:
             s, self._stats = self._stats, defaultdict(int)
-            log.info("processed %d batches (%.1f ms each): %d records, %d users updated, %d to "
-                     "the DLQ; %d commits (%.1f ms each)", s["batches"],
-                     1000 * s["busy_s"] / s["batches"], s["events"], s["users"], s["invalid"],
+            log.info("processed %d batches (%.1f ms each): %d records, %d users updated (%d "
+                     "profiles changed), %d to the DLQ; %d commits (%.1f ms each)", s["batches"],
+                     1000 * s["busy_s"] / s["batches"], s["events"], s["users"],
+                     s["profiles"], s["invalid"],
                      s["commits"], 1000 * s["commit_s"] / max(s["commits"], 1))
             self._last_log = now

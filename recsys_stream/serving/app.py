@@ -17,6 +17,7 @@ from recsys_stream.contracts.pb import recommender_pb2
 from recsys_stream.follow import ModelFollower
 from recsys_stream.kafka import BrokerWatch, ensure_topics
 from recsys_stream.observability import serve_metrics
+from recsys_stream.serving.catalog_index import CatalogIndex
 from recsys_stream.serving.item_delta import ItemDeltas
 from recsys_stream.serving.handlers import add_to_server
 from recsys_stream.serving.metrics import MODEL_CREATED, MODEL_VERSION, REJECTIONS, SWAPS
@@ -51,8 +52,10 @@ class Server:
     def __init__(self, cfg: Config, profiles_secondary: str | None = None) -> None:
         self.cfg = cfg
         self.models = ModelFollower(cfg, TenantSnapshot.from_artifacts, "server",
-                                    on_swap=_swapped, on_reject=_rejected)
+                                    on_swap=self._swapped, on_reject=_rejected)
         self.read = ReadModels(cfg, profiles_secondary)
+        # the catalog's categories and attributes over each served version's rows (filters)
+        self.catalog = CatalogIndex(self.read.catalog, self._live_snapshots)
         self.trending = Trending(cfg)
         self.deltas = ItemDeltas(cfg, served=self._served_version)
         self.health = health.aio.HealthServicer()
@@ -60,6 +63,13 @@ class Server:
         # connections between them (gRPC Python serves from one core per process)
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         self.port = 0
+
+    def _swapped(self, tenant: str, algorithm: str, snap: TenantSnapshot) -> None:
+        _swapped(tenant, algorithm, snap)
+        self.catalog.wake()
+
+    def _live_snapshots(self):
+        return [s for t in self.cfg.tenants for s in self.models.models(t).values()]
 
     def _served_version(self, tenant: str, algorithm: str) -> int | None:
         snap = self.models.models(tenant).get(algorithm)
@@ -73,9 +83,10 @@ class Server:
         await loop.run_in_executor(None, self.read.start)
         await loop.run_in_executor(None, self.trending.start)
         await loop.run_in_executor(None, self.deltas.start)
+        self.catalog.start()
         # bodies parsed by the service: one that does not parse is INVALID_ARGUMENT, not UNKNOWN
         add_to_server(RecommenderService(self.cfg, self.models, self.read, self.trending,
-                                         self.deltas), self.grpc)
+                                         self.deltas, self.catalog), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -110,6 +121,7 @@ class Server:
         self.read.stop()
         self.trending.stop()
         self.deltas.stop()
+        self.catalog.stop()
 
 
 def run_server(cfg: Config, stop: threading.Event | None = None,

@@ -31,19 +31,27 @@ class RecommenderClient:
         self.timeout = timeout
 
     def recommend(self, user_id: str, k: int = 10, exclude: Iterable[str] = (), tenant: str = "",
-                  algorithm: str = "") -> recommender_pb2.RecommendResponse:
+                  algorithm: str = "", **options) -> recommender_pb2.RecommendResponse:
+        """``options``: further ``RecommendRequest`` fields (``filter``, ...)."""
         req = recommender_pb2.RecommendRequest(tenant=tenant, user_id=user_id, k=k,
                                                exclude_item_ids=list(exclude),
-                                               algorithm=algorithm)
+                                               algorithm=algorithm, **options)
         return self.stub.Recommend(req, metadata=self.metadata, timeout=self.timeout)
 
     def similar_items(self, item_id: str, k: int = 10, exclude: Iterable[str] = (),
-                      tenant: str = "", algorithm: str = ""
+                      tenant: str = "", algorithm: str = "", **options
                       ) -> recommender_pb2.SimilarItemsResponse:
         req = recommender_pb2.SimilarItemsRequest(tenant=tenant, item_id=item_id, k=k,
                                                   exclude_item_ids=list(exclude),
-                                                  algorithm=algorithm)
+                                                  algorithm=algorithm, **options)
         return self.stub.SimilarItems(req, metadata=self.metadata, timeout=self.timeout)
+
+    def rank_items(self, item_ids: Iterable[str], user_id: str = "", tenant: str = "",
+                   **options) -> recommender_pb2.RankItemsResponse:
+        """``item_ids`` ordered for the user (``options``: context_item_ids, filter, ...)."""
+        req = recommender_pb2.RankItemsRequest(tenant=tenant, user_id=user_id,
+                                               item_ids=list(item_ids), **options)
+        return self.stub.RankItems(req, metadata=self.metadata, timeout=self.timeout)
 
     def predict_ratings(self, user_id: str, item_ids: Iterable[str], tenant: str = ""
                         ) -> recommender_pb2.PredictRatingsResponse:

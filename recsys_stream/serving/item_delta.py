@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,6 +46,7 @@ class Delta:
     Y: np.ndarray           # (n, width) float32
     row: dict[str, int]
     norms: np.ndarray       # |y| per row, for SimilarItems' cosine
+    users: dict[str, int] = field(default_factory=dict)  # distinct users behind each solve
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -98,7 +99,7 @@ class ItemDeltas:
             y = np.asarray(v.values, dtype=np.float32)
             if not len(y) or not np.isfinite(y).all():
                 return  # never served
-            versions.setdefault(v.model_version, {})[item] = (y, v.first_solved_ms)
+            versions.setdefault(v.model_version, {})[item] = (y, v.first_solved_ms, v.users)
             for old in sorted(versions)[:-_KEEP_VERSIONS]:
                 del versions[old]
         self._changed.add((tenant, algorithm))
@@ -124,7 +125,7 @@ class ItemDeltas:
                 Y = np.stack([items[i][0] for i in ids])
                 deltas[(tenant, algorithm, version)] = Delta(
                     version, ids, Y, {i: j for j, i in enumerate(ids)},
-                    np.linalg.norm(Y, axis=1))
+                    np.linalg.norm(Y, axis=1), {i: items[i][2] for i in ids})
         self._deltas = deltas  # one assignment
         self._gauges()
 
@@ -138,12 +139,13 @@ class ItemDeltas:
             items = versions.get(version, {}) if version is not None else {}
             child(NEW_ITEM_VECTORS, tenant, algorithm).set(len(items))
             child(NEW_ITEM_FIRST_SOLVED, tenant, algorithm).set(
-                min((f for _, f in items.values()), default=0) / 1000)
+                min((t[1] for t in items.values()), default=0) / 1000)
 
     # -- answering -------------------------------------------------------------------------
     def merge_recommend(self, snap: TenantSnapshot, answer: Answer, profile, k: int,
-                        exclude: set[str], banned) -> Answer:
-        """``answer`` with the snapshot version's new items merged into its top-``k``."""
+                        exclude: set[str], banned, admit=None) -> Answer:
+        """``answer`` with the snapshot version's new items merged into its top-``k``
+        (``admit(item_id)``: a request filter's test, ``serving.filters``)."""
         child(RECOMMEND_ANSWERS, snap.tenant).inc()
         delta = self.get(snap.tenant, snap.algorithm, snap.version)
         x = answer.vector
@@ -159,7 +161,8 @@ class ItemDeltas:
         picked = []
         for j in np.argsort(-scores, kind="stable"):
             item = delta.ids[j]
-            if item in own or item in banned or item in snap.item_row:
+            if item in own or item in banned or item in snap.item_row \
+                    or (admit is not None and not admit(item)):
                 continue
             picked.append((item, float(scores[j])))
             if len(picked) == k:
@@ -174,15 +177,15 @@ class ItemDeltas:
         return answer
 
     def similar(self, snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
-                banned) -> list[tuple[str, float]]:
+                banned, eligible=None) -> list[tuple[str, float]]:
         """SimilarItems over the snapshot's items and its version's new items, either of
         which may be the query; suppression and exactly-k as ``recommend.similar_items``."""
         delta = self.get(snap.tenant, snap.algorithm, snap.version)
         if delta is None or not len(delta):
-            return similar_items(snap, item_id, k, exclude, banned)
+            return similar_items(snap, item_id, k, exclude, banned, eligible)
         hidden = set(exclude) | set(banned) | {item_id}
         if item_id in snap.item_row:
-            base = similar_items(snap, item_id, k, exclude, banned)
+            base = similar_items(snap, item_id, k, exclude, banned, eligible)
             q = snap.index.item_factors[snap.item_row[item_id]]
         elif item_id in delta.row:
             q = delta.Y[delta.row[item_id]]
@@ -191,7 +194,7 @@ class ItemDeltas:
             base = []
             for r in np.argsort(-cos, kind="stable"):
                 item = snap.item_id_list[r]
-                if item not in hidden:
+                if item not in hidden and (eligible is None or eligible.mask[r]):
                     base.append((item, float(cos[r])))
                     if len(base) == k:
                         break
@@ -200,5 +203,6 @@ class ItemDeltas:
         cos = (delta.Y @ q) / np.maximum(delta.norms * max(float(np.linalg.norm(q)), 1e-12),
                                          1e-12)
         extra = [(delta.ids[j], float(cos[j])) for j in np.argsort(-cos, kind="stable")
-                 if delta.ids[j] not in hidden and delta.ids[j] not in snap.item_row][:k]
+                 if delta.ids[j] not in hidden and delta.ids[j] not in snap.item_row
+                 and (eligible is None or eligible.admits_id(delta.ids[j]))][:k]
         return sorted(base + extra, key=lambda t: -t[1])[:k]

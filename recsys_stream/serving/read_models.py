@@ -17,6 +17,7 @@ from recsys_stream.config import Config
 from recsys_stream.contracts.keys import make_key, split_key
 from recsys_stream.contracts.pb import events_pb2, profiles_pb2
 from recsys_stream.kafka import TopicTail
+from recsys_stream.serving.catalog_index import Catalog
 from recsys_stream.serving.profile_store import ProfileReader, ProfileWriter, erased_key
 
 _UNSERVABLE = (events_pb2.BANNED, events_pb2.REMOVED)
@@ -39,6 +40,7 @@ class ReadModels:
         self._profiles: ProfileReader | None = None
         self._banned: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()  # writers only; a reader's dict lookup is atomic
+        self.catalog = Catalog()  # categories, attributes, launch times (serving.catalog_index)
         self._tail = TopicTail(cfg, {cfg.topics.catalog: self._on_catalog}, name="server-read")
 
     def start(self) -> ReadModels:
@@ -77,6 +79,7 @@ class ReadModels:
     def _on_catalog(self, msg) -> None:
         item = events_pb2.CatalogItem.FromString(msg.value() or b"")
         tenant, item_id = split_key(msg.key())
+        self.catalog.put(tenant, item_id, item, msg.timestamp()[1])
         with self._lock:
             banned = set(self._banned.get(tenant, ()))
             if item.state in _UNSERVABLE:

@@ -24,13 +24,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys_stream.contracts.pb import profiles_pb2, recommender_pb2
+from recsys_stream.serving import filters, session
+from recsys_stream.serving.filters import Eligibility
 from recsys_stream.serving.snapshots import TenantSnapshot
 
 _EXACT_SIMILAR_VALUES = 4_000_000
 
-NEARLINE, BATCH, FOLD_IN, TRENDING, POPULARITY, EMPTY = (
+NEARLINE, BATCH, FOLD_IN, TRENDING, POPULARITY, EMPTY, SESSION = (
     recommender_pb2.NEARLINE, recommender_pb2.BATCH, recommender_pb2.PROFILE_FOLD_IN,
-    recommender_pb2.TRENDING, recommender_pb2.POPULARITY, recommender_pb2.EMPTY)
+    recommender_pb2.TRENDING, recommender_pb2.POPULARITY, recommender_pb2.EMPTY,
+    recommender_pb2.SESSION)
+PERSONALIZED, EXPLORATION, POPULAR, TRENDING_NOW, SIMILAR, UNKNOWN_ITEM = (
+    recommender_pb2.ScoredItem.PERSONALIZED, recommender_pb2.ScoredItem.EXPLORATION,
+    recommender_pb2.ScoredItem.POPULAR, recommender_pb2.ScoredItem.TRENDING,
+    recommender_pb2.ScoredItem.SIMILAR, recommender_pb2.ScoredItem.UNKNOWN_ITEM)
 
 
 @dataclass
@@ -46,26 +53,44 @@ class Answer:
     # the user vector of ``version`` that ranked ``items`` (None: no vector answered); new
     # items of the same version are scored with it (serving.item_delta)
     vector: np.ndarray | None = None
+    # the rows and confidences the fold-in solved ``vector`` from, when it was solved here
+    # (PROFILE_FOLD_IN, SESSION): what an explanation decomposes the score over
+    basis: tuple[np.ndarray, np.ndarray] | None = None
+    # with no vector: how many leading items came from trending (the rest: popularity)
+    trending_count: int = 0
+
+    def reasons(self) -> list[int]:
+        """``ScoredItem.Reason`` of each item (exploration slots are marked by their merge)."""
+        if self.vector is not None:
+            return [PERSONALIZED] * len(self.items)
+        t = min(self.trending_count, len(self.items))
+        return [TRENDING_NOW] * t + [POPULAR] * (len(self.items) - t)
 
 
 def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | None,
               user_id: str | None, k: int, exclude: set[str], banned: frozenset[str] | set[str],
-              trending: Sequence[tuple[str, float]] | Callable[[], Sequence] = ()) -> Answer:
+              trending: Sequence[tuple[str, float]] | Callable[[], Sequence] = (),
+              eligible: Eligibility | None = None, context: Sequence[str] = ()) -> Answer:
     """Top-``k`` for a user from one snapshot (see the module docstring).
 
     ``trending`` may be a callable: it is only called when no user vector answers.
     ``user_id`` None: the model's row of the user is not used (an erased user, served as new).
+    ``eligible``: a request filter (``serving.filters``), applied inside every step.
+    ``context``: the session's items (``serving.session``); they are suppressed too.
     """
+    if context:
+        exclude = exclude | set(context)
+    admit = eligible.admits_id if eligible is not None else None
     if snap is None:
         own = _own_ids(profile, exclude, banned)
-        items, dropped = _take(_ranked(trending), own, banned, k)
+        items, dropped = _take(_ranked(trending), own, banned, k, admit)
         if items:
-            return Answer(items, TRENDING, suppressed=dropped)
+            return Answer(items, TRENDING, suppressed=dropped, trending_count=len(items))
         return Answer(reason="no model has been published for this tenant yet and nothing "
                              "is trending")
     row_of = snap.item_row
     banned_rows = _banned_rows(snap, banned)
-    x, source, vector_rows = _user_vector(snap, profile, user_id)
+    x, source, vector_rows, basis = user_vector(snap, profile, user_id, context)
     if vector_rows:
         # a nearline vector carries the rows of its profile's suppressed items in this very
         # version: only the request's exclusions are looked up
@@ -78,11 +103,19 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
         # one probe per item: the model's id dict is large, each probe mostly cache misses
         own_rows = {r for r in map(row_of.get, own) if r is not None}
     if x is not None:
-        items, dropped = _top_k(snap, x, k, own_rows, banned_rows)
+        if eligible is not None:
+            items, dropped = filters.top_k(snap, x, k, own_rows, banned_rows, eligible)
+        else:
+            items, dropped = _top_k(snap, x, k, own_rows, banned_rows)
     else:
-        items, dropped = _take(_ranked(trending), own, banned, k)
+        items, dropped = _take(_ranked(trending), own, banned, k, admit)
+        n_trending = len(items)
         source = TRENDING if items else POPULARITY
-        if len(items) < k:  # top up from the model's popularity
+        if len(items) < k and eligible is not None:
+            taken = {row_of[i] for i, _ in items if i in row_of}
+            items += filters.popular(snap, k - len(items), own_rows, banned_rows, eligible,
+                                     taken)
+        elif len(items) < k:  # top up from the model's popularity
             taken = np.fromiter({row_of[i] for i, _ in items if i in row_of}, np.int64)
             order = snap.popular_order
             hidden = np.isin(order, np.fromiter(own_rows | banned_rows, np.int64))
@@ -92,9 +125,14 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
                 dropped += int(hidden[:np.flatnonzero(free)[len(keep) - 1]].sum())
             items += [(snap.item_id_list[r], float(snap.popularity[r])) for r in keep]
     if not items:
+        reason = "every item of the model is suppressed for this user"
+        if eligible is not None:
+            reason = "no item satisfies the filter" if not eligible.count else \
+                "every item that satisfies the filter is suppressed for this user"
         return Answer(algorithm=snap.algorithm, version=snap.version, suppressed=dropped,
-                      reason="every item of the model is suppressed for this user", vector=x)
-    return Answer(items, source, snap.algorithm, snap.version, suppressed=dropped, vector=x)
+                      reason=reason, vector=x, basis=basis)
+    return Answer(items, source, snap.algorithm, snap.version, suppressed=dropped, vector=x,
+                  basis=basis, trending_count=0 if x is not None else n_trending)
 
 
 def _own_ids(profile: profiles_pb2.UserProfile | None, exclude: set[str],
@@ -129,12 +167,13 @@ def _banned_rows(snap: TenantSnapshot, banned: frozenset[str] | set[str]) -> fro
     return rows
 
 
-def _take(ranked, own: set[str], banned, k: int) -> tuple[list[tuple[str, float]], int]:
-    """The first ``k`` distinct items of a ranked list that are in neither suppression set,
-    and how many suppressed entries were passed over on the way."""
+def _take(ranked, own: set[str], banned, k: int,
+          admit: Callable[[str], bool] | None = None) -> tuple[list[tuple[str, float]], int]:
+    """The first ``k`` distinct items of a ranked list that are in neither suppression set
+    (and that ``admit`` admits), and how many suppressed entries were passed over on the way."""
     out, seen, dropped = [], set(), 0
     for item, score in ranked:
-        if item in seen:
+        if item in seen or (admit is not None and not admit(item)):
             continue
         seen.add(item)
         if item in own or item in banned:
@@ -151,7 +190,8 @@ class UnknownItem(KeyError):
 
 
 def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
-                  banned: frozenset[str] | set[str]) -> list[tuple[str, float]]:
+                  banned: frozenset[str] | set[str],
+                  eligible: Eligibility | None = None) -> list[tuple[str, float]]:
     """Items by cosine similarity of factors to ``item_id``'s, exactly ``k`` when that many
     are not hidden.
 
@@ -167,6 +207,8 @@ def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
     hidden = {snap.item_row[i] for i in exclude if i in snap.item_row}
     hidden.update(_banned_rows(snap, banned))
     hidden.add(row)
+    if eligible is not None:  # exact over the eligible rows
+        return filters.similar_rows(snap, Y[row], k, hidden, eligible)
     blocked = np.fromiter(hidden, np.int64, len(hidden))
     exact = ix.similar is None or Y.size <= _EXACT_SIMILAR_VALUES
     # as in _top_k: a walk for up to the graph's ef candidates costs the same, start there
@@ -186,30 +228,37 @@ def similar_items(snap: TenantSnapshot, item_id: str, k: int, exclude: set[str],
     return [(str(snap.item_ids[rows[i]]), float(cos[i])) for i in order]
 
 
-def _user_vector(snap: TenantSnapshot, profile, user_id: str | None):
-    """``(x, source, rows)``: the first vector of the chain, and for a nearline vector the rows
-    of its profile's suppressed items in this version (empty: look the ids up)."""
+def user_vector(snap: TenantSnapshot, profile, user_id: str | None, context: Sequence[str] = ()):
+    """``(x, source, rows, basis)``: the first vector of the chain; for a nearline vector the
+    rows of its profile's suppressed items in this version (empty: look the ids up); for a
+    vector solved here the ``(rows, confidences)`` it was solved from (else None).
+
+    Known context items put a session vector first (SESSION): the profile's items joined with
+    them, solved now (``serving.session``). An explicit (mf) model has no click confidences:
+    context items are only suppressed there.
+    """
+    if context and snap.ridge is None and session.knows_any(snap, context):
+        b = session.basis(snap, profile, context)
+        return snap.solver.solve_one(*b), SESSION, (), b
     if profile is not None:
         for v in profile.vectors:
             # invariant 2: only a vector solved against this very model version
             if v.algorithm == snap.algorithm and v.model_version == snap.version \
                     and len(v.values) == snap.width:
-                return np.asarray(v.values, dtype=np.float32), NEARLINE, v.suppressed_rows
-    row = snap.user_row.get(user_id)
+                return np.asarray(v.values, dtype=np.float32), NEARLINE, v.suppressed_rows, None
+    row = snap.user_row.get(user_id) if user_id else None
     if row is not None:
-        return snap.user_factors[row], BATCH, ()
+        return snap.user_factors[row], BATCH, (), None
     if snap.ridge is not None:  # mf: the fold-in is the ridge step on the latest ratings
-        from recsys_stream.serving.predict import FOLD_IN as _FOLD, user_vector
-        x, _, src = user_vector(snap, None, user_id) if profile is None else \
-            user_vector(snap, _without_vectors(profile), user_id)
-        return (x, FOLD_IN, ()) if src == _FOLD else (None, POPULARITY, ())
+        from recsys_stream.serving.predict import FOLD_IN as _FOLD, user_vector as ridge_vector
+        x, _, src = ridge_vector(snap, None, user_id) if profile is None else \
+            ridge_vector(snap, _without_vectors(profile), user_id)
+        return (x, FOLD_IN, (), None) if src == _FOLD else (None, POPULARITY, (), None)
     if profile is not None and profile.item_ids:
-        known = [(snap.item_row[i], c) for i, c in zip(profile.item_ids, profile.confidences)
-                 if i in snap.item_row]
-        if known:
-            items, conf = zip(*known)
-            return snap.solver.solve_one(np.array(items), np.array(conf)), FOLD_IN, ()
-    return None, POPULARITY, ()
+        b = session.basis(snap, profile)
+        if b is not None:
+            return snap.solver.solve_one(*b), FOLD_IN, (), b
+    return None, POPULARITY, (), None
 
 
 def _without_vectors(profile):

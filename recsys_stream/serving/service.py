@@ -21,13 +21,21 @@ from recsys_stream.config import Config
 from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
 from recsys_stream.follow import ModelFollower
 from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
+from recsys_stream.serving.catalog_index import CatalogIndex
+from recsys_stream.serving.filters import Eligibility, FilterError, FilterSpec, eligibility, \
+    parse_filter
 from recsys_stream.serving.handlers import Unparsed
 from recsys_stream.serving.metrics import ANSWERED, FALLBACKS, LATENCY, REQUESTS, SUPPRESSED, \
     child
 from recsys_stream.serving.item_delta import ItemDeltas
 from recsys_stream.serving.predict import predict_ratings
+from recsys_stream.serving.rank import MAX_RANK_ITEMS, rank_items
 from recsys_stream.serving.read_models import ReadModels
-from recsys_stream.serving.recommend import NEARLINE, UnknownItem, recommend, similar_items
+from recsys_stream.serving.diversity import DiversityError, parse_diversity
+from recsys_stream.serving.explain import decomposition, explain_items
+from recsys_stream.serving.recommend import NEARLINE, SIMILAR, UnknownItem, similar_items
+from recsys_stream.serving.session import MAX_CONTEXT_ITEMS
+from recsys_stream.serving.slate import Request, compose
 from recsys_stream.serving.snapshots import TenantSnapshot
 from recsys_stream.serving.trending import Trending
 
@@ -38,12 +46,19 @@ _BAD = grpc.StatusCode.INVALID_ARGUMENT
 _SOURCE_NAME = {v.number: v.name for v in recommender_pb2.Source.DESCRIPTOR.values}
 
 
-def _scored(response, items):
+def _scored(response, items, reasons=None, because=None):
     """``response`` with ``items`` appended in place (half the cost of building ScoredItem
-    messages and copying them in)."""
+    messages and copying them in); ``reasons`` and ``because`` aligned with ``items``."""
     add = response.items.add
-    for item_id, score in items:
-        add(item_id=item_id, score=score)
+    if reasons is None:
+        for item_id, score in items:
+            add(item_id=item_id, score=score)
+        return response
+    for n, ((item_id, score), reason) in enumerate(zip(items, reasons)):
+        scored = add(item_id=item_id, score=score, reason=reason)
+        if because is not None:
+            for j, c in because[n]:
+                scored.because.add(item_id=j, contribution=c)
     return response
 
 
@@ -55,9 +70,11 @@ class RequestError(Exception):
 
 class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
     def __init__(self, cfg: Config, models: ModelFollower[TenantSnapshot], read: ReadModels,
-                 trending: Trending | None = None, deltas: ItemDeltas | None = None) -> None:
+                 trending: Trending | None = None, deltas: ItemDeltas | None = None,
+                 catalog: CatalogIndex | None = None) -> None:
         self.cfg, self.models, self.read, self.trending = cfg, models, read, trending
         self.deltas = deltas  # new items of each snapshot's version (serving.item_delta)
+        self.catalog = catalog  # categories and attributes per served version (filters)
         self.keys = KeyRing(cfg)
         self._producer = None  # EraseUser's, made on first use
         self._producer_lock = threading.Lock()
@@ -68,6 +85,9 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
 
     async def SimilarItems(self, request, context):
         return await self._handle("SimilarItems", request, context, self._similar)
+
+    async def RankItems(self, request, context):
+        return await self._handle("RankItems", request, context, self._rank)
 
     async def GetProfile(self, request, context):
         return await self._handle("GetProfile", request, context, self._profile)
@@ -132,46 +152,104 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
 
     def _recommend(self, r, caller: Caller, meta: dict):
         self._check_k(r.k)
-        self._check_id("user_id", r.user_id)
+        context = self._check_context(r.context_item_ids, r.user_id)
         self._check_excludes(r.exclude_item_ids)
+        spec = self._filter(r)
+        div = None
+        if r.HasField("diversity"):
+            try:
+                div = parse_diversity(r.diversity, "diversity")
+            except DiversityError as e:
+                raise RequestError(_BAD, str(e)) from None
         snap = self._snapshot(caller.tenant, r.algorithm)
-        # trending is ranked only when no user vector answers (a lazy callable)
-        profile = self.read.profile(caller.tenant, r.user_id)
+        profile = self.read.profile(caller.tenant, r.user_id) if r.user_id else None
         banned = self.read.banned(caller.tenant)
+        tc = self.cfg.tenant(caller.tenant)
+        # the catalog's attributes of this version: for a filter, diversity caps, exploration
+        attrs = self.catalog.get(snap) if self.catalog is not None and snap is not None and (
+            spec is not None or div is not None or tc.exploration_share > 0) else None
         # an erased user's batch vector is never served (None finds no model row): the user
         # is served as new until a model without them is current
-        batch_id = None if self.read.erased(caller.tenant, r.user_id) else r.user_id
-        answer = recommend(snap, profile, batch_id, r.k, set(r.exclude_item_ids), banned,
-                           partial(self.trending.ranked, caller.tenant) if self.trending else ())
-        if self.deltas is not None and snap is not None:
-            answer = self.deltas.merge_recommend(snap, answer, profile, r.k,
-                                                 set(r.exclude_item_ids), banned)
+        batch_id = None if r.user_id and self.read.erased(caller.tenant, r.user_id) \
+            else r.user_id
+        req = Request(batch_id, r.k, set(r.exclude_item_ids), context,
+                      self._eligibility(spec, caller.tenant, snap, attrs), div)
+        # trending is ranked only when no user vector answers (a lazy callable)
+        answer, reasons = compose(
+            snap, profile, req, banned,
+            partial(self.trending.ranked, caller.tenant) if self.trending else (),
+            self.deltas, attrs, tc)
         meta["source"] = _SOURCE_NAME[answer.source]
         child(SUPPRESSED, caller.tenant).inc(answer.suppressed)
         child(ANSWERED, caller.tenant).inc(len(answer.items))
         if answer.source != NEARLINE:
             child(FALLBACKS, caller.tenant, meta["source"]).inc()
+        because = None
+        if r.explain and answer.items and snap is not None:
+            b = decomposition(snap, profile, answer.vector, answer.source, answer.basis)
+            if b is not None:
+                delta = self.deltas.get(snap.tenant, snap.algorithm, snap.version) \
+                    if self.deltas is not None else None
+                because = explain_items(snap, delta, b, [i for i, _ in answer.items])
         return _scored(recommender_pb2.RecommendResponse(
             tenant=caller.tenant, algorithm=answer.algorithm, model_version=answer.version,
-            source=answer.source, reason=answer.reason), answer.items)
+            source=answer.source, reason=answer.reason), answer.items, reasons, because)
 
     def _similar(self, r, caller: Caller, meta: dict):
         self._check_k(r.k)
         self._check_id("item_id", r.item_id)
         self._check_excludes(r.exclude_item_ids)
+        spec = self._filter(r)
         snap = self._snapshot(caller.tenant, r.algorithm)
         if snap is None:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                "no model has been published for this tenant yet")
+        eligible = self._eligibility(spec, caller.tenant, snap)
         try:
             similar = self.deltas.similar if self.deltas is not None else similar_items
             items = similar(snap, r.item_id, r.k, set(r.exclude_item_ids),
-                            self.read.banned(caller.tenant))
+                            self.read.banned(caller.tenant), eligible)
         except UnknownItem:
             raise RequestError(grpc.StatusCode.NOT_FOUND,
                                f"item_id {r.item_id!r} is not in the tenant's model") from None
         return _scored(recommender_pb2.SimilarItemsResponse(
-            tenant=caller.tenant, algorithm=snap.algorithm, model_version=snap.version), items)
+            tenant=caller.tenant, algorithm=snap.algorithm, model_version=snap.version), items,
+            [SIMILAR] * len(items))
+
+    def _rank(self, r, caller: Caller, meta: dict):
+        context = self._check_context(r.context_item_ids, r.user_id)
+        ids = list(r.item_ids)
+        if not 1 <= len(ids) <= MAX_RANK_ITEMS:
+            raise RequestError(_BAD, f"item_ids must hold 1 to {MAX_RANK_ITEMS} ids, got "
+                                     f"{len(ids)}")
+        if any(not i or len(i.encode()) > self.cfg.server.max_id_bytes for i in ids):
+            raise RequestError(_BAD, "item_ids must be non-empty ids of at most "
+                                     f"{self.cfg.server.max_id_bytes} bytes")
+        if len(set(ids)) != len(ids):
+            raise RequestError(_BAD, "item_ids must be distinct")
+        if r.algorithm == "mf":
+            raise RequestError(_BAD, "algorithm must be als or bpr (or empty) for RankItems; "
+                                     "PredictRatings serves the explicit mf model")
+        spec = self._filter(r)
+        snap = self._snapshot(caller.tenant, r.algorithm)
+        if snap is None:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               "no model has been published for this tenant yet")
+        profile = self.read.profile(caller.tenant, r.user_id) if r.user_id else None
+        delta = self.deltas.get(snap.tenant, snap.algorithm, snap.version) \
+            if self.deltas is not None else None
+        batch_id = None if r.user_id and self.read.erased(caller.tenant, r.user_id) \
+            else r.user_id
+        ranking = rank_items(snap, profile, batch_id, context, ids,
+                             self.read.banned(caller.tenant),
+                             self._eligibility(spec, caller.tenant, snap), delta,
+                             partial(self.trending.ranked, caller.tenant) if self.trending
+                             else tuple)
+        meta["source"] = _SOURCE_NAME[ranking.source]
+        return _scored(recommender_pb2.RankItemsResponse(
+            tenant=caller.tenant, algorithm=snap.algorithm, model_version=snap.version,
+            source=ranking.source, unknown_item_ids=ranking.unknown), ranking.items,
+            ranking.reasons())
 
     def _profile(self, r, caller: Caller, meta: dict):
         if not caller.admin:
@@ -237,6 +315,39 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"algorithm {algorithm!r} has no model for this tenant")
         return snap
+
+    def _filter(self, r) -> FilterSpec | None:
+        """The request's ``filter``, checked (None: it restricts nothing)."""
+        if not r.HasField("filter"):
+            return None
+        try:
+            return parse_filter(r.filter, "filter", self.cfg.server.max_id_bytes)
+        except FilterError as e:
+            raise RequestError(_BAD, str(e)) from None
+
+    def _eligibility(self, spec: FilterSpec | None, tenant: str, snap: TenantSnapshot | None,
+                     attrs=None) -> Eligibility | None:
+        """``spec`` over ``snap``'s rows, from the served version's catalog attributes."""
+        if spec is None or self.catalog is None:
+            return None
+        if snap is None:  # no model yet: the trending answer is filtered by id
+            return eligibility(spec, self.catalog.without_model(tenant), {})
+        return eligibility(spec, attrs or self.catalog.get(snap), snap.item_row)
+
+    def _check_context(self, ids, user_id: str) -> list[str]:
+        """The session's items, checked; ``user_id`` is required without them."""
+        if not ids:
+            self._check_id("user_id", user_id)
+            return []
+        if user_id:
+            self._check_id("user_id", user_id)
+        if len(ids) > MAX_CONTEXT_ITEMS:
+            raise RequestError(_BAD, f"context_item_ids has {len(ids)} ids; at most "
+                                     f"{MAX_CONTEXT_ITEMS}")
+        if any(not i or len(i.encode()) > self.cfg.server.max_id_bytes for i in ids):
+            raise RequestError(_BAD, "context_item_ids must be non-empty ids of at most "
+                                     f"{self.cfg.server.max_id_bytes} bytes")
+        return list(ids)
 
     def _check_k(self, k: int) -> None:
         if not 1 <= k <= self.cfg.server.max_k:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys_stream.contracts.ann_index import ItemIndex
+from recsys_stream.contracts.confidence import ConfidenceSettings
 from recsys_stream.contracts.foldin import FoldInSolver, solver_for_model
 from recsys_stream.contracts.model_store import ModelArtifacts
 from recsys_stream.contracts.ridge import BiasedRidgeSolver
@@ -37,6 +38,8 @@ class TenantSnapshot:
     global_mean: float = 0.0
     ridge: BiasedRidgeSolver | None = None
     recency_half_life_days: float = 0.0
+    # the tenant's confidence model as trained (session context items count as clicks)
+    confidence: ConfidenceSettings | None = None
     # derived lookups memoised per snapshot by the request path (e.g. rows of the banned items)
     cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -68,7 +71,8 @@ class TenantSnapshot:
             popular_order=np.argsort(-art.popularity, kind="stable"),
             index=index,
             # lambda and its scaling by the user's item count (Spark models) from the manifest
-            solver=solver_for_model(art.item_factors, art.manifest, art.bias_column), **mf)
+            solver=solver_for_model(art.item_factors, art.manifest, art.bias_column),
+            confidence=art.confidence if "confidence" in art.manifest else None, **mf)
 
     @property
     def width(self) -> int:

@@ -111,6 +111,37 @@ def test_an_expired_deadline_is_answered_unworked_and_counted(service):
     ("SimilarItems", pb.SimilarItemsRequest(item_id="i", k=3, algorithm="ALS "), "algorithm"),
     ("SimilarItems", pb.SimilarItemsRequest(item_id="i", k=3, exclude_item_ids=[""]),
      "exclude_item_ids"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, filter=pb.Filter(
+        include_categories=["Horror", ""])), "filter.include_categories"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, filter=pb.Filter(
+        exclude_categories=["c"] * 101)), "filter.exclude_categories"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, filter=pb.Filter(
+        attributes={"": "x"})), "filter.attributes"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, filter=pb.Filter(
+        attributes={"lang": "x" * 300})), "filter.attributes"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, filter=pb.Filter(
+        created_after_ms=-1)), "filter.created_after_ms"),
+    ("SimilarItems", pb.SimilarItemsRequest(item_id="i", k=3, filter=pb.Filter(
+        include_categories=["x" * 300])), "filter.include_categories"),
+    ("Recommend", pb.RecommendRequest(k=3, context_item_ids=["a", ""]), "context_item_ids"),
+    ("Recommend", pb.RecommendRequest(k=3, context_item_ids=["a"] * 201), "context_item_ids"),
+    ("Recommend", pb.RecommendRequest(user_id="u" * 300, k=3, context_item_ids=["a"]),
+     "user_id"),
+    ("RankItems", pb.RankItemsRequest(item_ids=["a"]), "user_id"),
+    ("RankItems", pb.RankItemsRequest(user_id="u"), "item_ids"),
+    ("RankItems", pb.RankItemsRequest(user_id="u", item_ids=["a"] * 501), "item_ids"),
+    ("RankItems", pb.RankItemsRequest(user_id="u", item_ids=["a", "a"]), "item_ids"),
+    ("RankItems", pb.RankItemsRequest(user_id="u", item_ids=["a", ""]), "item_ids"),
+    ("RankItems", pb.RankItemsRequest(context_item_ids=[""], item_ids=["a"]),
+     "context_item_ids"),
+    ("RankItems", pb.RankItemsRequest(user_id="u", item_ids=["a"], algorithm="mf"),
+     "algorithm"),
+    ("RankItems", pb.RankItemsRequest(user_id="u", item_ids=["a"], filter=pb.Filter(
+        created_after_ms=-3)), "filter.created_after_ms"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, diversity=pb.Diversity(
+        max_per_category=-2)), "diversity.max_per_category"),
+    ("Recommend", pb.RecommendRequest(user_id="u", k=3, diversity=pb.Diversity(
+        mmr_lambda=-0.1)), "diversity.mmr_lambda"),
 ])
 def test_invalid_argument_names_the_field(service, method, request_, field):
     ctx = Context()

@@ -24,19 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recsys/v1/events.proto\x12\trecsys.v1\"\xc4\x01\n\x0bInteraction\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07item_id\x18\x04 \x01(\t\x12\"\n\x04type\x18\x05 \x01(\x0e\x32\x14.recsys.v1.EventType\x12\x12\n\x05value\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0ctimestamp_ms\x18\x07 \x01(\x03\x12\x19\n\x11recommendation_id\x18\x08 \x01(\tB\x08\n\x06_value\"g\n\x0b\x43\x61talogItem\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.recsys.v1.ItemState\x12\x12\n\nupdated_ms\x18\x04 \x01(\x03*\x9f\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04VIEW\x10\x01\x12\t\n\x05\x43LICK\x10\x02\x12\x0f\n\x0b\x41\x44\x44_TO_CART\x10\x03\x12\x0c\n\x08PURCHASE\x10\x04\x12\n\n\x06RATING\x10\x05\x12\x08\n\x04LIKE\x10\x06\x12\x08\n\x04HIDE\x10\x07\x12\x0b\n\x07\x44ISLIKE\x10\x08\x12\n\n\x06REPORT\x10\t\x12\t\n\x05\x45RASE\x10\n*O\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\r\n\tAVAILABLE\x10\x01\x12\n\n\x06\x42\x41NNED\x10\x02\x12\x0b\n\x07REMOVED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recsys/v1/events.proto\x12\trecsys.v1\"\xc4\x01\n\x0bInteraction\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07item_id\x18\x04 \x01(\t\x12\"\n\x04type\x18\x05 \x01(\x0e\x32\x14.recsys.v1.EventType\x12\x12\n\x05value\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0ctimestamp_ms\x18\x07 \x01(\x03\x12\x19\n\x11recommendation_id\x18\x08 \x01(\tB\x08\n\x06_value\"\xfe\x01\n\x0b\x43\x61talogItem\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.recsys.v1.ItemState\x12\x12\n\nupdated_ms\x18\x04 \x01(\x03\x12\x12\n\ncategories\x18\x05 \x03(\t\x12:\n\nattributes\x18\x06 \x03(\x0b\x32&.recsys.v1.CatalogItem.AttributesEntry\x12\x12\n\ncreated_ms\x18\x07 \x01(\x03\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x9f\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04VIEW\x10\x01\x12\t\n\x05\x43LICK\x10\x02\x12\x0f\n\x0b\x41\x44\x44_TO_CART\x10\x03\x12\x0c\n\x08PURCHASE\x10\x04\x12\n\n\x06RATING\x10\x05\x12\x08\n\x04LIKE\x10\x06\x12\x08\n\x04HIDE\x10\x07\x12\x0b\n\x07\x44ISLIKE\x10\x08\x12\n\n\x06REPORT\x10\t\x12\t\n\x05\x45RASE\x10\n*O\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\r\n\tAVAILABLE\x10\x01\x12\n\n\x06\x42\x41NNED\x10\x02\x12\x0b\n\x07REMOVED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=342
-  _globals['_EVENTTYPE']._serialized_end=501
-  _globals['_ITEMSTATE']._serialized_start=503
-  _globals['_ITEMSTATE']._serialized_end=582
+  _globals['_CATALOGITEM_ATTRIBUTESENTRY']._loaded_options = None
+  _globals['_CATALOGITEM_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_EVENTTYPE']._serialized_start=494
+  _globals['_EVENTTYPE']._serialized_end=653
+  _globals['_ITEMSTATE']._serialized_start=655
+  _globals['_ITEMSTATE']._serialized_end=734
   _globals['_INTERACTION']._serialized_start=38
   _globals['_INTERACTION']._serialized_end=234
-  _globals['_CATALOGITEM']._serialized_start=236
-  _globals['_CATALOGITEM']._serialized_end=339
+  _globals['_CATALOGITEM']._serialized_start=237
+  _globals['_CATALOGITEM']._serialized_end=491
+  _globals['_CATALOGITEM_ATTRIBUTESENTRY']._serialized_start=442
+  _globals['_CATALOGITEM_ATTRIBUTESENTRY']._serialized_end=491
 # @@protoc_insertion_point(module_scope)

@@ -25,37 +25,53 @@ _sym_db = _symbol_database.Default()
 from recsys_stream.contracts.pb import profiles_pb2 as recsys_dot_v1_dot_profiles__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brecsys/v1/recommender.proto\x12\trecsys.v1\x1a\x18recsys/v1/profiles.proto\"k\n\x10RecommendRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xa6\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.recsys.v1.Source\x12\x0e\n\x06reason\x18\x06 \x01(\t\"n\n\x13SimilarItemsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\"v\n\x14SimilarItemsResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\"4\n\x11GetProfileRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"J\n\x15PredictRatingsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\t\"A\n\x0fPredictedRating\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\x02\x12\r\n\x05known\x18\x03 \x01(\x08\"\xbc\x01\n\x16PredictRatingsResponse\x12+\n\x07ratings\x18\x01 \x03(\x0b\x32\x1a.recsys.v1.PredictedRating\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.recsys.v1.Source\x12\x18\n\x10unknown_item_ids\x18\x06 \x03(\t\"3\n\x10\x45raseUserRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"i\n\x11\x45raseUserResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x03*\x85\x01\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0c\n\x08NEARLINE\x10\x01\x12\t\n\x05\x42\x41TCH\x10\x02\x12\x13\n\x0fPROFILE_FOLD_IN\x10\x03\x12\x0e\n\nPOPULARITY\x10\x04\x12\t\n\x05\x45MPTY\x10\x05\x12\x0c\n\x08TRENDING\x10\x06\x12\x0c\n\x08\x42\x41SELINE\x10\x07\x32\x89\x03\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.recsys.v1.RecommendRequest\x1a\x1c.recsys.v1.RecommendResponse\x12O\n\x0cSimilarItems\x12\x1e.recsys.v1.SimilarItemsRequest\x1a\x1f.recsys.v1.SimilarItemsResponse\x12\x42\n\nGetProfile\x12\x1c.recsys.v1.GetProfileRequest\x1a\x16.recsys.v1.UserProfile\x12U\n\x0ePredictRatings\x12 .recsys.v1.PredictRatingsRequest\x1a!.recsys.v1.PredictRatingsResponse\x12\x46\n\tEraseUser\x12\x1b.recsys.v1.EraseUserRequest\x1a\x1c.recsys.v1.EraseUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brecsys/v1/recommender.proto\x12\trecsys.v1\x1a\x18recsys/v1/profiles.proto\"\xe2\x01\n\x10RecommendRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12!\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x11.recsys.v1.Filter\x12\x18\n\x10\x63ontext_item_ids\x18\x07 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x08 \x01(\x08\x12\'\n\tdiversity\x18\t \x01(\x0b\x32\x14.recsys.v1.Diversity\"9\n\tDiversity\x12\x18\n\x10max_per_category\x18\x01 \x01(\x05\x12\x12\n\nmmr_lambda\x18\x02 \x01(\x02\"\xc4\x01\n\x06\x46ilter\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x35\n\nattributes\x18\x03 \x03(\x0b\x32!.recsys.v1.Filter.AttributesEntry\x12\x18\n\x10\x63reated_after_ms\x18\x04 \x01(\x03\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfe\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12,\n\x06reason\x18\x03 \x01(\x0e\x32\x1c.recsys.v1.ScoredItem.Reason\x12#\n\x07\x62\x65\x63\x61use\x18\x04 \x03(\x0b\x32\x12.recsys.v1.Because\"}\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0cPERSONALIZED\x10\x01\x12\x0f\n\x0b\x45XPLORATION\x10\x02\x12\x0b\n\x07POPULAR\x10\x03\x12\x0c\n\x08TRENDING\x10\x04\x12\x0b\n\x07SIMILAR\x10\x05\x12\x10\n\x0cUNKNOWN_ITEM\x10\x06\"0\n\x07\x42\x65\x63\x61use\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x02\"\xa6\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.recsys.v1.Source\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\x91\x01\n\x13SimilarItemsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12!\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x11.recsys.v1.Filter\"v\n\x14SimilarItemsResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\"\x95\x01\n\x10RankItemsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x18\n\x10\x63ontext_item_ids\x18\x03 \x03(\t\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12!\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x11.recsys.v1.Filter\x12\x11\n\talgorithm\x18\x06 \x01(\t\"\xc0\x01\n\x11RankItemsResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recsys.v1.ScoredItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.recsys.v1.Source\x12\x18\n\x10unknown_item_ids\x18\x06 \x03(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"4\n\x11GetProfileRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"J\n\x15PredictRatingsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\t\"A\n\x0fPredictedRating\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\x02\x12\r\n\x05known\x18\x03 \x01(\x08\"\xbc\x01\n\x16PredictRatingsResponse\x12+\n\x07ratings\x18\x01 \x03(\x0b\x32\x1a.recsys.v1.PredictedRating\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.recsys.v1.Source\x12\x18\n\x10unknown_item_ids\x18\x06 \x03(\t\"3\n\x10\x45raseUserRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"i\n\x11\x45raseUserResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x03*\x92\x01\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0c\n\x08NEARLINE\x10\x01\x12\t\n\x05\x42\x41TCH\x10\x02\x12\x13\n\x0fPROFILE_FOLD_IN\x10\x03\x12\x0e\n\nPOPULARITY\x10\x04\x12\t\n\x05\x45MPTY\x10\x05\x12\x0c\n\x08TRENDING\x10\x06\x12\x0c\n\x08\x42\x41SELINE\x10\x07\x12\x0b\n\x07SESSION\x10\x08\x32\xd1\x03\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.recsys.v1.RecommendRequest\x1a\x1c.recsys.v1.RecommendResponse\x12O\n\x0cSimilarItems\x12\x1e.recsys.v1.SimilarItemsRequest\x1a\x1f.recsys.v1.SimilarItemsResponse\x12\x46\n\tRankItems\x12\x1b.recsys.v1.RankItemsRequest\x1a\x1c.recsys.v1.RankItemsResponse\x12\x42\n\nGetProfile\x12\x1c.recsys.v1.GetProfileRequest\x1a\x16.recsys.v1.UserProfile\x12U\n\x0ePredictRatings\x12 .recsys.v1.PredictRatingsRequest\x1a!.recsys.v1.PredictRatingsResponse\x12\x46\n\tEraseUser\x12\x1b.recsys.v1.EraseUserRequest\x1a\x1c.recsys.v1.EraseUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.v1.recommender_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SOURCE']._serialized_start=1173
-  _globals['_SOURCE']._serialized_end=1306
-  _globals['_RECOMMENDREQUEST']._serialized_start=68
-  _globals['_RECOMMENDREQUEST']._serialized_end=175
-  _globals['_SCOREDITEM']._serialized_start=177
-  _globals['_SCOREDITEM']._serialized_end=221
-  _globals['_RECOMMENDRESPONSE']._serialized_start=224
-  _globals['_RECOMMENDRESPONSE']._serialized_end=390
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=392
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=502
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=504
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=622
-  _globals['_GETPROFILEREQUEST']._serialized_start=624
-  _globals['_GETPROFILEREQUEST']._serialized_end=676
-  _globals['_PREDICTRATINGSREQUEST']._serialized_start=678
-  _globals['_PREDICTRATINGSREQUEST']._serialized_end=752
-  _globals['_PREDICTEDRATING']._serialized_start=754
-  _globals['_PREDICTEDRATING']._serialized_end=819
-  _globals['_PREDICTRATINGSRESPONSE']._serialized_start=822
-  _globals['_PREDICTRATINGSRESPONSE']._serialized_end=1010
-  _globals['_ERASEUSERREQUEST']._serialized_start=1012
-  _globals['_ERASEUSERREQUEST']._serialized_end=1063
-  _globals['_ERASEUSERRESPONSE']._serialized_start=1065
-  _globals['_ERASEUSERRESPONSE']._serialized_end=1170
-  _globals['_RECOMMENDER']._serialized_start=1309
-  _globals['_RECOMMENDER']._serialized_end=1702
+  _globals['_FILTER_ATTRIBUTESENTRY']._loaded_options = None
+  _globals['_FILTER_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_SOURCE']._serialized_start=2195
+  _globals['_SOURCE']._serialized_end=2341
+  _globals['_RECOMMENDREQUEST']._serialized_start=69
+  _globals['_RECOMMENDREQUEST']._serialized_end=295
+  _globals['_DIVERSITY']._serialized_start=297
+  _globals['_DIVERSITY']._serialized_end=354
+  _globals['_FILTER']._serialized_start=357
+  _globals['_FILTER']._serialized_end=553
+  _globals['_FILTER_ATTRIBUTESENTRY']._serialized_start=504
+  _globals['_FILTER_ATTRIBUTESENTRY']._serialized_end=553
+  _globals['_SCOREDITEM']._serialized_start=556
+  _globals['_SCOREDITEM']._serialized_end=810
+  _globals['_SCOREDITEM_REASON']._serialized_start=685
+  _globals['_SCOREDITEM_REASON']._serialized_end=810
+  _globals['_BECAUSE']._serialized_start=812
+  _globals['_BECAUSE']._serialized_end=860
+  _globals['_RECOMMENDRESPONSE']._serialized_start=863
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1029
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=1032
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=1177
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1179
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1297
+  _globals['_RANKITEMSREQUEST']._serialized_start=1300
+  _globals['_RANKITEMSREQUEST']._serialized_end=1449
+  _globals['_RANKITEMSRESPONSE']._serialized_start=1452
+  _globals['_RANKITEMSRESPONSE']._serialized_end=1644
+  _globals['_GETPROFILEREQUEST']._serialized_start=1646
+  _globals['_GETPROFILEREQUEST']._serialized_end=1698
+  _globals['_PREDICTRATINGSREQUEST']._serialized_start=1700
+  _globals['_PREDICTRATINGSREQUEST']._serialized_end=1774
+  _globals['_PREDICTEDRATING']._serialized_start=1776
+  _globals['_PREDICTEDRATING']._serialized_end=1841
+  _globals['_PREDICTRATINGSRESPONSE']._serialized_start=1844
+  _globals['_PREDICTRATINGSRESPONSE']._serialized_end=2032
+  _globals['_ERASEUSERREQUEST']._serialized_start=2034
+  _globals['_ERASEUSERREQUEST']._serialized_end=2085
+  _globals['_ERASEUSERRESPONSE']._serialized_start=2087
+  _globals['_ERASEUSERRESPONSE']._serialized_end=2192
+  _globals['_RECOMMENDER']._serialized_start=2344
+  _globals['_RECOMMENDER']._serialized_end=2809
 # @@protoc_insertion_point(module_scope)

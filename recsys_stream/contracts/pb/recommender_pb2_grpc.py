@@ -45,6 +45,11 @@ class RecommenderStub:
                 request_serializer=recsys_dot_v1_dot_recommender__pb2.SimilarItemsRequest.SerializeToString,
                 response_deserializer=recsys_dot_v1_dot_recommender__pb2.SimilarItemsResponse.FromString,
                 _registered_method=True)
+        self.RankItems = channel.unary_unary(
+                '/recsys.v1.Recommender/RankItems',
+                request_serializer=recsys_dot_v1_dot_recommender__pb2.RankItemsRequest.SerializeToString,
+                response_deserializer=recsys_dot_v1_dot_recommender__pb2.RankItemsResponse.FromString,
+                _registered_method=True)
         self.GetProfile = channel.unary_unary(
                 '/recsys.v1.Recommender/GetProfile',
                 request_serializer=recsys_dot_v1_dot_recommender__pb2.GetProfileRequest.SerializeToString,
@@ -74,6 +79,13 @@ class RecommenderServicer:
 
     def SimilarItems(self, request, context):
         """Items whose factors are closest (cosine) to an item's, through the tenant's index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RankItems(self, request, context):
+        """The given items (1..500) ordered by a user's or a session's score.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,6 +127,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.SimilarItems,
                     request_deserializer=recsys_dot_v1_dot_recommender__pb2.SimilarItemsRequest.FromString,
                     response_serializer=recsys_dot_v1_dot_recommender__pb2.SimilarItemsResponse.SerializeToString,
+            ),
+            'RankItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.RankItems,
+                    request_deserializer=recsys_dot_v1_dot_recommender__pb2.RankItemsRequest.FromString,
+                    response_serializer=recsys_dot_v1_dot_recommender__pb2.RankItemsResponse.SerializeToString,
             ),
             'GetProfile': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProfile,
@@ -186,6 +203,33 @@ class Recommender:
             '/recsys.v1.Recommender/SimilarItems',
             recsys_dot_v1_dot_recommender__pb2.SimilarItemsRequest.SerializeToString,
             recsys_dot_v1_dot_recommender__pb2.SimilarItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RankItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.Recommender/RankItems',
+            recsys_dot_v1_dot_recommender__pb2.RankItemsRequest.SerializeToString,
+            recsys_dot_v1_dot_recommender__pb2.RankItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class UserState(_message.Message):
-    __slots__ = ("tenant", "user_id", "item_ids", "strengths", "item_last_seen_ms", "suppressed_item_ids", "last_event_ms", "input_partition", "applied_offset", "recent_event_ids", "event_count", "item_first_seen_ms", "rated_item_ids", "ratings", "rating_ms")
+    __slots__ = ("tenant", "user_id", "item_ids", "strengths", "item_last_seen_ms", "suppressed_item_ids", "last_event_ms", "input_partition", "applied_offset", "recent_event_ids", "event_count", "item_first_seen_ms", "rated_item_ids", "ratings", "rating_ms", "item_ids_nul", "strengths_f64", "last_seen_ms_i64", "first_seen_ms_i64", "recent_event_ids_nul", "suppressed_item_ids_nul", "rated_item_ids_nul", "ratings_f64", "rating_ms_i64")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,15 @@ class UserState(_message.Message):
     RATED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     RATINGS_FIELD_NUMBER: _ClassVar[int]
     RATING_MS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_NUL_FIELD_NUMBER: _ClassVar[int]
+    STRENGTHS_F64_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_MS_I64_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_MS_I64_FIELD_NUMBER: _ClassVar[int]
+    RECENT_EVENT_IDS_NUL_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_ITEM_IDS_NUL_FIELD_NUMBER: _ClassVar[int]
+    RATED_ITEM_IDS_NUL_FIELD_NUMBER: _ClassVar[int]
+    RATINGS_F64_FIELD_NUMBER: _ClassVar[int]
+    RATING_MS_I64_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     user_id: str
     item_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -38,4 +47,13 @@ class UserState(_message.Message):
     rated_item_ids: _containers.RepeatedScalarFieldContainer[str]
     ratings: _containers.RepeatedScalarFieldContainer[float]
     rating_ms: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., strengths: _Optional[_Iterable[float]] = ..., item_last_seen_ms: _Optional[_Iterable[int]] = ..., suppressed_item_ids: _Optional[_Iterable[str]] = ..., last_event_ms: _Optional[int] = ..., input_partition: _Optional[int] = ..., applied_offset: _Optional[int] = ..., recent_event_ids: _Optional[_Iterable[str]] = ..., event_count: _Optional[int] = ..., item_first_seen_ms: _Optional[_Iterable[int]] = ..., rated_item_ids: _Optional[_Iterable[str]] = ..., ratings: _Optional[_Iterable[float]] = ..., rating_ms: _Optional[_Iterable[int]] = ...) -> None: ...
+    item_ids_nul: bytes
+    strengths_f64: bytes
+    last_seen_ms_i64: bytes
+    first_seen_ms_i64: bytes
+    recent_event_ids_nul: bytes
+    suppressed_item_ids_nul: bytes
+    rated_item_ids_nul: bytes
+    ratings_f64: bytes
+    rating_ms_i64: bytes
+    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., strengths: _Optional[_Iterable[float]] = ..., item_last_seen_ms: _Optional[_Iterable[int]] = ..., suppressed_item_ids: _Optional[_Iterable[str]] = ..., last_event_ms: _Optional[int] = ..., input_partition: _Optional[int] = ..., applied_offset: _Optional[int] = ..., recent_event_ids: _Optional[_Iterable[str]] = ..., event_count: _Optional[int] = ..., item_first_seen_ms: _Optional[_Iterable[int]] = ..., rated_item_ids: _Optional[_Iterable[str]] = ..., ratings: _Optional[_Iterable[float]] = ..., rating_ms: _Optional[_Iterable[int]] = ..., item_ids_nul: _Optional[bytes] = ..., strengths_f64: _Optional[bytes] = ..., last_seen_ms_i64: _Optional[bytes] = ..., first_seen_ms_i64: _Optional[bytes] = ..., recent_event_ids_nul: _Optional[bytes] = ..., suppressed_item_ids_nul: _Optional[bytes] = ..., rated_item_ids_nul: _Optional[bytes] = ..., ratings_f64: _Optional[bytes] = ..., rating_ms_i64: _Optional[bytes] = ...) -> None: ...
