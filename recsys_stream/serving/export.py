@@ -14,7 +14,7 @@ bytes and sha256. :func:`verify` re-reads the directory against it, so a shard c
 missing, or altered) is detected before anything is sent.
 
 It lives in ``serving`` because it *is* an answer of ``Recommend``, precomputed: the user's
-vector is chosen by the same chain (:func:`recsys_stream.serving.recommend._user_vector`: the
+vector is chosen by the same chain (:func:`recsys_stream.serving.recommend.user_vector`: the
 profile's nearline vector of this very version, else the user's batch row, else the fold-in of
 the profile's items; else the model's popularity), and scored against the same item factors.
 
@@ -27,7 +27,9 @@ the profile holds the user's training items, as the worker's profile does):
   and the model rows its nearline vector was solved with (``suppressed_rows``);
 - the tenant's banned or removed catalog items (the ``catalog`` topic), for every user.
 
-Not included, unlike a live ``Recommend``: items launched after the version (``item-vectors``,
+Users erased on ``profiles`` (a tombstone) are not exported at all (``erased_skipped`` in the
+manifest): the server serves them as new users, a mailing sends them nothing. Not included,
+unlike a live ``Recommend``: items launched after the version (``item-vectors``,
 merged by ``serving.item_delta`` at request time), and trending (a user with no vector gets the
 model's popularity, which is ``Recommend``'s own fallback when nothing trends).
 
@@ -56,7 +58,7 @@ from tqdm import tqdm
 from recsys_stream.contracts.ann_index import _query
 from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.contracts.pb import profiles_pb2, recommender_pb2
-from recsys_stream.serving.recommend import _user_vector
+from recsys_stream.serving.recommend import user_vector
 from recsys_stream.serving.snapshots import TenantSnapshot
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class Suppression:
 
     seen: sp.csr_matrix | None = None
     profiles: dict[str, profiles_pb2.UserProfile] = field(default_factory=dict)
+    erased: set[str] = field(default_factory=set)  # tombstoned on ``profiles``: not exported
     banned: frozenset[str] = frozenset()
     applied: list[str] = field(default_factory=list)
 
@@ -108,20 +111,24 @@ def seen_matrix(snap: TenantSnapshot, histories: dict) -> sp.csr_matrix:
                          shape=(n_users, n_items))
 
 
-def read_profiles(cfg, tenant: str, timeout_s: float = 60.0) -> dict[str, profiles_pb2.UserProfile]:
-    """The tenant's latest profile per user, read from the compacted ``profiles`` topic."""
+def read_profiles(cfg, tenant: str, timeout_s: float = 60.0
+                  ) -> tuple[dict[str, profiles_pb2.UserProfile], set[str]]:
+    """The tenant's latest profile per user from the compacted ``profiles`` topic, and the
+    users erased there (a tombstone; the server marks them erased for good, as here)."""
     from recsys_stream.contracts.keys import split_key
     from recsys_stream.kafka import read_to_end
     out: dict[str, profiles_pb2.UserProfile] = {}
+    erased: set[str] = set()
     for m in read_to_end(cfg, cfg.topics.profiles, timeout_s=timeout_s):
         t, user = split_key(m.key())
         if t != tenant:
             continue
-        if m.value() is None:  # tombstone: the profile was erased
+        if m.value() is None:  # tombstone: the worker erased the user
             out.pop(user, None)
+            erased.add(user)
         else:
             out[user] = profiles_pb2.UserProfile.FromString(m.value())
-    return out
+    return out, erased
 
 
 def read_banned(cfg, tenant: str, timeout_s: float = 60.0) -> frozenset[str]:
@@ -162,7 +169,7 @@ def _block_vectors(snap: TenantSnapshot, users: Sequence[str], sup: Suppression)
                 X[j] = snap.user_factors[r]
                 sources[j] = recommender_pb2.BATCH
                 continue
-        x, src, vector_rows = _user_vector(snap, profile, u)
+        x, src, vector_rows, _ = user_vector(snap, profile, u)
         if x is not None:
             X[j] = x
             sources[j] = src
@@ -440,6 +447,9 @@ def export(snap: TenantSnapshot, out: str | os.PathLike, k: int,
     out.mkdir(parents=True, exist_ok=True)
     sup = sup or Suppression()
     users = list(snap.user_row) if users is None else list(dict.fromkeys(users))
+    n_asked = len(users)
+    if sup.erased:  # an erased user is sent nothing (the right to be forgotten)
+        users = [u for u in users if u not in sup.erased]
     banned_rows = np.fromiter(sorted(snap.item_row[i] for i in sup.banned if i in snap.item_row),
                               np.int64)
     block = block_users or max(1, min(4096, BLOCK_VALUES // max(1, len(snap.item_ids))))
@@ -461,6 +471,7 @@ def export(snap: TenantSnapshot, out: str | os.PathLike, k: int,
     manifest = {"tenant": snap.tenant, "algorithm": snap.algorithm,
                 "model_version": snap.version, "k": k, "format": fmt, "mode": mode,
                 "generated_at": generated_at, "users": len(users),
+                "erased_skipped": n_asked - len(users),
                 "items": sum(s["items"] for s in writer.shards), "sources": sources,
                 "suppression": sup.applied + (["catalog bans"] if sup.banned else []),
                 "seconds": round(time.perf_counter() - t0, 3), "shards": writer.shards}
@@ -549,8 +560,9 @@ def run_export(cfg, tenant: str, k: int, out: str, algorithm: str | None = None,
                            (f"events file {events_file}" if events_file else
                             "state changelog") + ")")
     if broker:
-        sup.profiles = read_profiles(cfg, tenant)
-        sup.applied.append(f"profiles ({len(sup.profiles)} read)")
+        sup.profiles, sup.erased = read_profiles(cfg, tenant)
+        sup.applied.append(f"profiles ({len(sup.profiles)} read, {len(sup.erased)} erased "
+                           "users not exported)")
         sup.banned = read_banned(cfg, tenant)
     users = None
     if users_file:

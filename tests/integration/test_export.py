@@ -64,6 +64,7 @@ def test_export_equals_recommend_and_suppresses(cfg, tmp_path):
         if u == "u3":  # a nearline vector of this version answers before the batch row
             p.vectors.add(algorithm="als", model_version=version, values=[1.0] * WIDTH)
         prod.produce(cfg.topics.profiles, key=make_key("acme", u), value=p.SerializeToString())
+    prod.produce(cfg.topics.profiles, key=make_key("acme", "u7"), value=None)  # erased
     banned = ["it0", "it1", "it2"]
     for i in banned:
         prod.produce(cfg.topics.catalog, key=make_key("acme", i), value=events_pb2.CatalogItem(
@@ -71,11 +72,12 @@ def test_export_equals_recommend_and_suppresses(cfg, tmp_path):
     assert prod.flush(10) == 0
 
     m = run_export(cfg, "acme", 10, str(tmp_path / "out"), events_file=str(events))
-    assert m["users"] == N_USERS and m["model_version"] == version
-    assert m["sources"] == {"BATCH": N_USERS - 1, "NEARLINE": 1}
+    assert m["users"] == N_USERS - 1 and m["erased_skipped"] == 1
+    assert m["model_version"] == version
+    assert m["sources"] == {"BATCH": N_USERS - 2, "NEARLINE": 1}
     assert verify(tmp_path / "out") == []
     records = {r["user_id"]: r for r in iter_records(tmp_path / "out")}
-    assert set(records) == set(seen)
+    assert set(records) == set(seen) - {"u7"}  # an erased user is sent nothing
     for u, r in records.items():
         got = {i["item_id"] for i in r["items"]}
         assert len(got) == 10 and r["model_version"] == version
@@ -93,7 +95,7 @@ def test_export_equals_recommend_and_suppresses(cfg, tmp_path):
                    what="u3's profile on the server")
         wait_until(lambda: not {i.item_id for i in client.recommend("u0", k=140).items}
                    & set(banned), 30, what="the server's catalog bans")
-        for u in ["u1", "u2", "u3", *rnd.sample(sorted(seen), 20)]:
+        for u in ["u1", "u2", "u3", *rnd.sample(sorted(set(seen) - {"u7"}), 20)]:
             a = client.recommend(u, k=10)
             assert a.model_version == version
             want = [(i.item_id, i.score) for i in a.items]
