@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from recsys_stream.contracts.confidence import DEFAULT_WEIGHTS, ConfidenceSettings
+from recsys_stream.contracts.experiments import parse_experiments
 from recsys_stream.contracts.topics import Topics
 from recsys_stream.credentials import resolve
 
@@ -110,8 +111,10 @@ class TenantConfig:
                                    # the user's latest answer holding the item served this recently
     click_types: tuple[str, ...] = ("click",)  # online: event types counted as clicks
     conversion_types: tuple[str, ...] = ("add_to_cart", "purchase")  # ... and as conversions
+    experiments: tuple = ()        # [[tenants.T.experiments]]: name and arms (contracts.experiments)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "experiments", parse_experiments(self.experiments))
         if self.engine not in ("", *ENGINES):
             raise ValueError(f"config tenant engine must be one of {ENGINES}, got {self.engine!r}")
         unknown = set(self.pin) - set(PIN_KEYS)
@@ -241,6 +244,9 @@ class ServerConfig:
     tls_key: str = ""                 # PEM private key of tls_cert
     tls_client_ca: str = ""           # PEM CA bundle: clients must present a certificate it signed
                                       # (mutual TLS); "" = no client certificate asked
+    served_log: bool = True           # every answer onto `recommendations` (the online stage's input)
+    served_log_capacity: int = 10_000  # answers queued for the producer; past it they are dropped
+                                      # (counted), never blocking a request
 
     def __post_init__(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -9,9 +9,9 @@ of one tenant split users independently of each other (the experiment's name is 
 Config (per tenant, an array of tables)::
 
     [[tenants.acme.experiments]]
-    name = "als-vs-popularity"
+    name = "bpr-vs-als"
     arms = [{ name = "control", share = 0.5 },
-            { name = "popularity", share = 0.5, algorithm = "popularity" }]
+            { name = "bpr", share = 0.5, algorithm = "bpr" }]
 
 The first arm is the control the report compares every other arm with. Shares are fractions of
 all users; the buckets past the last arm's range are not in the experiment.
@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 BUCKETS = 10_000
 # what an arm may change (the server applies it; an empty value leaves the tenant's setting)
-ARM_KEYS = ("name", "share", "algorithm", "version", "exploration_share", "max_per_category",
-            "mmr_lambda")
+# (a pinned model version per arm is not served yet: the server holds each algorithm's current
+# version only)
+ARM_KEYS = ("name", "share", "algorithm", "exploration_share", "max_per_category", "mmr_lambda")
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,7 @@ class Arm:
     share : float
         Fraction of all users (0 < share <= 1).
     algorithm : str
-        Served algorithm ("als", "bpr", "mf", or "popularity"); "" = the tenant's default.
-    version : int
-        A pinned model version of that algorithm; 0 = the current one.
+        Served algorithm ("als" or "bpr"); "" = the tenant's default.
     exploration_share, mmr_lambda : float, optional
     max_per_category : int, optional
         Overrides of the tenant's exploration share and the request's diversity; None = as is.
@@ -50,7 +49,6 @@ class Arm:
     name: str
     share: float
     algorithm: str = ""
-    version: int = 0
     exploration_share: float | None = None
     max_per_category: int | None = None
     mmr_lambda: float | None = None
@@ -73,6 +71,9 @@ class Experiment:
         if len(set(names)) != len(names) or not all(names):
             raise ValueError(f"{where}: arm names must be unique and non-empty, got {names}")
         for a in self.arms:
+            if a.algorithm not in ("", "als", "bpr"):
+                raise ValueError(f"{where} arm {a.name!r}: algorithm must be als or bpr (or "
+                                 f"empty), got {a.algorithm!r}")
             if not 0 < a.share <= 1:
                 raise ValueError(f"{where} arm {a.name!r}: share must be in (0, 1], "
                                  f"got {a.share}")

@@ -114,8 +114,9 @@ class OnlineStage:
             RECORDS.labels("undecodable").inc()
             return
         tc = self.cfg.tenants.get(slate.tenant)
-        key = make_key(slate.tenant, slate.user_id) if slate.user_id else None
-        if tc is None or key is None or key != m.key():
+        # an answer with no user or session (SimilarItems) is logged under its own id
+        key = make_key(slate.tenant, slate.user_id or slate.recommendation_id)
+        if tc is None or not slate.recommendation_id or key != m.key():
             RECORDS.labels("invalid").inc()  # the server writes these: a bug, not input
             return
         st = states.setdefault(key, UserAttribution())

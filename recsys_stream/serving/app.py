@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from recsys_stream.config import Config
 from recsys_stream.contracts.pb import recommender_pb2
 from recsys_stream.follow import ModelFollower
-from recsys_stream.kafka import BrokerWatch, ensure_topics
+from recsys_stream.kafka import BrokerWatch, ensure_topics, producer
 from recsys_stream.observability import serve_metrics
 from recsys_stream.serving.catalog_index import CatalogIndex
 from recsys_stream.serving.item_delta import ItemDeltas
@@ -23,6 +23,7 @@ from recsys_stream.serving.handlers import add_to_server
 from recsys_stream.serving.metrics import MODEL_CREATED, MODEL_VERSION, REJECTIONS, SWAPS
 from recsys_stream.serving.profile_store import ProfileWriter, readers_dir
 from recsys_stream.serving.read_models import ReadModels
+from recsys_stream.serving.served_log import ServedLog
 from recsys_stream.serving.service import RecommenderService
 from recsys_stream.serving.snapshots import TenantSnapshot
 from recsys_stream.serving.tls import server_credentials, warn_if_exposed
@@ -63,6 +64,10 @@ class Server:
         # connections between them (gRPC Python serves from one core per process)
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         self.port = 0
+        # every answer onto `recommendations` for the online stage, off the request path
+        self.served_log = ServedLog(
+            cfg.topics.recommendations, lambda: producer(cfg),
+            cfg.server.served_log_capacity) if cfg.server.served_log else None
 
     def _swapped(self, tenant: str, algorithm: str, snap: TenantSnapshot) -> None:
         _swapped(tenant, algorithm, snap)
@@ -84,9 +89,11 @@ class Server:
         await loop.run_in_executor(None, self.trending.start)
         await loop.run_in_executor(None, self.deltas.start)
         self.catalog.start()
+        if self.served_log is not None:
+            self.served_log.start()
         # bodies parsed by the service: one that does not parse is INVALID_ARGUMENT, not UNKNOWN
         add_to_server(RecommenderService(self.cfg, self.models, self.read, self.trending,
-                                         self.deltas, self.catalog), self.grpc)
+                                         self.deltas, self.catalog, self.served_log), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -122,6 +129,8 @@ class Server:
         self.trending.stop()
         self.deltas.stop()
         self.catalog.stop()
+        if self.served_log is not None:
+            await asyncio.to_thread(self.served_log.stop)
 
 
 def run_server(cfg: Config, stop: threading.Event | None = None,

@@ -40,6 +40,14 @@ RECOMMEND_ANSWERS = Counter("recsys_server_recommend_answers_total",
                             ["tenant"])
 
 
+# The served log (serving.served_log): answers onto `recommendations` for the online stage
+SERVED_LOGGED = Counter("recsys_served_log_total",
+                        "Answers handed to the producer of the recommendations topic", ["tenant"])
+SERVED_DROPPED = Counter("recsys_served_log_dropped_total",
+                         "Answers not logged, never failing the request: the queue was full or "
+                         "the producer's buffer (the broker away)", ["tenant", "why"])
+
+
 @lru_cache(maxsize=4096)
 def child(metric, *values: str):
     """``metric.labels(*values)``, memoised: the request path's label sets are few and fixed

@@ -20,6 +20,7 @@ import grpc
 from recsys_stream.config import Config
 from recsys_stream.contracts.pb import recommender_pb2, recommender_pb2_grpc
 from recsys_stream.follow import ModelFollower
+from recsys_stream.serving import arms
 from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
 from recsys_stream.serving.catalog_index import CatalogIndex
 from recsys_stream.serving.filters import Eligibility, FilterError, FilterSpec, eligibility, \
@@ -34,6 +35,7 @@ from recsys_stream.serving.read_models import ReadModels
 from recsys_stream.serving.diversity import DiversityError, parse_diversity
 from recsys_stream.serving.explain import decomposition, explain_items
 from recsys_stream.serving.recommend import NEARLINE, SIMILAR, UnknownItem, similar_items
+from recsys_stream.serving.served_log import ServedLog, new_recommendation_id, slate_of
 from recsys_stream.serving.session import MAX_CONTEXT_ITEMS
 from recsys_stream.serving.slate import Request, compose
 from recsys_stream.serving.snapshots import TenantSnapshot
@@ -44,6 +46,7 @@ ALGORITHMS = ("", "als", "bpr", "mf")
 MAX_PREDICT_ITEMS = 1000
 _BAD = grpc.StatusCode.INVALID_ARGUMENT
 _SOURCE_NAME = {v.number: v.name for v in recommender_pb2.Source.DESCRIPTOR.values}
+_ANSWERS = ("Recommend", "SimilarItems", "RankItems")  # answers with an id, logged
 
 
 def _scored(response, items, reasons=None, because=None):
@@ -71,8 +74,10 @@ class RequestError(Exception):
 class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
     def __init__(self, cfg: Config, models: ModelFollower[TenantSnapshot], read: ReadModels,
                  trending: Trending | None = None, deltas: ItemDeltas | None = None,
-                 catalog: CatalogIndex | None = None) -> None:
+                 catalog: CatalogIndex | None = None,
+                 served_log: ServedLog | None = None) -> None:
         self.cfg, self.models, self.read, self.trending = cfg, models, read, trending
+        self.served_log = served_log  # answers onto `recommendations` (None: not logged)
         self.deltas = deltas  # new items of each snapshot's version (serving.item_delta)
         self.catalog = catalog  # categories and attributes per served version (filters)
         self.keys = KeyRing(cfg)
@@ -161,10 +166,16 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
                 div = parse_diversity(r.diversity, "diversity")
             except DiversityError as e:
                 raise RequestError(_BAD, str(e)) from None
-        snap = self._snapshot(caller.tenant, r.algorithm)
+        tc = self.cfg.tenant(caller.tenant)
+        if r.session_id:
+            self._check_id("session_id", r.session_id)
+        unit = r.user_id or r.session_id
+        arm = self._arm(tc, unit, meta)
+        div = arms.diversity(arm, div)
+        tc = arms.tenant_settings(arm, tc)
+        snap = self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm))
         profile = self.read.profile(caller.tenant, r.user_id) if r.user_id else None
         banned = self.read.banned(caller.tenant)
-        tc = self.cfg.tenant(caller.tenant)
         # the catalog's attributes of this version: for a filter, diversity caps, exploration
         attrs = self.catalog.get(snap) if self.catalog is not None and snap is not None and (
             spec is not None or div is not None or tc.exploration_share > 0) else None
@@ -193,7 +204,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
                 because = explain_items(snap, delta, b, [i for i, _ in answer.items])
         return _scored(recommender_pb2.RecommendResponse(
             tenant=caller.tenant, algorithm=answer.algorithm, model_version=answer.version,
-            source=answer.source, reason=answer.reason), answer.items, reasons, because)
+            source=answer.source, reason=answer.reason, experiment=arm.experiment,
+            arm=arm.arm), answer.items, reasons, because)
 
     def _similar(self, r, caller: Caller, meta: dict):
         self._check_k(r.k)
@@ -231,7 +243,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             raise RequestError(_BAD, "algorithm must be als or bpr (or empty) for RankItems; "
                                      "PredictRatings serves the explicit mf model")
         spec = self._filter(r)
-        snap = self._snapshot(caller.tenant, r.algorithm)
+        if r.session_id:
+            self._check_id("session_id", r.session_id)
+        arm = self._arm(self.cfg.tenant(caller.tenant), r.user_id or r.session_id, meta)
+        snap = self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm))
         if snap is None:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                "no model has been published for this tenant yet")
@@ -248,8 +263,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         meta["source"] = _SOURCE_NAME[ranking.source]
         return _scored(recommender_pb2.RankItemsResponse(
             tenant=caller.tenant, algorithm=snap.algorithm, model_version=snap.version,
-            source=ranking.source, unknown_item_ids=ranking.unknown), ranking.items,
-            ranking.reasons())
+            source=ranking.source, unknown_item_ids=ranking.unknown,
+            experiment=arm.experiment, arm=arm.arm), ranking.items, ranking.reasons())
 
     def _profile(self, r, caller: Caller, meta: dict):
         if not caller.admin:
@@ -275,7 +290,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
                 raise RequestError(_BAD, f"the request body does not parse as {request.message}"
                                          f": {request.error}")
             out = fn(request, caller, meta)
-            return (await out) if inspect.isawaitable(out) else out
+            out = (await out) if inspect.isawaitable(out) else out
+            if method in _ANSWERS:
+                self._served(method, caller.tenant, out, meta)
+            return out
         except RequestError as e:
             status = e.code.name
             await context.abort(e.code, e.message)
@@ -286,6 +304,19 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         finally:
             child(REQUESTS, method, status, meta["source"]).inc()
             child(LATENCY, method, status, meta["source"]).observe(time.perf_counter() - t0)
+
+    def _arm(self, tc, unit: str, meta: dict) -> arms.Assignment:
+        """The request's experiment arm, remembered for the served log."""
+        a = arms.assign(tc, unit)
+        meta["unit"], meta["experiment"], meta["arm"] = unit, a.experiment, a.arm
+        return a
+
+    def _served(self, method: str, tenant: str, response, meta: dict) -> None:
+        """Give the answer its id and queue it for `recommendations` (never blocks)."""
+        response.recommendation_id = new_recommendation_id()
+        if self.served_log is not None:
+            self.served_log.offer(slate_of(method, tenant, meta.get("unit", ""), response,
+                                           meta.get("experiment", ""), meta.get("arm", "")))
 
     def _caller(self, requested: str, context) -> Caller:
         keys = [value for name, value in context.invocation_metadata() or ()

@@ -16,7 +16,7 @@ from recsys_stream.online.stats import compare, wilson
 
 AB = parse_experiments([{"name": "als-vs-pop", "arms": [
     {"name": "control", "share": 0.5},
-    {"name": "popularity", "share": 0.3, "algorithm": "popularity"}]}])[0]
+    {"name": "popularity", "share": 0.3, "algorithm": "bpr"}]}])[0]
 
 
 def test_a_user_keeps_their_arm_in_another_process():
@@ -64,6 +64,10 @@ def test_two_experiments_split_users_independently():
      "arms[1]"),
     ([{"name": "x", "arms": [{"name": "a", "share": 0}, {"name": "b", "share": 0.5}]}],
      "share must be in (0, 1]"),
+    ([{"name": "x", "arms": [{"name": "a", "share": 0.5},
+                             {"name": "b", "share": 0.5, "version": 3}]}], "arms[1]"),
+    ([{"name": "x", "arms": [{"name": "a", "share": 0.5},
+                             {"name": "b", "share": 0.5, "algorithm": "svd"}]}], "algorithm"),
 ])
 def test_bad_experiment_configs_are_errors_naming_the_place(raw, message):
     with pytest.raises(ValueError, match=None) as e:

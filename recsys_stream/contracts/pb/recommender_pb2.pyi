@@ -30,7 +30,7 @@ BASELINE: Source
 SESSION: Source
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("tenant", "user_id", "k", "exclude_item_ids", "algorithm", "filter", "context_item_ids", "explain", "diversity")
+    __slots__ = ("tenant", "user_id", "k", "exclude_item_ids", "algorithm", "filter", "context_item_ids", "explain", "diversity", "session_id")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class RecommendRequest(_message.Message):
     CONTEXT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     user_id: str
     k: int
@@ -49,7 +50,8 @@ class RecommendRequest(_message.Message):
     context_item_ids: _containers.RepeatedScalarFieldContainer[str]
     explain: bool
     diversity: Diversity
-    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., algorithm: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., context_item_ids: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ...) -> None: ...
+    session_id: str
+    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., algorithm: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., context_item_ids: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class Diversity(_message.Message):
     __slots__ = ("max_per_category", "mmr_lambda")
@@ -115,20 +117,26 @@ class Because(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., contribution: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "tenant", "algorithm", "model_version", "source", "reason")
+    __slots__ = ("items", "tenant", "algorithm", "model_version", "source", "reason", "recommendation_id", "experiment", "arm")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     tenant: str
     algorithm: str
     model_version: int
     source: Source
     reason: str
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    recommendation_id: str
+    experiment: str
+    arm: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ..., reason: _Optional[str] = ..., recommendation_id: _Optional[str] = ..., experiment: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class SimilarItemsRequest(_message.Message):
     __slots__ = ("tenant", "item_id", "k", "exclude_item_ids", "algorithm", "filter")
@@ -147,35 +155,39 @@ class SimilarItemsRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., item_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., algorithm: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
 
 class SimilarItemsResponse(_message.Message):
-    __slots__ = ("items", "tenant", "algorithm", "model_version")
+    __slots__ = ("items", "tenant", "algorithm", "model_version", "recommendation_id")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     tenant: str
     algorithm: str
     model_version: int
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ...) -> None: ...
+    recommendation_id: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., recommendation_id: _Optional[str] = ...) -> None: ...
 
 class RankItemsRequest(_message.Message):
-    __slots__ = ("tenant", "user_id", "context_item_ids", "item_ids", "filter", "algorithm")
+    __slots__ = ("tenant", "user_id", "context_item_ids", "item_ids", "filter", "algorithm", "session_id")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     user_id: str
     context_item_ids: _containers.RepeatedScalarFieldContainer[str]
     item_ids: _containers.RepeatedScalarFieldContainer[str]
     filter: Filter
     algorithm: str
-    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., context_item_ids: _Optional[_Iterable[str]] = ..., item_ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., algorithm: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., context_item_ids: _Optional[_Iterable[str]] = ..., item_ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., algorithm: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class RankItemsResponse(_message.Message):
-    __slots__ = ("items", "tenant", "algorithm", "model_version", "source", "unknown_item_ids", "reason")
+    __slots__ = ("items", "tenant", "algorithm", "model_version", "source", "unknown_item_ids", "reason", "recommendation_id", "experiment", "arm")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +195,9 @@ class RankItemsResponse(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     tenant: str
     algorithm: str
@@ -190,7 +205,10 @@ class RankItemsResponse(_message.Message):
     source: Source
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
     reason: str
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    recommendation_id: str
+    experiment: str
+    arm: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., recommendation_id: _Optional[str] = ..., experiment: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class GetProfileRequest(_message.Message):
     __slots__ = ("tenant", "user_id")
