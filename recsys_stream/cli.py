@@ -4,6 +4,7 @@ and calls the composition root of its process; nothing is wired here."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -293,6 +294,49 @@ def cmd_demo(args) -> int:
     return run_demo(keep_running=args.keep_running, workdir=args.workdir)
 
 
+def cmd_tune(args) -> int:
+    from recsys_stream.batch.tuning import run_tune
+    from recsys_stream.batch.engines.spark_session import SparkEngineError
+    try:
+        record = run_tune(_config(args), args.tenant, args.events_file, args.trials,
+                          args.budget_s, progress=sys.stderr.isatty())
+    except (ValueError, KeyError, SparkEngineError) as e:
+        raise SystemExit(f"tune: {e}") from None
+    if not record:
+        raise SystemExit(f"tune: {args.tenant} was not tuned (see the log)")
+    for engine, searches in record["engines"].items():
+        for algorithm, s in searches.items():
+            print(json.dumps({"tenant": args.tenant, "engine": engine, "algorithm": algorithm,
+                              "params": s["params"], "validation_ndcg_at_10": s["best_value"],
+                              "start_ndcg_at_10": s["start_value"], "trials": s["n_trials"],
+                              "seconds": s["seconds"], "budget": s["budget"]}))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from recsys_stream.serving.export import run_export, verify
+    if args.verify:
+        problems = verify(args.verify)
+        for p in problems:
+            print(f"export {args.verify}: {p}", file=sys.stderr)
+        if not problems:
+            print(f"export {args.verify}: complete, every shard matches the manifest")
+        return 1 if problems else 0
+    missing = [f"--{n}" for n in ("tenant", "k", "out") if getattr(args, n) is None]
+    if missing:
+        raise SystemExit(f"export: {', '.join(missing)} required (or --verify DIR)")
+    try:
+        m = run_export(_config(args), args.tenant, args.k, args.out, args.algorithm,
+                       args.users, args.format, args.mode, args.events_file,
+                       broker=not args.no_broker, shard_users=args.shard_users,
+                       progress=sys.stderr.isatty())
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise SystemExit(f"export: {e}") from None
+    print(json.dumps({k: m[k] for k in ("tenant", "algorithm", "model_version", "users",
+                                         "items", "seconds", "suppression")}))
+    return 0
+
+
 def _tls_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca", help="TLS: PEM file of the CA that signed the server's certificate")
     p.add_argument("--cert", help="mutual TLS: this client's PEM certificate (with --key)")
@@ -433,6 +477,38 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("tenant")
     rb.add_argument("version", nargs="?", type=int)
     rb.add_argument("--algorithm", choices=["als", "bpr"])
+
+    p = add("tune", cmd_tune, "Search a tenant's ALS/BPR hyperparameters (optuna, seeded) on "
+            "validation carved from the training part; the record in the model store "
+            "(<tenant>/tuning.json) sets the next training rounds' values.")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--trials", type=int, help="trials per algorithm (default trainer.tune_trials)")
+    p.add_argument("--budget-s", type=float, help="seconds per algorithm's search (default "
+                   "trainer.tune_budget_s)")
+    p.add_argument("--events-file", help="the tenant's events from this CSV/JSONL file (as "
+                   "trainer --events-file) instead of the state changelog")
+
+    p = add("export", cmd_export, "Precompute every user's top-k of the served model version "
+            "(email, push): JSON lines or Parquet shards and a manifest of checksums; the "
+            "suppression of Recommend (training items, profiles, catalog bans).")
+    p.add_argument("--tenant")
+    p.add_argument("--k", type=int, help="items per user")
+    p.add_argument("--out", help="a new directory for the shards and manifest.json")
+    p.add_argument("--algorithm", choices=["als", "bpr", "mf"],
+                   help="default: the tenant's DEFAULT algorithm")
+    p.add_argument("--users", help="a file of user ids, one a line (default: every user of "
+                   "the served version)")
+    p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    p.add_argument("--mode", choices=["exact", "index"], default="exact",
+                   help="exact: one matrix product per block of users; index: the model's "
+                   "hnswlib index")
+    p.add_argument("--events-file", help="the training items to suppress come from this file "
+                   "(as trainer --events-file) instead of the state changelog")
+    p.add_argument("--no-broker", action="store_true", help="read no profiles, catalog bans or "
+                   "changelog (then only --events-file's items are suppressed)")
+    p.add_argument("--shard-users", type=int, default=100_000, help="users per shard")
+    p.add_argument("--verify", metavar="DIR", help="check an export directory against its "
+                   "manifest instead (exit 1 on a missing, altered or short shard)")
 
     p = add("status", cmd_status, "One screen for operators: health, event and request rates, "
             "lag, DLQ counts, freshness, live model versions and ages, last training metrics.")

