@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 import threading
 from collections.abc import Callable
 
 from recsys_stream.config import Config
-from recsys_stream.kafka import BrokerWatch, consumer, ensure_topics, producer
+from recsys_stream.kafka import consumer, producer
 from recsys_stream.nearline.item_stage import ItemStage, StageModels
 from recsys_stream.nearline.item_state import ItemStore
-from recsys_stream.observability import serve_metrics
-
-log = logging.getLogger(__name__)
+from recsys_stream.process import run_stage
 
 
 def build_item_stage(cfg: Config) -> tuple[ItemStage, ItemStore]:
@@ -28,24 +24,11 @@ def build_item_stage(cfg: Config) -> tuple[ItemStage, ItemStore]:
 def run_item_stage(cfg: Config, stop: threading.Event | None = None,
                    on_start: Callable[[ItemStage], None] | None = None) -> None:
     """Run the stage until ``stop`` is set (or SIGTERM / SIGINT in the main thread)."""
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-    ensure_topics(cfg)
-    stage, store = build_item_stage(cfg)
-    watch = BrokerWatch(cfg).start()
-    http = serve_metrics(cfg.items.metrics_port, watch.health(stage.health))
-    if on_start is not None:
-        on_start(stage)
-    try:
-        stage.run(stop)
-    finally:
-        watch.stop()
-        stage.producer.flush(10)
-        stage.consumer.close()
-        stage.consumer = stage.producer = None
-        store.close()
-        if http is not None:
-            http.shutdown()
-        log.info("item stage stopped")
+    run_stage(cfg, "item stage", build_item_stage, cfg.items.metrics_port, _close_clients,
+              stop, on_start)
+
+
+def _close_clients(stage: ItemStage) -> None:
+    stage.producer.flush(10)  # vectors solved in the last batch
+    stage.consumer.close()
+    stage.consumer = stage.producer = None
