@@ -22,7 +22,11 @@ _SURELY_SHORT = MAX_ID_BYTES // 4  # characters that fit MAX_ID_BYTES in any UTF
 # An erase record (events.proto ERASE): not an interaction, so not one of the confidence
 # model's EVENT_TYPES; the worker routes it to ``nearline.erase``.
 ERASE = "erase"
-_TYPE_BY_NAME = {n: events_pb2.EventType.Value(n.upper()) for n in (*EVENT_TYPES, ERASE)}
+# What a client displayed (events.proto IMPRESSION): not a preference either; the online stage
+# counts it, the worker only moves past it.
+IMPRESSION = "impression"
+_TYPE_BY_NAME = {n: events_pb2.EventType.Value(n.upper())
+                 for n in (*EVENT_TYPES, ERASE, IMPRESSION)}
 _NAME_BY_TYPE = {v: k for k, v in _TYPE_BY_NAME.items()}
 
 
@@ -135,7 +139,7 @@ def decode_event(key: bytes | None, value: bytes | None, tenants: Container[str]
             raise InvalidEvent("bad_id", f"{name} contains control characters")
     if len(event_id) > _SURELY_SHORT and len(event_id.encode()) > MAX_ID_BYTES:
         raise InvalidEvent("id_too_long", f"event_id is longer than {MAX_ID_BYTES} bytes")
-    if tname not in EVENT_TYPES and tname != ERASE:
+    if tname not in EVENT_TYPES and tname not in (ERASE, IMPRESSION):
         raise InvalidEvent("unknown_type", f"unknown event type {tname or '(unspecified)'!r}")
     if tenant not in tenants:
         raise InvalidEvent("unknown_tenant", f"tenant {tenant!r} is not configured")

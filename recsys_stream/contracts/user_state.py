@@ -69,7 +69,10 @@ class UserHistory:
     # -- applying events -------------------------------------------------------------------
     def apply(self, event_id: str, item_id: str, type_name: str, value: float | None,
               timestamp_ms: int, settings: ConfidenceSettings, history_cap: int) -> bool:
-        """Fold one validated event in; returns False for a re-sent ``event_id``."""
+        """Fold one validated event in; returns False for a re-sent ``event_id`` (and for an
+        impression: what a client displayed is not a preference)."""
+        if type_name == "impression":
+            return False
         if event_id:
             if event_id in self.recent_event_ids:
                 return False

@@ -44,7 +44,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 
 from recsys_stream.config import Config
 from recsys_stream.contracts.confidence import ConfidenceSettings
-from recsys_stream.contracts.events import Event, InvalidEvent, decode_event
+from recsys_stream.contracts.events import IMPRESSION, Event, InvalidEvent, decode_event
 from recsys_stream.contracts.keys import offset_marker_key
 from recsys_stream.contracts.pb import profiles_pb2
 from recsys_stream.contracts.user_state import UserHistory
@@ -194,6 +194,8 @@ class Worker:
             except InvalidEvent as err:
                 dead_letter(self.producer, self.cfg.topics.dlq, m, err)
                 self._stats["invalid"] += 1
+                continue
+            if ev.type == IMPRESSION:  # for the online stage; no preference, no state
                 continue
             by_user[ev.key].append((ev, m))
 

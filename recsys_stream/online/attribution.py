@@ -5,8 +5,9 @@ state holds the answers served within the attribution window and the positive ev
 named an answer not seen yet. The rules:
 
 - A served answer (``ServedSlate``) counts one impression per item, at its position, under its
-  dimensions (algorithm, version, source, experiment, arm) — unless the client reported the
-  items it displayed (``IMPRESSION`` events, a later addition), a served answer counts as shown.
+  dimensions (algorithm, version, source, experiment, arm). Once the client reports an item it
+  displayed (an ``IMPRESSION`` event with the answer's id), the answer's impressions are what
+  was reported instead: the served ones are taken back and each reported item counts once.
 - A positive event of a click type or a conversion type is attributed
   * by its ``recommendation_id`` to that answer, if the answer holds the item;
   * else (no id) to the user's latest answer served at or before the event, within the
@@ -48,6 +49,7 @@ class Slate:
     dims: list            # Dims without the position: hour, tenant .. arm, method
     items: dict[str, int]  # item -> position
     done: list = field(default_factory=list)  # "kind\x1fitem" already counted
+    shown: list = field(default_factory=list)  # items the client reported displaying
 
     def dims_at(self, position: int) -> Dims:
         h, t, a, v, s, e, arm, method = self.dims
@@ -64,7 +66,7 @@ class UserAttribution:
 
     # -- encoding (RocksDB value) ----------------------------------------------------------
     def encode(self) -> bytes:
-        return json.dumps({"s": [[s.rec_id, s.served_ms, s.dims, s.items, s.done]
+        return json.dumps({"s": [[s.rec_id, s.served_ms, s.dims, s.items, s.done, s.shown]
                                  for s in self.slates],
                            "p": self.pending, "t": self.latest_ms},
                           separators=(",", ":")).encode()
@@ -90,7 +92,12 @@ class UserAttribution:
         self.latest_ms = max(self.latest_ms, slate.served_ms)
         waiting, self.pending = self.pending, []
         for rec_id, item, kind, t in waiting:
-            if (rec_id == s.rec_id and item in s.items) or (
+            if kind == "shown":
+                if rec_id == s.rec_id:
+                    self._show(s, item, counts)
+                else:
+                    self.pending.append([rec_id, item, kind, t])
+            elif (rec_id == s.rec_id and item in s.items) or (
                     not rec_id and self._eligible(s, item, t, window_ms)):
                 self._count(s, item, kind, counts)
             elif rec_id != s.rec_id:
@@ -113,6 +120,26 @@ class UserAttribution:
             self._expire(window_ms)
             return "pending"
         return "attributed" if self._count(s, item, kind, counts) else "organic"
+
+    def shown(self, rec_id: str, item: str, t_ms: int, window_ms: int, counts: Counter) -> None:
+        """The client displayed ``item`` of answer ``rec_id`` (an IMPRESSION event)."""
+        self.latest_ms = max(self.latest_ms, t_ms)
+        s = next((s for s in self.slates if s.rec_id == rec_id), None)
+        if s is None:
+            self.pending.append([rec_id, item, "shown", t_ms])
+            self._expire(window_ms)
+        else:
+            self._show(s, item, counts)
+
+    @staticmethod
+    def _show(s: Slate, item: str, counts: Counter) -> None:
+        if item not in s.items or item in s.shown:
+            return
+        if not s.shown:  # the first report: the served-as-shown count is taken back
+            for position in s.items.values():
+                counts[(s.dims_at(position), "impressions")] -= 1
+        s.shown.append(item)
+        counts[(s.dims_at(s.items[item]), "impressions")] += 1
 
     @staticmethod
     def _eligible(s: Slate, item: str, t_ms: int, window_ms: int) -> bool:

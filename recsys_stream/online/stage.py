@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from google.protobuf.message import DecodeError
 
 from recsys_stream.config import Config
-from recsys_stream.contracts.events import ERASE, InvalidEvent, decode_event, \
+from recsys_stream.contracts.events import ERASE, IMPRESSION, InvalidEvent, decode_event, \
     recommendation_id_of
 from recsys_stream.contracts.keys import make_key
 from recsys_stream.contracts.pb import slates_pb2
@@ -138,13 +138,24 @@ class OnlineStage:
             RECORDS.labels("erased").inc()
             return
         tc = self.cfg.tenants[e.tenant]
+        rec_id = recommendation_id_of(m.value())
+        if e.type == IMPRESSION:
+            if not rec_id:  # which answer it was shown in is unknown: nothing to count
+                RECORDS.labels("other").inc()
+                return
+            st = states.setdefault(e.key, UserAttribution())
+            st.shown(rec_id, e.item_id, e.timestamp_ms, int(tc.attribution_window_s * 1000),
+                     self._deltas)
+            self._dirty[e.key] = st
+            RECORDS.labels("impression").inc()
+            return
         kind = "clicks" if e.type in tc.click_types else \
             "conversions" if e.type in tc.conversion_types else None
         if kind is None:
             RECORDS.labels("other").inc()
             return
         st = states.setdefault(e.key, UserAttribution())
-        outcome = st.acted(recommendation_id_of(m.value()), e.item_id, kind, e.timestamp_ms,
+        outcome = st.acted(rec_id, e.item_id, kind, e.timestamp_ms,
                            int(tc.attribution_window_s * 1000), self._deltas)
         self._dirty[e.key] = st
         ATTRIBUTED.labels(e.tenant, outcome).inc()

@@ -25,7 +25,7 @@ def totals(counts):
     out = Counter()
     for (dims, kind), n in counts.items():
         out[(dims[7], kind)] += n  # by position
-    return out
+    return Counter({k: n for k, n in out.items() if n})  # a taken-back count nets to 0
 
 
 def test_impressions_per_position_and_a_click_by_id_counted_once():
@@ -98,3 +98,31 @@ def test_counts_do_not_depend_on_how_answers_and_clicks_interleave(clicks, rnd):
                 st_.acted(r[0], r[1], "clicks", r[2], 10 * W, c)
         return c
     assert run(merged) == run(answers + events)
+
+
+def test_reported_impressions_replace_the_served_ones_whatever_the_order():
+    def run(order):
+        st_, c = UserAttribution(), Counter()
+        for step in order:
+            if step == "served":
+                st_.served(slate("r1", 1000, ["a", "b", "c", "d"]), W, c)
+            else:
+                st_.shown("r1", step, 1200, W, c)
+        return totals(c)
+    want = {(0, "impressions"): 1, (2, "impressions"): 1}  # a and c were displayed
+    assert run(["served", "a", "c", "a", "z"]) == want  # a twice, z not in the answer
+    assert run(["a", "served", "c"]) == want
+    assert run(["c", "a", "served"]) == want
+    assert run(["served"]) == {(p, "impressions"): 1 for p in range(4)}  # no report: all shown
+
+
+def test_an_impression_is_no_preference_for_the_worker_or_the_trainer():
+    from recsys_stream.contracts.confidence import ConfidenceSettings
+    from recsys_stream.contracts.events import decode_event, encode_event, Event
+    from recsys_stream.contracts.user_state import UserHistory
+    ev = Event("i1", "acme", "u", "a", "impression", None, 1_700_000_000_000)
+    got = decode_event(ev.key, encode_event(ev), {"acme"}, 1_700_000_000_000, 10**9, 10**12)
+    assert got.type == "impression"
+    h = UserHistory("acme", "u")
+    assert not h.apply("i1", "a", "impression", None, 1, ConfidenceSettings(), 500)
+    assert h.items == {} and h.event_count == 0

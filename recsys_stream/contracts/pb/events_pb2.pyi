@@ -20,6 +20,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISLIKE: _ClassVar[EventType]
     REPORT: _ClassVar[EventType]
     ERASE: _ClassVar[EventType]
+    IMPRESSION: _ClassVar[EventType]
 
 class ItemState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +39,7 @@ HIDE: EventType
 DISLIKE: EventType
 REPORT: EventType
 ERASE: EventType
+IMPRESSION: EventType
 ITEM_STATE_UNSPECIFIED: ItemState
 AVAILABLE: ItemState
 BANNED: ItemState
