@@ -3,7 +3,8 @@
 from prometheus_client import Counter
 
 COUNTED = Counter("recsys_online_events_total",
-                  "Impressions, clicks and conversions attributed to served answers (committed)",
+                  "Impressions, clicks and conversions attributed to served answers (committed); "
+                  "kind impressions_withdrawn: served impressions replaced by reported ones",
                   ["tenant", "algorithm", "version", "source", "experiment", "arm", "kind"])
 ATTRIBUTED = Counter("recsys_online_positives_total",
                      "Positive events by outcome: attributed to an answer, pending (its answer "

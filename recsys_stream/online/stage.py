@@ -166,15 +166,21 @@ class OnlineStage:
         self._last_commit = time.monotonic()
         if not self._offsets and not self._dirty:
             return
-        self.store.commit(self._dirty, self._deltas, self._offsets, sorted(self._erased))
+        deltas = self._deltas
+        self.store.commit(self._dirty, deltas, self._offsets, sorted(self._erased))
+        # committed: nothing of it may be written again, whatever follows
+        self._dirty, self._deltas, self._offsets = {}, Counter(), {}
         if self._erased:
             self.store.purge(sorted(self._erased))
             self._erased.clear()
-        for (dims, kind), n in self._deltas.items():
+        for (dims, kind), n in deltas.items():
+            if not n:
+                continue
             _, tenant, algorithm, version, source, experiment, arm, _, _ = dims
+            # a Prometheus counter only grows: served impressions that reported ones replace
+            # are counted apart (impressions - impressions_withdrawn = the report's figure)
             COUNTED.labels(tenant, algorithm, str(version), source, experiment, arm,
-                           kind).inc(n)
-        self._dirty, self._deltas, self._offsets = {}, Counter(), {}
+                           kind if n > 0 else f"{kind}_withdrawn").inc(abs(n))
 
     def health(self) -> dict:
         stalled = time.monotonic() - self.last_poll > 30
