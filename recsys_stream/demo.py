@@ -19,9 +19,11 @@ import numpy as np
 
 from recsys_stream.broker import EmbeddedBroker, free_port
 from recsys_stream.contracts.events import Event
-from recsys_stream.contracts.keys import is_offset_marker, split_key
-from recsys_stream.contracts.pb import recommender_pb2
-from recsys_stream.kafka import TopicTail, ensure_topics
+from recsys_stream.contracts.keys import is_offset_marker, make_key, split_key
+from recsys_stream.contracts.pb import events_pb2, recommender_pb2
+from recsys_stream.kafka import TopicTail, ensure_topics, producer
+from recsys_stream.online import report
+from recsys_stream.online.store import OnlineStore
 from recsys_stream.catalog_load import produce_catalog
 from recsys_stream.produce import produce_events
 from recsys_stream.stack import DEMO_KEYS, Stack, load, wait_until, write_config
@@ -82,7 +84,8 @@ def run_demo(keep_running: bool = False, workdir: str = "var/demo") -> int:
         ensure_topics(cfg)
         stack.start("worker", "worker")
         stack.start("items", "items")
-        _say("nearline worker and item fold-in stage started")
+        stack.start("online", "online")
+        _say("nearline worker, item fold-in stage and online evaluation stage started")
 
         worlds = {t: make_world(t, ITEMS) for t in DEMO_KEYS}
         start = int(time.time() * 1000) - 30 * 86_400_000
@@ -130,6 +133,21 @@ def run_demo(keep_running: bool = False, workdir: str = "var/demo") -> int:
         print(f"  seen items in the answer: {len(leaked)}; share of the answer in the clicked "
               f"genre: {share:.0%}\n", flush=True)
 
+        # the loop closed: a click on the answer's first item, sent back with its id
+        click = events_pb2.Interaction(
+            event_id="demo-click", tenant="acme", user_id=NEWCOMER, item_id=resp.items[0].item_id,
+            type=events_pb2.CLICK, timestamp_ms=int(time.time() * 1000),
+            recommendation_id=resp.recommendation_id)
+        prod = producer(cfg)
+        prod.produce(cfg.topics.interactions, key=make_key("acme", NEWCOMER),
+                     value=click.SerializeToString())
+        prod.flush(10)
+        rows = wait_until(lambda: _clicked(cfg), 30, what="the online stage's count",
+                          stack=stack)
+        print(f"  clicked {resp.items[0].item_id} of answer {resp.recommendation_id}; "
+              "`recsys-stream report --tenant acme` now says:", flush=True)
+        print("  " + report.render(rows, []).replace("\n", "\n  ") + "\n", flush=True)
+
         _show(f"acme / {NEWCOMER}, filtered to category genre-5 (items of genre 5 only):",
               acme.recommend(NEWCOMER, k=10, filter=recommender_pb2.Filter(
                   include_categories=["genre-5"])), world)
@@ -164,6 +182,19 @@ def run_demo(keep_running: bool = False, workdir: str = "var/demo") -> int:
             counter.tail.stop()
         stack.stop_all()
         broker.stop()
+
+
+def _clicked(cfg):
+    """acme's report rows once the online stage has committed a click, else None."""
+    try:
+        store = OnlineStore(cfg.online.state_dir, read_only=True)
+    except FileNotFoundError:
+        return None
+    try:
+        rows = report.rows(store, "acme")
+    finally:
+        store.close()
+    return rows if any(r["clicks"] for r in rows) else None
 
 
 def _ready(client, user) -> bool:
