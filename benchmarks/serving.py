@@ -334,12 +334,16 @@ def main() -> None:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS[1:]),
                     help=f"request options measured beside the plain path ({', '.join(SCENARIOS[1:])}"
                          "); '' = none")
+    ap.add_argument("--served-log", choices=("on", "off"), default="on",
+                    help="the server's log of its answers onto `recommendations` (issue 29): "
+                         "run once with each, back to back, for its cost per call")
     add_broker_arg(ap)
     args = ap.parse_args()
     scenarios = [x for x in args.scenarios.split(",") if x]
     if set(scenarios) - set(SCENARIOS):
         ap.error(f"unknown scenarios {sorted(set(scenarios) - set(SCENARIOS))}")
-    print(f"machine: {load_note()}; broker {args.broker}; server --workers {args.workers}; "
+    print(f"machine: {load_note()}; broker {args.broker}; served log {args.served_log}; "
+          f"server --workers {args.workers}; "
           f"load generator: 1 process, concurrency {args.concurrency}", flush=True)
     with start_broker(args.broker) as broker, tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
@@ -349,6 +353,8 @@ def main() -> None:
         keys = {"bench": KEY, "benchx": KEYX} if explore else {"bench": KEY}
         path = write_config(wd / "c.toml", broker.bootstrap_servers, wd, address,
                             keys=keys, metrics_ports=(0, 0, metrics))
+        if args.served_log == "off":
+            path.write_text(path.read_text().replace("[server]\n", "[server]\nserved_log = false\n", 1))
         if explore:  # the second tenant gives a tenth of the slots to young items
             from recsys_stream.config import hash_key
             line = f'api_key_sha256 = ["{hash_key(KEYX)}"]'
