@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import add_broker_arg, load_note, start_broker  # noqa: E402
-from recsys_stream.broker import free_port  # noqa: E402
+from recsys_stream.broker import free_port, free_port_run  # noqa: E402
 from recsys_stream.contracts.ann_index import build_index  # noqa: E402
 from recsys_stream.contracts.confidence import ConfidenceSettings  # noqa: E402
 from recsys_stream.contracts.keys import make_key  # noqa: E402
@@ -348,7 +348,7 @@ def main() -> None:
     with start_broker(args.broker) as broker, tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
         address = f"127.0.0.1:{free_port()}"
-        metrics = free_port()
+        metrics = free_port_run(args.workers)  # process i: metrics on metrics + i
         explore = "exploration" in scenarios
         keys = {"bench": KEY, "benchx": KEYX} if explore else {"bench": KEY}
         path = write_config(wd / "c.toml", broker.bootstrap_servers, wd, address,

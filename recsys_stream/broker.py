@@ -24,6 +24,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Below Linux's default ephemeral range (32768-60999): the kernel never hands these out to
+# outgoing connections, so a port found free here stays free unless someone binds it on purpose.
+_RUN_RANGE = (20000, 32000)
+
+
+def free_port_run(n: int, attempts: int = 200) -> int:
+    """The first of ``n`` consecutive free ports (``serve --workers n`` exposes metrics on
+    ``metrics_port + i``).
+
+    ``free_port() + 1`` is not a free port: it lies in the ephemeral range, where any outgoing
+    connection of the machine may take it at any moment (a pool test failed on it while another
+    suite ran). So a run is looked for below that range and every port of it is bound once.
+    """
+    import random
+    for _ in range(attempts):
+        base = random.randrange(_RUN_RANGE[0], _RUN_RANGE[1] - n)
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports in {_RUN_RANGE} after {attempts} tries")
+
+
 class EmbeddedBroker:
     """Start and stop a local tansu broker; usable as a context manager.
 

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from recsys_stream import devcerts
-from recsys_stream.broker import free_port
+from recsys_stream.broker import free_port, free_port_run
 from recsys_stream.serving.app import run_server
 from recsys_stream.serving.client import RecommenderClient
 from recsys_stream.stack import Stack, wait_until, write_config
@@ -125,7 +125,7 @@ def test_a_server_pool_serves_tls_on_its_shared_port(cfg, pki, tmp_path):
     import urllib.request
     v, _ = write_model(cfg)
     address = f"127.0.0.1:{free_port()}"
-    base = free_port()
+    base = free_port_run(2)  # the pool serves metrics on base and base + 1
     path = write_config(tmp_path / "c.toml", cfg.kafka.bootstrap_servers, tmp_path, address,
                         keys={"acme": KEYS["acme"]}, topic_prefix=cfg.kafka.topic_prefix,
                         metrics_ports=(0, 0, base),

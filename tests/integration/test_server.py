@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from recsys_stream.broker import free_port
+from recsys_stream.broker import free_port, free_port_run
 from recsys_stream.contracts.ann_index import build_index
 from recsys_stream.contracts.confidence import ConfidenceSettings
 from recsys_stream.contracts.keys import make_key
@@ -272,7 +272,7 @@ def test_worker_pool_shares_one_port(cfg, tmp_path):
     from recsys_stream.stack import Stack, write_config
     v, _ = write_model(cfg)
     address = f"127.0.0.1:{free_port()}"
-    base = free_port()
+    base = free_port_run(2)  # the pool serves metrics on base and base + 1
     path = write_config(tmp_path / "c.toml", cfg.kafka.bootstrap_servers, tmp_path, address,
                         keys={"acme": KEYS["acme"]}, topic_prefix=cfg.kafka.topic_prefix,
                         metrics_ports=(0, 0, base))
