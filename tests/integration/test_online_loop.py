@@ -1,11 +1,11 @@
 """The loop closed on the real server: every answer carries an id and its experiment arm, is
-logged on `recommendations` off the request path, and the online stage counts it and the clicks
-sent back with (or without) the id."""
+logged on `recommendations` off the request path, and the online stage (its own process,
+killed with -9 midway) counts it, the impressions reported and the clicks sent back with (or
+without) the id, exactly."""
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections import Counter
 
@@ -14,11 +14,12 @@ import pytest
 from recsys_stream.contracts.events import Event, encode_event
 from recsys_stream.contracts.pb import events_pb2
 from recsys_stream.kafka import produce_all, producer
-from recsys_stream.online.app import run_online_stage
+from recsys_stream.contracts.keys import make_key
 from recsys_stream.online.store import OnlineStore
 from recsys_stream.serving import arms
-from recsys_stream.stack import wait_until
+from recsys_stream.stack import Stack, wait_until
 from tests.integration.test_server import _running, write_model
+from tests.integration.test_trainer_ops import write_toml
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +46,8 @@ def test_served_answers_and_their_clicks_are_counted_per_arm(cfg, tmp_path):
     cfg = cfg.replace(tenants=tenants,
                       online={"state_dir": str(tmp_path / "online"), "commit_interval_ms": 100})
     write_model(cfg)
-    stop = threading.Event()
-    stage = threading.Thread(target=run_online_stage, args=(cfg, stop), daemon=True)
-    stage.start()
+    stack = Stack(write_toml(cfg, tmp_path / "config.toml"), tmp_path)
+    stack.start("online", "online")
     truth, ids, clicks = Counter(), set(), []
     try:
         with _running(cfg) as (c, _, client):
@@ -82,20 +82,28 @@ def test_served_answers_and_their_clicks_are_counted_per_arm(cfg, tmp_path):
             assert len(sim.recommendation_id) == 32 and sim.recommendation_id not in ids
             truth[("SimilarItems", "", "impressions")] += len(sim.items)
         prod = producer(cfg)
-        produce_all(prod, cfg.topics.interactions,
-                    ((ev.tenant.encode() + b"\x1f" + ev.user_id.encode(), ev.SerializeToString())
-                     for ev, _ in clicks))
-        assert prod.flush(30) == 0
+        half = len(clicks) // 2
+
+        def send(part):
+            produce_all(prod, cfg.topics.interactions,
+                        ((make_key(ev.tenant, ev.user_id), ev.SerializeToString())
+                         for ev, _ in part))
+            assert prod.flush(30) == 0
+        send(clicks[:half])
+        wait_until(lambda: (tmp_path / "online" / "CURRENT").exists() and any(
+            kind == "clicks" for (_, _, kind) in totals(tmp_path / "online")), 60,
+            what="the stage to commit a click", stack=stack)
+        stack.kill("online")  # mid-run: what it had not committed is read again
+        send(clicks[half:])
+        stack.start("online", "online")
         # reported impressions take served ones back: the counts only settle, they do not only
         # grow, so wait for the truth itself (a miss still shows its difference below)
         try:
-            wait_until(lambda: (tmp_path / "online" / "CURRENT").exists()
-                       and totals(tmp_path / "online") == truth, 60,
+            wait_until(lambda: totals(tmp_path / "online") == truth, 60, stack=stack,
                        what="the stage to count every answer, impression and click")
         except TimeoutError:
             pass
         assert totals(tmp_path / "online") == truth
         assert {arm for (_, arm, _) in truth} >= {"control", "varied"}  # both arms served
     finally:
-        stop.set()
-        stage.join(15)
+        stack.stop_all()
