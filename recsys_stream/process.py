@@ -56,3 +56,28 @@ def run_stage(cfg: Config, name: str, build: Callable[[Config], tuple[Any, Any]]
         if http is not None:
             http.shutdown()
         log.info("%s stopped", name)
+
+
+class PartitionOwner:
+    """The input assignment of a stage whose input offsets live with its state (RocksDB).
+
+    Manual partitions (``assign``), or the consumer group's, committing everything applied
+    before a partition is taken away. The stage provides ``consumer``, ``partitions``,
+    ``commit()`` and ``_positions(partitions)`` (where each partition resumes: its stored
+    offsets).
+    """
+
+    def assign_inputs(self, topics, manual) -> None:
+        if manual:
+            self.consumer.assign(self._positions(list(manual)))
+        else:
+            self.consumer.subscribe(list(topics), on_assign=self._on_assign,
+                                    on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def _on_assign(self, consumer, tps) -> None:
+        consumer.assign(self._positions([tp.partition for tp in tps]))
+
+    def _on_revoke(self, consumer, tps) -> None:
+        self.commit()
+        gone = {tp.partition for tp in tps}
+        self.partitions = [p for p in self.partitions if p not in gone]

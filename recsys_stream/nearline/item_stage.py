@@ -52,6 +52,7 @@ from recsys_stream.contracts.pb import items_pb2
 from recsys_stream.nearline.item_metrics import EVENT_TO_VECTOR, ITEM_DLQ, ITEM_RECORDS, \
     VECTORS_PUBLISHED
 from recsys_stream.nearline.item_state import ItemRecord, ItemStore, item_state_key
+from recsys_stream.process import PartitionOwner
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class StageModels:
                           frozenset(art.item_ids.tolist()))
 
 
-class ItemStage:
+class ItemStage(PartitionOwner):
     """One stage process's loop over its ``item-interactions`` partitions."""
 
     def __init__(self, cfg: Config, store: ItemStore, models: StageModels,
@@ -121,12 +122,7 @@ class ItemStage:
 
     # -- assignment ------------------------------------------------------------------------
     def assign(self) -> None:
-        ic = self.cfg.items
-        if ic.partitions:
-            self.consumer.assign(self._positions(list(ic.partitions)))
-        else:
-            self.consumer.subscribe([self.topic], on_assign=self._on_assign,
-                                    on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.assign_inputs([self.topic], self.cfg.items.partitions)
 
     def _positions(self, partitions: list[int]) -> list[TopicPartition]:
         stored = self.store.offsets(self.topic)
@@ -135,14 +131,6 @@ class ItemStage:
                  {p: stored.get(p, 0) for p in self.partitions})
         return [TopicPartition(self.topic, p, stored.get(p) or OFFSET_BEGINNING)
                 for p in self.partitions]
-
-    def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
-        consumer.assign(self._positions([tp.partition for tp in tps]))
-
-    def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
-        self.commit()
-        gone = {tp.partition for tp in tps}
-        self.partitions = [p for p in self.partitions if p not in gone]
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

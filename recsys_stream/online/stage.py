@@ -30,11 +30,12 @@ from recsys_stream.contracts.pb import slates_pb2
 from recsys_stream.online.attribution import UserAttribution
 from recsys_stream.online.metrics import ATTRIBUTED, COUNTED, RECORDS
 from recsys_stream.online.store import OnlineStore
+from recsys_stream.process import PartitionOwner
 
 log = logging.getLogger(__name__)
 
 
-class OnlineStage:
+class OnlineStage(PartitionOwner):
     """One stage process's loop over its partitions of both topics."""
 
     def __init__(self, cfg: Config, store: OnlineStore, consumer: Consumer) -> None:
@@ -52,12 +53,7 @@ class OnlineStage:
 
     # -- assignment ------------------------------------------------------------------------
     def assign(self) -> None:
-        oc = self.cfg.online
-        if oc.partitions:
-            self.consumer.assign(self._positions(list(oc.partitions)))
-        else:
-            self.consumer.subscribe(list(self.topics), on_assign=self._on_assign,
-                                    on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.assign_inputs(self.topics, self.cfg.online.partitions)
 
     def _positions(self, partitions: list[int]) -> list[TopicPartition]:
         self.partitions = sorted(set(partitions))
@@ -68,14 +64,6 @@ class OnlineStage:
                     for p in self.partitions]
         log.info("online stage: took partitions %s", self.partitions)
         return out
-
-    def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
-        consumer.assign(self._positions([tp.partition for tp in tps]))
-
-    def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
-        self.commit()
-        gone = {tp.partition for tp in tps}
-        self.partitions = [p for p in self.partitions if p not in gone]
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
