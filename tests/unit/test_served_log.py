@@ -7,13 +7,37 @@ from recsys_stream.serving.metrics import SERVED_DROPPED
 from recsys_stream.serving.served_log import ServedLog, new_recommendation_id, slate_of
 
 
+class FullAfter:
+    """A producer whose queue holds ``n`` records (librdkafka raises BufferError past it)."""
+
+    def __init__(self, n):
+        self.n, self.records, self.polls = n, [], 0
+
+    def produce(self, topic, key, value):
+        if len(self.records) >= self.n:
+            raise BufferError("Local: Queue full")
+        self.records.append((topic, key, value))
+
+    def poll(self, timeout):
+        self.polls += 1
+
+    def flush(self, timeout):
+        return 0
+
+
 def test_a_full_queue_drops_and_counts_instead_of_blocking():
-    log = ServedLog("t-recommendations", make_producer=None, capacity=2)  # never started
+    fake = FullAfter(2)
+    log = ServedLog("t-recommendations", make_producer=lambda capacity: fake, capacity=2)
+    log.start()
     before = SERVED_DROPPED.labels("acme", "queue_full")._value.get()
     for n in range(5):
-        log.offer(slates_pb2.ServedSlate(recommendation_id=str(n), tenant="acme"))
-    assert log._queue.qsize() == 2
+        log.offer(slates_pb2.ServedSlate(recommendation_id=str(n), tenant="acme", user_id="u"))
+    assert [k for _, k, _ in fake.records] == [b"acme\x1fu"] * 2  # the user's key
     assert SERVED_DROPPED.labels("acme", "queue_full")._value.get() - before == 3
+    # an answer with no user (SimilarItems) goes under its own id
+    log2 = ServedLog("t", make_producer=lambda capacity: FullAfter(9)).start()
+    log2.offer(slates_pb2.ServedSlate(recommendation_id="r9", tenant="acme"))
+    assert log2._producer.records[0][1] == b"acme\x1fr9"
 
 
 def test_the_slate_holds_what_the_answer_showed():
