@@ -51,13 +51,16 @@ def pool_size(k: int) -> int:
 
 
 def diversify(items: Sequence[tuple[str, float]], k: int, spec: DiversitySpec,
-              categories: Callable[[str], Sequence[str]],
+              categories: Callable[[Sequence[str]], Sequence[Sequence[str]]],
               vectors: Callable[[Sequence[str]], np.ndarray]) -> list[tuple[str, float]]:
-    """Up to ``k`` of ``items`` (best first) picked for diversity, in slate order."""
+    """Up to ``k`` of ``items`` (best first) picked for diversity, in slate order.
+
+    ``categories`` and ``vectors`` map the pool's ids to their categories and factor rows, all
+    at once (one row lookup per item serves both)."""
     n = len(items)
     if not n:
         return []
-    cats = [tuple(categories(i)) for i, _ in items] if spec.max_per_category else None
+    cats = categories([i for i, _ in items]) if spec.max_per_category else None
     blocked = np.zeros(n, dtype=bool)
     members: dict[str, list[int]] = {}
     if cats is not None:
