@@ -74,31 +74,34 @@ def diversify(items: Sequence[tuple[str, float]], k: int, spec: DiversitySpec,
         lamS = lam * (V @ V.T)  # lambda * cosine, every pair of the pool at once
         rel = np.array([s for _, s in items], dtype=np.float64)
         span = rel.max() - rel.min()
-        # min-max scaled relevance, weighted: (1 - lambda) rel_i
+        # min-max scaled relevance, weighted: (1 - lambda) rel_i; a taken or capped item's is
+        # -inf, so that it never wins again (-inf minus any penalty stays -inf)
         rel = (1 - lam) * ((rel - rel.min()) / span if span > 0 else np.ones(n))
         penalty = np.zeros(n)  # lambda * the highest cosine to the slate so far
         gain = np.empty(n)
     counts: dict[str, int] = {}
     out: list[tuple[str, float]] = []
     while len(out) < k:
-        # a few whole-array operations per pick (a pool is a few dozen items)
+        # three whole-array operations per pick (a pool is a few dozen items)
         if lam:
             np.subtract(rel, penalty, out=gain)
-            gain[blocked] = -np.inf
             pick = int(gain.argmax())
-            if blocked[pick]:
+            if gain[pick] == -np.inf:
                 break
             np.maximum(penalty, lamS[pick], out=penalty)
+            rel[pick] = -np.inf
         else:
             free = blocked.argmin()
             if blocked[free]:
                 break
             pick = int(free)
-        blocked[pick] = True
+            blocked[pick] = True
         out.append(items[pick])
         if cats is not None:
             for c in cats[pick]:
                 counts[c] = counts.get(c, 0) + 1
                 if counts[c] >= spec.max_per_category:
                     blocked[members[c]] = True
+                    if lam:
+                        rel[members[c]] = -np.inf
     return out
