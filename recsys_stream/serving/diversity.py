@@ -70,7 +70,7 @@ def diversify(items: Sequence[tuple[str, float]], k: int, spec: DiversitySpec,
     lam = spec.mmr_lambda
     if lam:
         V = np.asarray(vectors([i for i, _ in items]), dtype=np.float64)
-        V /= np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+        V /= np.maximum(np.sqrt(np.einsum("ij,ij->i", V, V)), 1e-12)[:, None]  # row norms
         lamS = lam * (V @ V.T)  # lambda * cosine, every pair of the pool at once
         rel = np.array([s for _, s in items], dtype=np.float64)
         span = rel.max() - rel.min()
