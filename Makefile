@@ -64,6 +64,15 @@ test-tools:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	      apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null; \
 	  else echo "java is missing: install a Java 17+ (Debian: apt-get install openjdk-17-jre-headless)"; fi; }
+	@# a native BLAS for Spark MLlib (netlib loads the system's libblas.so.3 / liblapack.so.3;
+	@# without one it falls back to Java BLAS): Spark ALS at scale 0.05 took 129 s on Java BLAS,
+	@# 101 s on Debian's OpenBLAS (issue 32). numpy and implicit bundle their own.
+	@[ -e /usr/lib/x86_64-linux-gnu/libblas.so.3 ] || [ -e /usr/lib/aarch64-linux-gnu/libblas.so.3 ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's OpenBLAS as the system BLAS for Spark MLlib"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends libopenblas0-pthread >/dev/null; \
+	  else echo "no system BLAS: Spark MLlib runs on Java BLAS (Debian: apt-get install libopenblas0-pthread)"; fi; }
 
 # Apache Kafka for the tests (and `recsys-stream broker --kafka`): its jars from Maven Central
 # (kafka/pom.xml, pinned, checksums checked) into .cache/kafka-<version>/, once. Java 17+ and

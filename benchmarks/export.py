@@ -1,7 +1,8 @@
 """Export throughput: users per second of ``recsys-stream export``, exact and through the index.
 
     OPENBLAS_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/export.py \\
-        [--users 1000000] [--items 100000] [--k 100] [--factors 64] [--store DIR]
+        [--users 1000000] [--items 100000] [--k 100] [--factors 64] [--store DIR] \\
+        [--modes exact,index,spark-exact,spark-index] [--progress]
 
 A synthetic ALS-like model (low-rank, unevenly scaled factors, as ``_common.publish_model``
 makes them) of ``--users`` x ``--items`` is written to a real model store with the trainer's
@@ -9,7 +10,11 @@ index (``ann_index.build_index``: the measured space and ef; kept in ``--store``
 run), each user with ~20 seen items to suppress (a CSR, as the export reads the training data)
 and 100 banned items. Each mode then runs in a process of its own (``serving.export.export``
 into JSON-lines shards and a manifest) and reports users/s and its peak RSS; the index mode
-also its recall@k against exact on a sample. Prints figures and the load; asserts nothing.
+also its recall@k against exact on a sample. ``spark-exact`` / ``spark-index``: the same
+export by Spark executors (``serving.export_spark``) on a standalone cluster of two one-core
+workers on this machine (``tests/spark_cluster.py``), its driver in the child process (the
+driver's RSS is reported; the executors' are not). Prints figures and the load; asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -61,11 +66,13 @@ def make_store(root: Path, n_users: int, n_items: int, width: int) -> None:
     log(f"store written with its index in {time.perf_counter() - t:.0f}s; {load_note()}")
 
 
-def child(root: Path, mode: str, k: int, out: Path, sample: int, limit: int) -> None:
+def child(root: Path, mode: str, k: int, out: Path, sample: int, limit: int,
+          progress: bool = False, shard_users: int = 100_000) -> None:
     from recsys_stream.serving import export as ex
     from recsys_stream.serving.snapshots import TenantSnapshot
     t = time.perf_counter()
-    snap = TenantSnapshot.from_artifacts(ModelStore(root).load(TENANT, "als"))
+    art = ModelStore(root).load(TENANT, "als")
+    snap = TenantSnapshot.from_artifacts(art)
     n_users, n_items = len(snap.user_row), len(snap.item_ids)
     rng = np.random.default_rng(1)
     nnz = 20 * n_users
@@ -76,9 +83,16 @@ def child(root: Path, mode: str, k: int, out: Path, sample: int, limit: int) -> 
     setup = time.perf_counter() - t
     cpu = time.process_time()
     users = list(snap.user_row)[:limit] if limit else None
-    m = ex.export(snap, out, k, users, sup=sup, mode=mode, progress=False)
+    if mode.startswith("spark-"):
+        mode = mode[len("spark-"):]
+        m = _spark_export(art, snap, out, k, users, sup, mode, shard_users)
+    else:
+        m = ex.export(snap, out, k, users, sup=sup, mode=mode, progress=progress,
+                      shard_users=shard_users)
     cpu = time.process_time() - cpu
-    result = {"mode": mode, "users": m["users"], "seconds": m["seconds"], "cpu_s": cpu,
+    result = {"mode": m.get("engine", "local") + " " + mode, "users": m["users"],
+              "seconds": m["seconds"], "cpu_s": cpu,
+              "session_s": m.get("session_seconds", 0.0),
               "users_per_s": m["users"] / m["seconds"], "setup_s": setup,
               "space": snap.index.space, "ef": snap.index.ef,
               "bytes": sum(s["bytes"] for s in m["shards"]),
@@ -95,6 +109,19 @@ def child(root: Path, mode: str, k: int, out: Path, sample: int, limit: int) -> 
     print(json.dumps(result), flush=True)
 
 
+def _spark_export(art, snap, out, k, users, sup, mode, shard_users) -> dict:
+    """The export on a two-worker standalone cluster (one core, 2 GiB each) on this machine."""
+    from recsys_stream.config import SparkConfig
+    from recsys_stream.serving.export_spark import export_spark
+    from tests.spark_cluster import SparkCluster
+    work = Path(tempfile.mkdtemp(prefix="export-spark-"))
+    settings = {"spark.driver.memory": "1g", "spark.executor.memory": "1500m",
+                "spark.executor.cores": "1", "spark.driver.maxResultSize": "1g"}
+    with SparkCluster(work, workers=2, cores=1, memory="2g") as cluster:
+        return export_spark(SparkConfig(master=cluster.master, settings=settings), art, snap,
+                            out, k, users, sup, mode=mode, shard_users=shard_users)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=1_000_000)
@@ -106,12 +133,16 @@ def main() -> None:
     ap.add_argument("--recall-sample", type=int, default=2000)
     ap.add_argument("--export-users", type=int, default=0, help="export only the first N "
                     "users of the store (0: all); with --store, a smaller run on the same model")
+    ap.add_argument("--shard-users", type=int, default=100_000, help="users per shard (the "
+                    "Spark export's task)")
+    ap.add_argument("--progress", action="store_true", help="the local export's progress bar "
+                    "on stderr")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(Path(args.store), args.child, args.k, Path(args.out), args.recall_sample,
-              args.export_users)
+              args.export_users, args.progress, args.shard_users)
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.store or Path(tmp) / "models")
@@ -123,16 +154,20 @@ def main() -> None:
             r = subprocess.run([sys.executable, __file__, "--child", mode, "--store", str(root),
                                 "--out", str(out), "--k", str(args.k), "--recall-sample",
                                 str(args.recall_sample), "--export-users",
-                                str(args.export_users)], capture_output=True, text=True)
+                                str(args.export_users), "--shard-users", str(args.shard_users),
+                                *(["--progress"] if args.progress else [])],
+                               stdout=subprocess.PIPE, text=True)  # stderr: the bar, errors
             if r.returncode:
-                print(r.stderr[-3000:])
                 raise SystemExit(f"{mode} export failed")
             res = json.loads(r.stdout.strip().splitlines()[-1])
             extra = f", recall@{args.k} vs exact {res['recall_at_k']:.4f}" \
                 if "recall_at_k" in res else ""
-            log(f"{mode}: {res['users']} users in {res['seconds']:.1f}s = "
-                f"{res['users_per_s']:.0f} users/s, {res['users'] / res['cpu_s']:.0f} users per "
-                f"CPU-second (model load + suppression set-up "
+            session = (f" ({res['users'] / (res['seconds'] - res['session_s']):.0f} users/s "
+                       f"after the {res['session_s']:.0f}s Spark session start)"
+                       if res["session_s"] else "")
+            log(f"{res['mode']}: {res['users']} users in {res['seconds']:.1f}s = "
+                f"{res['users_per_s']:.0f} users/s{session}, {res['users'] / res['cpu_s']:.0f} "
+                f"users per driver CPU-second (model load + suppression set-up "
                 f"{res['setup_s']:.1f}s), {res['bytes'] / 2**20:.0f} MiB written, peak RSS "
                 f"{res['peak_rss_mb']:.0f} MiB; index space {res['space']} ef {res['ef']}"
                 f"{extra}; {load_note()}")

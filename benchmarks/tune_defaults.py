@@ -102,7 +102,8 @@ def main() -> None:
         print(f"{args.data}; tenant {TENANT} at the defaults: ALS {cfg.tenant(TENANT).als}, "
               f"alpha {cfg.tenant(TENANT).alpha}, history_cap {tc.history_cap}; bounds "
               f"factors {cfg.trainer.tune_als_factors}, lambda "
-              f"{cfg.trainer.tune_als_regularization}, alpha {cfg.trainer.tune_alpha}; "
+              f"{cfg.trainer.tune_als_regularization} (Spark's regParam "
+              f"{cfg.trainer.tune_spark_als_regularization}), alpha {cfg.trainer.tune_alpha}; "
               f"{load()}", flush=True)
         implicit = args.implicit_ndcg
         if implicit is None:

@@ -314,6 +314,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from recsys_stream.batch.engines.spark_session import SparkEngineError
     from recsys_stream.serving.export import run_export, verify
     if args.verify:
         problems = verify(args.verify)
@@ -329,8 +330,8 @@ def cmd_export(args) -> int:
         m = run_export(_config(args), args.tenant, args.k, args.out, args.algorithm,
                        args.users, args.format, args.mode, args.events_file,
                        broker=not args.no_broker, shard_users=args.shard_users,
-                       progress=sys.stderr.isatty())
-    except (ValueError, KeyError, FileNotFoundError) as e:
+                       progress=sys.stderr.isatty(), engine=args.engine)
+    except (ValueError, KeyError, FileNotFoundError, SparkEngineError) as e:
         raise SystemExit(f"export: {e}") from None
     print(json.dumps({k: m[k] for k in ("tenant", "algorithm", "model_version", "users",
                                          "items", "seconds", "suppression")}))
@@ -507,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-broker", action="store_true", help="read no profiles, catalog bans or "
                    "changelog (then only --events-file's items are suppressed)")
     p.add_argument("--shard-users", type=int, default=100_000, help="users per shard")
+    p.add_argument("--engine", choices=["local", "spark"], help="local: this process; spark: "
+                   "Spark executors on trainer.spark.master score and write the shards (--out "
+                   "on a path they all reach); default: spark for a tenant trained on Spark")
     p.add_argument("--verify", metavar="DIR", help="check an export directory against its "
                    "manifest instead (exit 1 on a missing, altered or short shard)")
 

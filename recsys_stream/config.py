@@ -219,6 +219,9 @@ class TrainerConfig:
                                     # (below 32 won validation but lost the test on MovieLens)
     tune_als_regularization: tuple[float, float] = (1e-3, 100.0)  # of ALS's lambda (log scale;
                                     # the Spark engine's regParam x count has its optimum far lower)
+    tune_spark_als_regularization: tuple[float, float] = (0.01, 1.0)  # of ALS's lambda on an
+                                    # engine that scales it by each user's / item's count (Spark's
+                                    # regParam; log scale): decades below the unscaled optimum
     tune_alpha: tuple[float, float] = (0.1, 40.0)          # of the confidence alpha (ALS only)
     tune_bpr_learning_rate: tuple[float, float] = (5e-4, 0.1)   # of BPR's SGD step (log scale)
     tune_bpr_regularization: tuple[float, float] = (1e-5, 0.1)  # of BPR's L2 (log scale)

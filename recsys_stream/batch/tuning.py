@@ -167,8 +167,15 @@ def validation_round(cfg: Config, engine: Engine, tenant: str, rnd: TenantRound 
 
 
 # -- the search ----------------------------------------------------------------------------------
-def _bounds(cfg: Config, name: str, start) -> tuple:
-    lo, hi = getattr(cfg.trainer, PARAMS[name][1])
+def _bounds(cfg: Config, name: str, start, engine: Engine | None = None) -> tuple:
+    key = PARAMS[name][1]
+    if name == "als_regularization" and \
+            getattr(engine, "regularization_scaling", "none") == "count":
+        # lambda x n_u (MLlib's ALS-WR): the same fit wants a lambda about the mean count
+        # smaller, so an engine that scales it searches bounds of its own (a wide space centred
+        # on implicit's optimum spent most of a Spark search's few trials far from Spark's)
+        key = "tune_spark_als_regularization"
+    lo, hi = getattr(cfg.trainer, key)
     return min(lo, start), max(hi, start)
 
 
@@ -190,7 +197,7 @@ def search(cfg: Config, engine: Engine, valid: TenantRound, algorithm: str,
     pinned = {n: tc.pin[n] for n in names if n in tc.pin}
     free = [n for n in names if n not in pinned]
     start_all = configured(tc) | pinned
-    bounds = {n: _bounds(cfg, n, start_all[n]) for n in free}
+    bounds = {n: _bounds(cfg, n, start_all[n], engine) for n in free}
     start = {n: start_all[n] for n in free}
     log.info("%s/%s on %s: searching %s (pinned %s), %d trials or %.0fs", tenant, algorithm,
              engine.name, ", ".join(f"{n} in {bounds[n]}" for n in free) or "nothing",

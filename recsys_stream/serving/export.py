@@ -333,9 +333,10 @@ class _ShardWriter:
     name, renamed when complete, and then described (count, bytes, sha256) in ``shards``."""
 
     def __init__(self, out: Path, fmt: str, snap: TenantSnapshot, generated_at: str,
-                 shard_users: int) -> None:
+                 shard_users: int, first: int = 0) -> None:
         self.out, self.fmt, self.snap, self.generated_at = out, fmt, snap, generated_at
         self.shard_users = shard_users
+        self.first = first  # the number of this writer's first shard (a Spark task's shard)
         self.shards: list[dict] = []
         self._f = None  # the open shard: a file (jsonl) or a ParquetWriter
         self._users = self._items = 0
@@ -360,10 +361,11 @@ class _ShardWriter:
                 self.close()
 
     def _name(self) -> str:
-        return f"part-{len(self.shards):05d}.{self.fmt}"
+        return f"part-{self.first + len(self.shards):05d}.{self.fmt}"
 
     def _open(self) -> None:
-        self._tmp = self.out / f".{self._name()}.tmp"
+        # the pid in the name: a retried Spark task may write the same shard beside another
+        self._tmp = self.out / f".{self._name()}.{os.getpid()}.tmp"
         if self.fmt == "jsonl":
             self._f = open(self._tmp, "w")
         else:
@@ -435,27 +437,12 @@ def export(snap: TenantSnapshot, out: str | os.PathLike, k: int,
     ValueError
         An unknown format or mode, ``k < 1``, or an ``out`` that already holds an export.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    out = Path(out)
-    if (out / MANIFEST).exists():
-        raise ValueError(f"{out} already holds an export (manifest.json); choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
+    out = start(out, k, fmt, mode)
     sup = sup or Suppression()
-    users = list(snap.user_row) if users is None else list(dict.fromkeys(users))
-    n_asked = len(users)
-    if sup.erased:  # an erased user is sent nothing (the right to be forgotten)
-        users = [u for u in users if u not in sup.erased]
-    banned_rows = np.fromiter(sorted(snap.item_row[i] for i in sup.banned if i in snap.item_row),
-                              np.int64)
-    block = block_users or max(1, min(4096, BLOCK_VALUES // max(1, len(snap.item_ids))))
-    now = time.time()
-    generated_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + \
-        f".{int(now * 1000) % 1000:03d}Z"
+    users, n_asked = users_to_export(snap, users, sup)
+    banned_rows = banned_item_rows(snap, sup)
+    block = block_users or default_block(snap)
+    generated_at = now_iso()
     writer = _ShardWriter(out, fmt, snap, generated_at, shard_users)
     t0 = time.perf_counter()
     sources: dict[str, int] = {}
@@ -468,13 +455,66 @@ def export(snap: TenantSnapshot, out: str | os.PathLike, k: int,
             writer.write(b)
             bar.update(len(b))
         writer.close()
+    return write_manifest(out, snap, k, fmt, mode, generated_at, users, n_asked, sup, sources,
+                          time.perf_counter() - t0, writer.shards)
+
+
+# -- shared with the Spark export (serving.export_spark) ------------------------------------------
+def start(out: str | os.PathLike, k: int, fmt: str, mode: str) -> Path:
+    """Check the arguments and make ``out`` (which must not hold an export yet)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    out = Path(out)
+    if (out / MANIFEST).exists():
+        raise ValueError(f"{out} already holds an export (manifest.json); choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def users_to_export(snap: TenantSnapshot, users: Iterable[str] | None,
+                    sup: Suppression) -> tuple[list[str], int]:
+    """The users to write (default every user of ``snap``; duplicates dropped; erased users
+    left out: an erased user is sent nothing, the right to be forgotten), and how many were
+    asked for."""
+    users = list(snap.user_row) if users is None else list(dict.fromkeys(users))
+    n_asked = len(users)
+    if sup.erased:
+        users = [u for u in users if u not in sup.erased]
+    return users, n_asked
+
+
+def banned_item_rows(snap: TenantSnapshot, sup: Suppression) -> np.ndarray:
+    return np.fromiter(sorted(snap.item_row[i] for i in sup.banned if i in snap.item_row),
+                       np.int64)
+
+
+def default_block(snap: TenantSnapshot) -> int:
+    """Users per matrix product: ``BLOCK_VALUES`` scores, at most 4096 users."""
+    return max(1, min(4096, BLOCK_VALUES // max(1, len(snap.item_ids))))
+
+
+def now_iso() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + \
+        f".{int(now * 1000) % 1000:03d}Z"
+
+
+def write_manifest(out: Path, snap: TenantSnapshot, k: int, fmt: str, mode: str,
+                   generated_at: str, users: list[str], n_asked: int, sup: Suppression,
+                   sources: dict[str, int], seconds: float, shards: list[dict],
+                   **extra) -> dict:
+    """Write ``manifest.json`` (last, atomically) and return it; ``extra``: more fields."""
     manifest = {"tenant": snap.tenant, "algorithm": snap.algorithm,
                 "model_version": snap.version, "k": k, "format": fmt, "mode": mode,
                 "generated_at": generated_at, "users": len(users),
                 "erased_skipped": n_asked - len(users),
-                "items": sum(s["items"] for s in writer.shards), "sources": sources,
+                "items": sum(s["items"] for s in shards), "sources": sources,
                 "suppression": sup.applied + (["catalog bans"] if sup.banned else []),
-                "seconds": round(time.perf_counter() - t0, 3), "shards": writer.shards}
+                "seconds": round(seconds, 3), **extra, "shards": shards}
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / MANIFEST)
@@ -539,19 +579,27 @@ def iter_records(out: str | os.PathLike) -> Iterator[dict]:
 def run_export(cfg, tenant: str, k: int, out: str, algorithm: str | None = None,
                users_file: str | None = None, fmt: str = "jsonl", mode: str = "exact",
                events_file: str | None = None, broker: bool = True,
-               shard_users: int = 100_000, progress: bool = False) -> dict:
+               shard_users: int = 100_000, progress: bool = False,
+               engine: str | None = None) -> dict:
     """``recsys-stream export``: the served version of ``tenant`` (``CURRENT`` of ``algorithm``,
     default the tenant's ``DEFAULT``), with the suppression of the module docstring.
 
     ``events_file``: the training items come from this file (as ``trainer --events-file``)
     instead of the worker's state changelog; ``broker=False``: no profiles and no catalog bans
-    are read (the manifest's ``suppression`` says what was applied).
+    are read (the manifest's ``suppression`` says what was applied). ``engine``: ``"local"``
+    (this process) or ``"spark"`` (the scoring and writing in Spark executors on
+    ``trainer.spark``, :mod:`recsys_stream.serving.export_spark`); default: ``"spark"`` for a
+    tenant whose training engine is Spark.
     """
+    engine = engine or ("spark" if cfg.engine_of(tenant) == "spark" else "local")
+    if engine not in ("local", "spark"):
+        raise ValueError(f"engine must be local or spark, got {engine!r}")
     from recsys_stream.batch.app import load_data
     cfg.tenant(tenant)
     store = ModelStore(cfg.model_store)
     algorithm = algorithm or store.default_algorithm(tenant) or "als"
-    snap = TenantSnapshot.from_artifacts(store.load(tenant, algorithm))  # verified
+    art = store.load(tenant, algorithm)  # verified
+    snap = TenantSnapshot.from_artifacts(art)
     sup = Suppression()
     if events_file or broker:
         (data,) = load_data(cfg, events_file, tenant, progress)
@@ -568,7 +616,12 @@ def run_export(cfg, tenant: str, k: int, out: str, algorithm: str | None = None,
     if users_file:
         with open(users_file) as f:
             users = [line.strip() for line in f if line.strip()]
-    manifest = export(snap, out, k, users, sup, fmt, mode, shard_users, progress=progress)
+    if engine == "spark":
+        from recsys_stream.serving.export_spark import export_spark
+        manifest = export_spark(cfg.trainer.spark, art, snap, out, k, users, sup, fmt, mode,
+                                shard_users)
+    else:
+        manifest = export(snap, out, k, users, sup, fmt, mode, shard_users, progress=progress)
     log.info("%s/%s v%d: %d users exported to %s in %.1fs (%s)", tenant, algorithm,
              snap.version, manifest["users"], out, manifest["seconds"],
              ", ".join(manifest["suppression"]) or "nothing suppressed")

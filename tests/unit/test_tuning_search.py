@@ -117,3 +117,15 @@ def test_due():
     cfg = cfg.replace(trainer={"tune_every_rounds": 3})
     assert [tuning.due(cfg, n) for n in range(7)] == [True, False, False, True, False, False,
                                                       True]
+
+
+def test_an_engine_that_scales_lambda_by_count_searches_its_own_bounds(tmp_path):
+    """Spark's regParam x n_u: its own log-scale bounds, widened only by a configured start."""
+    from recsys_stream.batch.engines.spark import SparkEngine
+    cfg = make_config(tmp_path).replace(trainer={"tune_als_regularization": (1e-3, 100.0),
+                                                 "tune_spark_als_regularization": (0.01, 1.0)})
+    spark = SparkEngine(cfg)  # no session until used
+    assert tuning._bounds(cfg, "als_regularization", 0.05, spark) == (0.01, 1.0)
+    assert tuning._bounds(cfg, "als_regularization", 20.0, spark) == (0.01, 20.0)
+    assert tuning._bounds(cfg, "als_regularization", 0.05, ImplicitEngine(cfg)) == (1e-3, 100.0)
+    assert tuning._bounds(cfg, "alpha", 2.0, spark) == cfg.trainer.tune_alpha
