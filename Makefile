@@ -70,8 +70,9 @@ test-tools:
 	@[ -e /usr/lib/x86_64-linux-gnu/libblas.so.3 ] || [ -e /usr/lib/aarch64-linux-gnu/libblas.so.3 ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian's OpenBLAS as the system BLAS for Spark MLlib"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends libopenblas0-pthread >/dev/null; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends libopenblas0-pthread >/dev/null; } \
+	    || echo "could not install OpenBLAS: Spark MLlib runs on Java BLAS (slower, same results)"; \
 	  else echo "no system BLAS: Spark MLlib runs on Java BLAS (Debian: apt-get install libopenblas0-pthread)"; fi; }
 
 # Apache Kafka for the tests (and `recsys-stream broker --kafka`): its jars from Maven Central
