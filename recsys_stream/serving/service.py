@@ -23,6 +23,7 @@ from recsys_stream.follow import ModelFollower
 from recsys_stream.serving import arms
 from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
 from recsys_stream.serving.catalog_index import CatalogIndex
+from recsys_stream.serving.caps import capped_items
 from recsys_stream.serving.filters import Eligibility, FilterError, FilterSpec, eligibility, \
     parse_filter
 from recsys_stream.serving.handlers import Unparsed
@@ -183,7 +184,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         # is served as new until a model without them is current
         batch_id = None if r.user_id and self.read.erased(caller.tenant, r.user_id) \
             else r.user_id
-        excludes = set(r.exclude_item_ids)
+        excludes = set(r.exclude_item_ids) | capped_items(profile)  # frequency caps
         # trending is ranked only when no user vector answers (a lazy callable)
         trending = partial(self.trending.ranked, caller.tenant) if self.trending else ()
         if arms.popularity(arm):  # the baseline arm: popularity, with the user's suppression
@@ -254,6 +255,9 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                "no model has been published for this tenant yet")
         profile = self.read.profile(caller.tenant, r.user_id) if r.user_id else None
+        capped = capped_items(profile)  # frequency caps: left out like banned items
+        if capped:
+            ids = [i for i in ids if i not in capped]
         delta = self.deltas.get(snap.tenant, snap.algorithm, snap.version) \
             if self.deltas is not None else None
         batch_id = None if r.user_id and self.read.erased(caller.tenant, r.user_id) \
