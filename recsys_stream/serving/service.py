@@ -24,6 +24,7 @@ from recsys_stream.serving import arms
 from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
 from recsys_stream.serving.catalog_index import CatalogIndex
 from recsys_stream.serving.caps import capped_items
+from recsys_stream.serving.pinned import PinnedModels
 from recsys_stream.serving.filters import Eligibility, FilterError, FilterSpec, eligibility, \
     parse_filter
 from recsys_stream.serving.handlers import Unparsed
@@ -76,8 +77,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
     def __init__(self, cfg: Config, models: ModelFollower[TenantSnapshot], read: ReadModels,
                  trending: Trending | None = None, deltas: ItemDeltas | None = None,
                  catalog: CatalogIndex | None = None,
-                 served_log: ServedLog | None = None) -> None:
+                 served_log: ServedLog | None = None, pinned: PinnedModels | None = None
+                 ) -> None:
         self.cfg, self.models, self.read, self.trending = cfg, models, read, trending
+        self.pinned = pinned  # experiment arms' pinned model versions (serving.pinned)
         self.served_log = served_log  # answers onto `recommendations` (None: not logged)
         self.deltas = deltas  # new items of each snapshot's version (serving.item_delta)
         self.catalog = catalog  # categories and attributes per served version (filters)
@@ -174,7 +177,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         arm = self._arm(tc, unit, meta)
         div = arms.diversity(arm, div)
         tc = arms.tenant_settings(arm, tc)
-        snap = self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm))
+        snap = self._pin(self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm)),
+                         caller.tenant, arm)
         profile = self.read.profile(caller.tenant, r.user_id) if r.user_id else None
         banned = self.read.banned(caller.tenant)
         # the catalog's attributes of this version: for a filter, diversity caps, exploration
@@ -250,7 +254,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         if r.session_id:
             self._check_id("session_id", r.session_id)
         arm = self._arm(self.cfg.tenant(caller.tenant), r.user_id or r.session_id, meta)
-        snap = self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm))
+        snap = self._pin(self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm)),
+                         caller.tenant, arm)
         if snap is None:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                "no model has been published for this tenant yet")
@@ -353,6 +358,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"algorithm {algorithm!r} has no model for this tenant")
         return snap
+
+    def _pin(self, snap: TenantSnapshot | None, tenant: str, arm: arms.Assignment):
+        """The arm's pinned model version where it pins one and it is kept, else ``snap``."""
+        return self.pinned.resolve(snap, tenant, arm) if self.pinned is not None else snap
 
     def _filter(self, r) -> FilterSpec | None:
         """The request's ``filter``, checked (None: it restricts nothing)."""
