@@ -83,22 +83,34 @@ def closed_loop(dep, n_users: int, rounds: int, seed: int = 0) -> str:
                                             "algorithm": "popularity"}]},))
     cfg = dep.cfg.replace(tenants={TENANT: tc},
                           server={"address": f"127.0.0.1:{free_port()}"},
-                          online={"commit_interval_ms": 200})
+                          online={"commit_interval_ms": 200},
+                          worker={"commit_interval_ms": 100})
     app.train_tenant(cfg, from_events(TENANT, events, tc.confidence, tc.history_cap, 0.2),
                      ModelStore(cfg.model_store), announcing="off")
     genre = dict(zip(world.item_ids, world.item_genre))
     stop = threading.Event()
+    workers = []  # the nearline worker (frequency caps), once built
     threads = [threading.Thread(target=run_server, args=(cfg, stop), daemon=True),
                threading.Thread(target=run_online_stage, args=(cfg, stop), daemon=True),
-               threading.Thread(target=run_worker, args=(cfg, stop), daemon=True)]
+               threading.Thread(target=run_worker, args=(cfg, stop, workers.append),
+                                daemon=True)]
     for t in threads:
         t.start()
     client = RecommenderClient(cfg.server.address, "bench-key")
     wait_until(lambda: _answers(client), 60, what="the server")
+    wait_until(lambda: workers and workers[0].partitions, 60, what="the worker's partitions")
+
+    def worker_counted() -> int:  # answers the worker committed (its caps are in profiles)
+        return sum(workers[0].store.offsets(cfg.topics.recommendations).values())
     truth, shown_als = 0, []  # per ALS-arm answer: (user, click probabilities)
     clicks, shown = [], {}  # shown: (user, item) -> times
     t0 = time.perf_counter()
     for r in range(rounds):
+        # a cap reaches the server through the worker's commit and the profile's way to the
+        # server's read model (~0.1-0.3 s): each round waits for both before the next
+        wait_until(lambda: worker_counted() >= r * len(tastes) + 1, 60,
+                   what="the worker to count the round's answers")
+        time.sleep(0.5)
         for uid in tastes:
             a = client.recommend(uid, k=K)
             probs = [TASTE_CTR if genre[it.item_id] in tastes[uid] else OTHER_CTR
