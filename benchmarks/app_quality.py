@@ -90,7 +90,7 @@ def main() -> None:
                     rows = pools[r] if depth == POOL else top(Y @ X[r], seen[r], depth)
                     pool = [(str(j), float(Y[j] @ X[r])) for j in rows]
                     picked = [int(i) for i, _ in diversify(
-                        pool, K, spec, lambda i: cats[int(i)],
+                        pool, K, spec, lambda ids: [cats[int(i)] for i in ids],
                         lambda ids: Y[[int(i) for i in ids]])]
                     if len(picked) == K or depth >= len(Y) - len(seen[r]) - 1:
                         break

@@ -12,7 +12,9 @@ model, as the worker writes them). The server runs as
 into the RocksDB store the processes read as secondaries). The load generator is one more
 process: grpc.aio, ``--concurrency`` calls in flight on as many connections, random users, k=10;
 then the same generator paced at 1k QPS for latency; then the same load against a trivial
-grpc.aio echo service in N processes on one port. The generator shares the machine's cores with
+grpc.aio echo service in N processes on one port, and against the *floor*: the server's own
+method registration answering a canned 10-item Recommend (what any Python Recommend costs before
+it does any work). The generator shares the machine's cores with
 the server (as it does with the echo service). Prints QPS, p50/p99, Recommend/echo, the
 server's CPU time per request (the figure least moved by other load), its memory (RSS summed
 over its processes, and PSS) and the load average next to each figure; asserts nothing.
@@ -23,6 +25,9 @@ QPS and server CPU per call: ``filter`` (a 1 % category: every item is in one of
 ``diversity`` (max 2 per category, MMR 0.3) and ``exploration`` (a second tenant, the same model
 and profiles, with 10 % exploration slots over 200 young items). Profile vectors are the exact
 fold-in of their 20 (distinct) items, as the worker writes them, so ``explain`` decomposes.
+
+``--profile DIR`` records every server process with py-spy (``--gil``; ``PYSPY_ARGS`` overrides)
+through one more run of each scenario and prints the call tree under the request handler.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -248,6 +254,29 @@ def cpu_by_process(pids) -> dict[str, float]:
     return out
 
 
+def profile_run(pid: int, out: Path, address: str, args, scenario: str) -> None:
+    """py-spy every server process through one more load run of ``scenario``; print where
+    the handler's time goes."""
+    import psutil
+
+    from benchmarks._profile import summarise, tree
+    out.mkdir(parents=True, exist_ok=True)
+    pids = [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    extra = os.environ.get("PYSPY_ARGS", "--gil").split()  # e.g. "--gil", "--native"
+    spies = [subprocess.Popen([spy, "record", "--format", "raw", *extra, "-r", "200", "-d", str(int(args.seconds)), "-o",
+                               str(out / f"{p}.txt"), "-p", str(p)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for p in pids]
+    run_load(address, METHOD, args.seconds, args.concurrency, args.users, scenario=scenario,
+             n_items=args.items)
+    for s in spies:
+        s.wait()
+    print(f"\n-- profile of {scenario}", flush=True)
+    summarise(sorted(out.glob("*.txt")), top=12)
+    tree(sorted(out.glob("*.txt")), "RecommenderService._handle (service.py)")
+
+
 # -- echo peer -----------------------------------------------------------------------------
 def _echo_server(port: int) -> None:
     import grpc
@@ -305,13 +334,51 @@ def wait_ready(stack: Stack, address: str, metrics: int, workers: int, n_users: 
                    interval_s=1, what="a nearline answer", stack=stack)
 
 
-def echo_load(workers: int, seconds: float, concurrency: int) -> dict:
-    """The same load against ``workers`` echo processes sharing one port."""
+def _floor_server(port: int) -> None:
+    """The floor under any Python Recommend: the server's own registration (request parsed by
+    ``serving.handlers``, response serialised), the API key read from the metadata, and a
+    canned answer of 10 items with a fresh id, with no retrieval, profile or log at all."""
+    import grpc
+
+    from recsys_stream.contracts.pb import recommender_pb2 as pb
+    from recsys_stream.serving.handlers import add_to_server
+    from recsys_stream.serving.served_log import new_recommendation_id
+
+    class Floor:
+        async def Recommend(self, request, context):
+            key = [v for k, v in context.invocation_metadata() or () if k == "x-api-key"]
+            out = pb.RecommendResponse(tenant="bench", algorithm="als", model_version=1,
+                                       source=pb.NEARLINE, reason=str(len(key)))
+            out.items.extend(pb.ScoredItem(item_id=f"i{j}", score=1.0 - j / 10)
+                             for j in range(request.k))
+            out.recommendation_id = new_recommendation_id()
+            return out
+
+        def __getattr__(self, name):  # every other method of the service: not measured
+            async def unimplemented(request, context):
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, name)
+            return unimplemented
+
+    async def main():
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+        add_to_server(Floor(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+    from recsys_stream.serving.app import event_loop_factory
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(main())
+
+
+def echo_load(workers: int, seconds: float, concurrency: int, peer: str = "_echo_server"
+              ) -> dict:
+    """The same load against ``workers`` processes of a peer (``_echo_server``: bytes back;
+    ``_floor_server``: a canned Recommend) sharing one port."""
     port = free_port()
     procs = [subprocess.Popen([sys.executable, "-c",
                                f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-                               f"from benchmarks.serving import _echo_server; "
-                               f"_echo_server({port})"]) for _ in range(workers)]
+                               f"from benchmarks.serving import {peer}; "
+                               f"{peer}({port})"]) for _ in range(workers)]
     try:
         time.sleep(3)
         address = f"127.0.0.1:{port}"
@@ -337,6 +404,10 @@ def main() -> None:
     ap.add_argument("--served-log", choices=("on", "off"), default="on",
                     help="the server's log of its answers onto `recommendations` (issue 29): "
                          "run once with each, back to back, for its cost per call")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="also record each server process with py-spy (collapsed stacks, "
+                         "DIR/<pid>.txt) during one more plain run, and print where the "
+                         "time goes (needs py-spy: pip install py-spy)")
     add_broker_arg(ap)
     args = ap.parse_args()
     scenarios = [x for x in args.scenarios.split(",") if x]
@@ -393,6 +464,9 @@ def main() -> None:
                                          n_items=args.items)
                 options[name]["load"] = load_note()
                 print(f"scenario {name} done ({options[name]['load']})", flush=True)
+            if args.profile:
+                for name in ["plain"] + scenarios:
+                    profile_run(proc.pid, Path(args.profile) / name, address, args, name)
             mem = memory(proc.pid)
             store_mb = sum(f.stat().st_size for f in (wd / "server-profiles").rglob("*")
                            if f.is_file()) / 2**20
@@ -400,6 +474,8 @@ def main() -> None:
             stack.stop_all()
     echo = echo_load(args.workers, args.seconds, args.concurrency)
     echo["load"] = load_note()
+    floor = echo_load(args.workers, args.seconds, args.concurrency, peer="_floor_server")
+    floor["load"] = load_note()
     print(f"\nRecommend (k=10, nearline users, concurrency {args.concurrency}): "
           f"{rec['qps']:.0f} QPS, p50 {rec['p50_ms']:.2f} ms, p99 {rec['p99_ms']:.2f} ms, "
           f"errors {rec['errors']} [{rec['load']}]")
@@ -408,6 +484,9 @@ def main() -> None:
           f"errors {paced['errors']} [{paced['load']}]")
     print(f"echo ({args.workers} processes, same load): {echo['qps']:.0f} QPS, p50 "
           f"{echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms [{echo['load']}]")
+    print(f"floor: the server's registration answering a canned Recommend ({args.workers} "
+          f"processes, same load): {floor['qps']:.0f} QPS, server CPU {floor['cpu_us']:.0f} us "
+          f"per call = {floor['cpu_us'] / max(echo['cpu_us'], 1):.2f}x echo's [{floor['load']}]")
     print(f"Recommend / echo: {rec['qps'] / max(echo['qps'], 1):.2f}")
     print(f"server CPU per request: Recommend {rec['cpu_us']:.0f} us (paced run "
           f"{paced['cpu_us']:.0f} us), echo {echo['cpu_us']:.0f} us; cores busy at full speed "

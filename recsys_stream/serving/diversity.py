@@ -51,13 +51,16 @@ def pool_size(k: int) -> int:
 
 
 def diversify(items: Sequence[tuple[str, float]], k: int, spec: DiversitySpec,
-              categories: Callable[[str], Sequence[str]],
+              categories: Callable[[Sequence[str]], Sequence[Sequence[str]]],
               vectors: Callable[[Sequence[str]], np.ndarray]) -> list[tuple[str, float]]:
-    """Up to ``k`` of ``items`` (best first) picked for diversity, in slate order."""
+    """Up to ``k`` of ``items`` (best first) picked for diversity, in slate order.
+
+    ``categories`` and ``vectors`` map the pool's ids to their categories and factor rows, all
+    at once (one row lookup per item serves both)."""
     n = len(items)
     if not n:
         return []
-    cats = [tuple(categories(i)) for i, _ in items] if spec.max_per_category else None
+    cats = categories([i for i, _ in items]) if spec.max_per_category else None
     blocked = np.zeros(n, dtype=bool)
     members: dict[str, list[int]] = {}
     if cats is not None:
@@ -67,35 +70,38 @@ def diversify(items: Sequence[tuple[str, float]], k: int, spec: DiversitySpec,
     lam = spec.mmr_lambda
     if lam:
         V = np.asarray(vectors([i for i, _ in items]), dtype=np.float64)
-        V /= np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+        V /= np.maximum(np.sqrt(np.einsum("ij,ij->i", V, V)), 1e-12)[:, None]  # row norms
         lamS = lam * (V @ V.T)  # lambda * cosine, every pair of the pool at once
         rel = np.array([s for _, s in items], dtype=np.float64)
         span = rel.max() - rel.min()
-        # min-max scaled relevance, weighted: (1 - lambda) rel_i
+        # min-max scaled relevance, weighted: (1 - lambda) rel_i; a taken or capped item's is
+        # -inf, so that it never wins again (-inf minus any penalty stays -inf)
         rel = (1 - lam) * ((rel - rel.min()) / span if span > 0 else np.ones(n))
         penalty = np.zeros(n)  # lambda * the highest cosine to the slate so far
         gain = np.empty(n)
     counts: dict[str, int] = {}
     out: list[tuple[str, float]] = []
     while len(out) < k:
-        # a few whole-array operations per pick (a pool is a few dozen items)
+        # three whole-array operations per pick (a pool is a few dozen items)
         if lam:
             np.subtract(rel, penalty, out=gain)
-            gain[blocked] = -np.inf
             pick = int(gain.argmax())
-            if blocked[pick]:
+            if gain[pick] == -np.inf:
                 break
             np.maximum(penalty, lamS[pick], out=penalty)
+            rel[pick] = -np.inf
         else:
             free = blocked.argmin()
             if blocked[free]:
                 break
             pick = int(free)
-        blocked[pick] = True
+            blocked[pick] = True
         out.append(items[pick])
         if cats is not None:
             for c in cats[pick]:
                 counts[c] = counts.get(c, 0) + 1
                 if counts[c] >= spec.max_per_category:
                     blocked[members[c]] = True
+                    if lam:
+                        rel[members[c]] = -np.inf
     return out

@@ -9,8 +9,10 @@ identity ``implicit``'s ``explain`` computes)::
     x_u . y_i = sum_j c_uj * y_j^T W^-1 y_i
 
 so item ``j`` contributes ``c_uj y_j^T W^-1 y_i`` and the contributions sum to the score. One
-Cholesky factor of ``W`` per request serves every answered item (``cho_solve`` with the ``k``
-answered items as right-hand sides).
+Cholesky factor of ``W`` per request serves every answered item (one ``potrs`` with the ``k``
+answered items as right-hand sides). LAPACK's ``potrf``/``potrs`` are called directly: at
+f = 64 the arithmetic is a few microseconds and ``scipy.linalg.cho_factor``'s checks and batch
+wrappers cost several times that (``benchmarks/serving.py --scenarios explain --profile``).
 
 Which vectors have such a decomposition: one solved here (PROFILE_FOLD_IN, SESSION: the rows and
 confidences are at hand), and a NEARLINE vector, whose profile carries the items and
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
+from scipy.linalg.lapack import dpotrf, dpotrs
 
 from recsys_stream.serving import session
 from recsys_stream.serving.recommend import NEARLINE
@@ -40,7 +42,7 @@ class Decomposition:
 
     rows: np.ndarray
     conf: np.ndarray
-    factor: tuple
+    factor: np.ndarray  # the upper Cholesky factor of W (``potrf``)
 
 
 def decomposable(snap) -> bool:
@@ -63,12 +65,17 @@ def decomposition(snap, profile, vector: np.ndarray | None, source: int,
         if b0 is None:
             return None
     rows, conf = b0
-    A, b = _normal_equations(snap, rows, np.asarray(conf, dtype=np.float64))
-    factor = scipy.linalg.cho_factor(A)
-    if basis is None and not np.allclose(scipy.linalg.cho_solve(factor, b), vector,
-                                         rtol=1e-4, atol=1e-5):
-        return None  # the profile moved on since the worker solved this vector
-    return Decomposition(rows, np.asarray(conf, dtype=np.float64), factor)
+    conf = np.asarray(conf, dtype=np.float64)
+    A, b = _normal_equations(snap, rows, conf)
+    factor, info = dpotrf(A, lower=0, clean=0, overwrite_a=1)
+    if info != 0:
+        return None  # not positive definite: no decomposition to give
+    if basis is None:
+        x, _ = dpotrs(factor, b)
+        # np.allclose(x, vector, rtol=1e-4, atol=1e-5), without its generality's cost
+        if not (np.abs(x - vector) <= 1e-5 + 1e-4 * np.abs(vector)).all():
+            return None  # the profile moved on since the worker solved this vector
+    return Decomposition(rows, conf, factor)
 
 
 def _normal_equations(snap, rows: np.ndarray, conf: np.ndarray):
@@ -83,7 +90,7 @@ def _normal_equations(snap, rows: np.ndarray, conf: np.ndarray):
     lam = snap.solver.regularization * (max(len(rows), 1) if snap.solver.scaling == "count"
                                         else 1.0)
     A = YtY + (Yu.T * (conf - 1.0)) @ Yu
-    A[np.diag_indices_from(A)] += lam
+    A.flat[::A.shape[0] + 1] += lam  # the diagonal
     return A, Yu.T @ conf
 
 
@@ -92,18 +99,20 @@ def because(snap, d: Decomposition, targets: np.ndarray,
     """Per target item vector (rows of ``targets``), the ``top`` items of the decomposition by
     contribution ``c_uj y_j^T W^-1 y_i`` (largest first)."""
     Yu = np.asarray(snap.index.item_factors[d.rows], dtype=np.float64)
-    Wi = scipy.linalg.cho_solve(d.factor, np.asarray(targets, dtype=np.float64).T)  # (k, m)
+    Wi, _ = dpotrs(d.factor, np.asarray(targets, dtype=np.float64).T)              # (f, m)
     contrib = d.conf[:, None] * (Yu @ Wi)                                            # (L, m)
     n = min(top, len(d.rows))
-    best = np.argsort(-contrib, axis=0, kind="stable")[:n]
+    best = np.argsort(-contrib, axis=0, kind="stable")[:n]                       # (n, m)
     ids = snap.item_id_list
-    return [[(ids[d.rows[j]], float(contrib[j, m])) for j in best[:, m]]
-            for m in range(contrib.shape[1])]
+    names = [ids[r] for r in d.rows[best].T.ravel().tolist()]
+    values = np.take_along_axis(contrib, best, axis=0).T.ravel().tolist()
+    pairs = list(zip(names, values))
+    return [pairs[m * n:(m + 1) * n] for m in range(contrib.shape[1])]
 
 
 def contributions(snap, d: Decomposition, target: np.ndarray) -> np.ndarray:
     """Every item's contribution to one target's score (for tests and tools)."""
-    w = scipy.linalg.cho_solve(d.factor, np.asarray(target, np.float64))
+    w, _ = dpotrs(d.factor, np.asarray(target, np.float64))
     return d.conf * (np.asarray(snap.index.item_factors[d.rows], np.float64) @ w)
 
 

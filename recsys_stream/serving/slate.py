@@ -67,32 +67,38 @@ def _delta(snap, deltas):
     return deltas.get(snap.tenant, snap.algorithm, snap.version) if deltas is not None else None
 
 
-def _categories(snap, attrs: RowAttributes | None) -> Callable[[str], Sequence[str]]:
+def _categories(snap, attrs: RowAttributes | None
+                ) -> Callable[[Sequence[str]], list[Sequence[str]]]:
     if attrs is None:
-        return lambda item: ()
-    return lambda item: attrs.categories_of(item, snap.item_row)
+        return lambda items: [()] * len(items)
+    row_of, by_row, n_rows = snap.item_row, attrs.row_categories, attrs.n_rows
 
-
-def _vector_of(snap, deltas) -> Callable[[str], np.ndarray | None]:  # diversity's MMR
-    Y, delta = snap.index.item_factors, _delta(snap, deltas)
-
-    def of(item: str):
-        r = snap.item_row.get(item)
-        if r is not None:
-            return Y[r]
-        if delta is not None and item in delta.row and delta.Y.shape[1] == Y.shape[1]:
-            return delta.Y[delta.row[item]]
-        return None
+    def of(items):  # a model row's categories by index; other items (new ones) by id
+        out = []
+        for item in items:
+            r = row_of.get(item)
+            out.append(by_row[r] if r is not None and r < n_rows
+                       else attrs.categories_of(item, row_of))
+        return out
     return of
 
 
-def _vectors(snap, deltas) -> Callable[[Sequence[str]], np.ndarray]:
-    of = _vector_of(snap, deltas) if snap is not None else (lambda item: None)
-    width = snap.width if snap is not None else 1
+def _vectors(snap, deltas) -> Callable[[Sequence[str]], np.ndarray]:  # diversity's MMR
+    """The pool's factor rows: the model's in one gather, a new item's from the delta, zeros
+    for an item with neither."""
+    if snap is None:
+        return lambda items: np.zeros((len(items), 1), np.float32)
+    Y, row_of, delta = snap.index.item_factors, snap.item_row, _delta(snap, deltas)
 
     def stack(items):
-        return np.stack([v if (v := of(i)) is not None else np.zeros(width, np.float32)
-                         for i in items])
+        rows = [row_of.get(i, -1) for i in items]
+        V = Y[rows]  # -1 gathers the last row: overwritten below
+        for n, r in enumerate(rows):
+            if r < 0:
+                d = delta.row.get(items[n]) if delta is not None and \
+                    delta.Y.shape[1] == Y.shape[1] else None
+                V[n] = delta.Y[d] if d is not None else 0.0
+        return V
     return stack
 
 
