@@ -165,3 +165,41 @@ def test_capped_items_are_not_shown_again_a_click_lifts_the_cap_and_counts_survi
     finally:
         stack.stop_all()
         states.tail.stop()
+
+
+def test_resume_is_current_only_at_or_past_both_markers(cfg, tmp_path):
+    """With caps the local state must be at or past the interactions marker and the
+    recommendations marker of a partition; else the partition is restored with both offsets."""
+    from recsys_stream.contracts.caps import ImpressionCaps
+    from recsys_stream.contracts.keys import offset_marker_key
+    from recsys_stream.nearline.restore import resume
+    from recsys_stream.nearline.state import StateStore
+
+    rule = FrequencyCapConfig(impressions=CAP).rule
+    topic, served = cfg.topics.interactions, cfg.topics.recommendations
+    u0, u1 = make_key("acme", "u0"), make_key("acme", "u1")
+    logged = UserHistory("acme", "u0", input_partition=0, applied_offset=9)
+    logged.caps = ImpressionCaps()
+    logged.caps.served("r1", 1000, ["a"], rule)
+    prod = producer(cfg)
+    for partition, key, value in [
+            (0, u0, logged.encode()), (0, offset_marker_key(0), b"10"),
+            (0, offset_marker_key(0, "recommendations"), b"5"),
+            (1, u1, UserHistory("acme", "u1", input_partition=1).encode()),
+            (1, offset_marker_key(1), b"4"),
+            (1, offset_marker_key(1, "recommendations"), b"6")]:
+        prod.produce(cfg.topics.state_changelog, key=key, value=value, partition=partition)
+    assert prod.flush(10) == 0
+    store = StateStore(tmp_path / "local")
+    try:
+        # partition 0: past the interactions marker, behind the recommendations one: stale;
+        # partition 1: past both: current
+        store.commit({u0: UserHistory("acme", "u0", input_partition=0, applied_offset=11)},
+                     {(topic, 0): 12, (served, 0): 3, (topic, 1): 4, (served, 1): 7})
+        r = resume(cfg, store, [0, 1], served)
+        assert r.offsets == {0: 10, 1: 4} and r.served_offsets == {0: 5, 1: 7}
+        assert r.restored == {0: 1}
+        assert set(store.get(u0).caps.shown) == {"r1"}
+        assert store.offsets(served) == {0: 5, 1: 7}
+    finally:
+        store.close()
