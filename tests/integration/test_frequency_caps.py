@@ -203,3 +203,33 @@ def test_resume_is_current_only_at_or_past_both_markers(cfg, tmp_path):
         assert store.offsets(served) == {0: 5, 1: 7}
     finally:
         store.close()
+
+
+def test_two_workers_in_the_group_count_every_users_answers(cfg, tmp_path):
+    """Group mode: the range assignor gives partition p of both topics to one worker, so two
+    workers sharing the group count each user's answers in that user's state, exactly."""
+    tenants = dict(cfg.tenants)
+    tenants["acme"] = dataclasses.replace(
+        tenants["acme"], frequency_cap=FrequencyCapConfig(impressions=CAP, window_hours=24.0))
+    cfg = cfg.replace(tenants=tenants, worker={"commit_interval_ms": 100})
+    write_model(cfg)
+    stack = Stack(write_toml(cfg, tmp_path / "config.toml"), tmp_path)
+    states = States(cfg)
+    stack.start("a", "worker", "--state-dir", str(tmp_path / "state-a"))
+    stack.start("b", "worker", "--state-dir", str(tmp_path / "state-b"))
+    try:
+        with _running(cfg) as (_, _, client):
+            truth: dict[str, Counter] = {}
+            answers: dict[str, set[str]] = {}
+            for n in range(40):
+                u = f"group-{n % 20}"
+                a = client.recommend(u, k=3)
+                answers.setdefault(u, set()).add(a.recommendation_id)
+                truth.setdefault(u, Counter()).update(i.item_id for i in a.items)
+            for u, rec_ids in answers.items():
+                wait_until(lambda: states.answers(u) >= rec_ids, 90, stack=stack,
+                           what=f"a worker to count {u}'s answers")
+            assert {u: states.counts(u) for u in truth} == truth
+    finally:
+        stack.stop_all()
+        states.tail.stop()
