@@ -15,7 +15,8 @@ What counts as shown (no double counting): the facts are kept per answer (``Show
 - unless the client reports what it displayed: from the first ``IMPRESSION`` event carrying
   that answer's id on, the answer shows only the reported items (each once, at the time the
   first report of it says), whether the answer was read before or after its reports.
-- An ``IMPRESSION`` without an id shows its item once on its own (keyed by its input offset).
+- An ``IMPRESSION`` without an id shows its item once on its own (keyed by its event id, else
+  its input offset).
 
 A positive event (every event the user history applies that does not suppress: a view, a
 click, a rating, a purchase) on an item at time ``t`` clears the item's impressions at or

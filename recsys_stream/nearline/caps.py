@@ -80,7 +80,8 @@ def apply(h: UserHistory, ev, raw: bytes | None, offset: int, rule: CapRule) -> 
         caps.served(ev.recommendation_id, ev.timestamp_ms, ev.items, rule)
     elif ev.type == IMPRESSION:
         rec_id = recommendation_id_of(raw) if raw else ""
-        caps.reported(rec_id or f"@{offset}", ev.item_id, ev.timestamp_ms, rule)
+        # without an answer's id, the event's own id (a re-sent one counts once), else its offset
+        caps.reported(rec_id or f"@{ev.event_id or offset}", ev.item_id, ev.timestamp_ms, rule)
     else:
         caps.positive_event(ev.item_id, ev.timestamp_ms, rule)
     if h.caps is None and caps.empty:
