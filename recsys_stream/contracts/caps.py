@@ -118,27 +118,32 @@ class ImpressionCaps:
                 del self.shown[rid]
 
     # -- the caps ---------------------------------------------------------------------------
-    def impressions(self) -> dict[str, list[int]]:
-        """Per item, the times it was shown since its latest positive event, ascending."""
+    def impressions(self, only=None) -> dict[str, list[int]]:
+        """Per item (of ``only``, default all), the times it was shown since its latest
+        positive event, ascending."""
         out: dict[str, list[int]] = {}
         pos = self.positive
         for _, _, items in self.shown.values():
-            for item, t in items.items():
+            if only is None:
+                pairs = items.items()
+            else:
+                pairs = [(i, items[i]) for i in only if i in items]
+            for item, t in pairs:
                 if t > pos.get(item, -1):
                     out.setdefault(item, []).append(t)
         for times in out.values():
             times.sort()
         return out
 
-    def capped(self, rule: CapRule, now_ms: int | None = None) -> dict[str, int]:
-        """Capped items and until when (ms); only caps still running at ``now_ms`` (default:
-        the latest time seen)."""
+    def capped(self, rule: CapRule, now_ms: int | None = None, only=None) -> dict[str, int]:
+        """Capped items (of ``only``, default all) and until when (ms); only caps still
+        running at ``now_ms`` (default: the latest time seen)."""
         if not rule.on:
             return {}
         now = self.latest_ms if now_ms is None else now_ms
         n = rule.impressions
         out = {}
-        for item, times in self.impressions().items():
+        for item, times in self.impressions(only).items():
             if len(times) >= n:
                 until = times[-n] + rule.window_ms
                 if until > now:

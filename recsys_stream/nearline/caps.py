@@ -75,11 +75,21 @@ def apply(h: UserHistory, ev, raw: bytes | None, offset: int, rule: CapRule) -> 
     if ev.type == ERASE or ev.type in SUPPRESSING_TYPES:
         return  # a hidden item is suppressed anyway; not a positive
     caps = h.caps if h.caps is not None else ImpressionCaps()
-    before = caps.capped(rule)
+    # only the fact's items can become capped or lifted (a cap running out needs no profile:
+    # the server compares with now), so only theirs are recomputed: a heavy user holds
+    # hundreds of answers
+    if ev.type == SERVED:
+        affected = set(ev.items)
+    elif ev.type == IMPRESSION:
+        rec_id = recommendation_id_of(raw) if raw else ""
+        s = caps.shown.get(rec_id) if rec_id else None
+        affected = {ev.item_id, *(s[2] if s is not None else ())}  # a served answer replaced
+    else:
+        affected = {ev.item_id}
+    before = caps.capped(rule, only=affected)
     if ev.type == SERVED:
         caps.served(ev.recommendation_id, ev.timestamp_ms, ev.items, rule)
     elif ev.type == IMPRESSION:
-        rec_id = recommendation_id_of(raw) if raw else ""
         # without an answer's id, the event's own id (a re-sent one counts once), else its offset
         caps.reported(rec_id or f"@{ev.event_id or offset}", ev.item_id, ev.timestamp_ms, rule)
     else:
@@ -87,5 +97,5 @@ def apply(h: UserHistory, ev, raw: bytes | None, offset: int, rule: CapRule) -> 
     if h.caps is None and caps.empty:
         return
     h.caps = caps
-    if caps.capped(rule).keys() != before.keys():
+    if caps.capped(rule, only=affected).keys() != before.keys():
         h.revision += 1
