@@ -53,13 +53,15 @@ def rules(cfg: Config) -> dict[str, CapRule]:
 def decode_served(key: bytes | None, value: bytes | None,
                   caps: dict[str, CapRule]) -> Served | None:
     """The answer of a ``recommendations`` record, or None when it is not one to count: a
-    tenant without caps, an anonymous answer (keyed by a session or its own id), or a record
+    tenant without caps, an anonymous answer (keyed by a session, ``anonymous``, or by its own
+    id: no ``user_id``), or a record
     that does not decode (the server writes these: skipped, never dead-lettered)."""
     try:
         slate = slates_pb2.ServedSlate.FromString(value or b"")
     except DecodeError:
         return None
-    if slate.tenant not in caps or not slate.user_id or not slate.recommendation_id \
+    if slate.tenant not in caps or not slate.user_id or slate.anonymous \
+            or not slate.recommendation_id \
             or key != make_key(slate.tenant, slate.user_id):
         return None
     return Served(slate.tenant, slate.user_id, slate.recommendation_id,

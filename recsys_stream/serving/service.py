@@ -175,6 +175,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             self._check_id("session_id", r.session_id)
         unit = r.user_id or r.session_id
         arm = self._arm(tc, unit, meta)
+        meta["anonymous"] = not r.user_id
         div = arms.diversity(arm, div)
         tc = arms.tenant_settings(arm, tc)
         snap = self._pin(self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm)),
@@ -254,6 +255,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         if r.session_id:
             self._check_id("session_id", r.session_id)
         arm = self._arm(self.cfg.tenant(caller.tenant), r.user_id or r.session_id, meta)
+        meta["anonymous"] = not r.user_id
         snap = self._pin(self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm)),
                          caller.tenant, arm)
         if snap is None:
@@ -327,8 +329,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         """Give the answer its id and queue it for `recommendations` (never blocks)."""
         response.recommendation_id = new_recommendation_id()
         if self.served_log is not None:
-            self.served_log.offer(slate_of(method, tenant, meta.get("unit", ""), response,
-                                           meta.get("experiment", ""), meta.get("arm", "")))
+            slate = slate_of(method, tenant, meta.get("unit", ""), response,
+                             meta.get("experiment", ""), meta.get("arm", ""))
+            slate.anonymous = bool(meta.get("anonymous")) and bool(slate.user_id)
+            self.served_log.offer(slate)
 
     def _caller(self, requested: str, context) -> Caller:
         keys = [value for name, value in context.invocation_metadata() or ()

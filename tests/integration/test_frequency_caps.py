@@ -221,6 +221,9 @@ def test_two_workers_in_the_group_count_every_users_answers(cfg, tmp_path):
         with _running(cfg) as (_, _, client):
             truth: dict[str, Counter] = {}
             answers: dict[str, set[str]] = {}
+            # an anonymous answer keyed like a user: not counted for that user (a session's
+            # answers do not shape anyone's caps); it precedes the user's on the same key
+            client.recommend("", k=3, session_id="group-0", context_item_ids=["acme-0-1"])
             for n in range(40):
                 u = f"group-{n % 20}"
                 a = client.recommend(u, k=3)

@@ -125,6 +125,8 @@ def test_decode_served_counts_only_users_of_tenants_with_caps():
     assert feed.decode_served(make_key("t", "u"), raw, {}) is None
     assert feed.decode_served(make_key("t", "x"), raw, {"t": RULE}) is None
     assert feed.decode_served(make_key("t", "u"), b"\xff\xff", {"t": RULE}) is None
+    slate.anonymous = True  # keyed by a session id: no user's caps
+    assert feed.decode_served(make_key("t", "u"), slate.SerializeToString(), {"t": RULE}) is None
 
 
 def test_serving_suppresses_only_caps_still_running():
