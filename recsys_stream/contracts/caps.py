@@ -62,6 +62,32 @@ class ImpressionCaps:
     shown: dict[str, list] = field(default_factory=dict)
     positive: dict[str, int] = field(default_factory=dict)  # item -> latest positive ms
     latest_ms: int = 0
+    # Not stored: item -> {answer id: time}, built on first use and kept in step, so that the
+    # worker's check of a fact's items costs per item, not per answer the user holds.
+    _index: dict | None = field(default=None, compare=False, repr=False)
+
+    def _idx(self) -> dict[str, dict[str, int]]:
+        if self._index is None:
+            idx: dict[str, dict[str, int]] = {}
+            for rid, (_, _, items) in self.shown.items():
+                for item, t in items.items():
+                    idx.setdefault(item, {})[rid] = t
+            self._index = idx
+        return self._index
+
+    def _unindex(self, rid: str) -> None:
+        if self._index is not None and rid in self.shown:
+            for item in self.shown[rid][2]:
+                d = self._index.get(item)
+                if d is not None:
+                    d.pop(rid, None)
+                    if not d:
+                        del self._index[item]
+
+    def _reindex(self, rid: str) -> None:
+        if self._index is not None:
+            for item, t in self.shown[rid][2].items():
+                self._index.setdefault(item, {})[rid] = t
 
     # -- facts ------------------------------------------------------------------------------
     def served(self, rec_id: str, served_ms: int, items, rule: CapRule) -> None:
@@ -70,6 +96,7 @@ class ImpressionCaps:
         if rec_id in self.shown or not self._advance(served_ms, rule):
             return
         self.shown[rec_id] = [served_ms, False, dict.fromkeys(items, served_ms)]
+        self._reindex(rec_id)
         self._bound()
 
     def reported(self, rec_id: str, item_id: str, t_ms: int, rule: CapRule) -> None:
@@ -78,10 +105,13 @@ class ImpressionCaps:
             return
         s = self.shown.get(rec_id)
         if s is None or not s[1]:  # the reports replace what the answer served
+            self._unindex(rec_id)
             s = self.shown[rec_id] = [t_ms, True, {}]
         items = s[2]
         if item_id not in items or t_ms < items[item_id]:
             items[item_id] = t_ms  # the earliest report of an item stands, in any order
+            if self._index is not None:
+                self._index.setdefault(item_id, {})[rec_id] = t_ms
         s[0] = min(s[0], t_ms)
         self._bound()
 
@@ -102,20 +132,22 @@ class ImpressionCaps:
             if any(s[0] < horizon for s in self.shown.values()):
                 for rid in [r for r, s in self.shown.items() if s[0] < horizon]:
                     items = self.shown[rid][2]
+                    self._unindex(rid)
                     # a reported answer may hold items shown later than its first report
                     kept = {i: t for i, t in items.items() if t >= horizon}
                     if kept:
                         self.shown[rid][2], self.shown[rid][0] = kept, min(kept.values())
+                        self._reindex(rid)
                     else:
                         del self.shown[rid]
             self.positive = {i: t for i, t in self.positive.items() if t >= horizon}
         return t_ms >= self.latest_ms - rule.window_ms
 
     def _bound(self) -> None:
-        if len(self.shown) > MAX_SHOWN:
-            oldest = sorted(self.shown, key=lambda r: self.shown[r][0])
-            for rid in oldest[:len(self.shown) - MAX_SHOWN]:
-                del self.shown[rid]
+        while len(self.shown) > MAX_SHOWN:  # one over at a time: a scan, not a sort
+            rid = min(self.shown, key=lambda r: self.shown[r][0])
+            self._unindex(rid)
+            del self.shown[rid]
 
     # -- the caps ---------------------------------------------------------------------------
     def impressions(self, only=None) -> dict[str, list[int]]:
@@ -123,12 +155,16 @@ class ImpressionCaps:
         positive event, ascending."""
         out: dict[str, list[int]] = {}
         pos = self.positive
+        if only is not None:
+            idx = self._idx()
+            for item in only:
+                p = pos.get(item, -1)
+                times = [t for t in idx.get(item, {}).values() if t > p]
+                if times:
+                    out[item] = sorted(times)
+            return out
         for _, _, items in self.shown.values():
-            if only is None:
-                pairs = items.items()
-            else:
-                pairs = [(i, items[i]) for i in only if i in items]
-            for item, t in pairs:
+            for item, t in items.items():
                 if t > pos.get(item, -1):
                     out.setdefault(item, []).append(t)
         for times in out.values():

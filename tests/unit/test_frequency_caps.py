@@ -134,3 +134,31 @@ def test_serving_suppresses_only_caps_still_running():
     assert capped_items(p, now_ms=150) == {"b"}
     assert capped_items(p, now_ms=250) == set()
     assert capped_items(None) == set()
+
+
+def test_the_item_index_agrees_with_a_full_recount(monkeypatch):
+    """Random served, reported and positive facts, with pruning by the window and the bound on
+    answers: the per-item index (the worker's check) equals counting every answer again."""
+    import random
+
+    from recsys_stream.contracts import caps as caps_module
+    monkeypatch.setattr(caps_module, "MAX_SHOWN", 6)
+    rng = random.Random(4)
+    rule = CapRule(2, 50)
+    c = ImpressionCaps()
+    c.capped(rule, only={"i0"})  # the index is built early and kept in step from here
+    for n in range(600):
+        t = n + rng.randint(-20, 5)
+        kind, item = rng.random(), f"i{rng.randint(0, 5)}"
+        if kind < 0.5:
+            c.served(f"r{rng.randint(0, n)}", t, [f"i{rng.randint(0, 5)}" for _ in range(3)],
+                     rule)
+        elif kind < 0.8:
+            c.reported(f"r{rng.randint(0, n)}", item, t, rule)
+        else:
+            c.positive_event(item, t, rule)
+        items = [f"i{j}" for j in range(6)]
+        full = {i: v for i, v in c.impressions().items()}
+        assert c.impressions(only=items) == full, n
+        fresh = ImpressionCaps.from_proto(c.to_proto())
+        assert fresh.impressions(only=items) == full, n
