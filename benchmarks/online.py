@@ -9,9 +9,11 @@ report's verdict; then the stage's throughput.
    with the experiment "als-vs-popularity" (50/50 by user hash); the online stage. Each user
    asks ``--rounds`` times for 10 items and clicks each shown item with a probability from
    their true taste (0.25 for their two genres, 0.02 else), 80 % of the clicks with the
-   answer's id. The stage's counts are compared with the simulated truth, the report's z-test
-   judges the experiment, and 100 A/A splits of the ALS arm's own answers (clicks re-drawn per
-   seed) check that the test is significant at 5 % about 5 % of the time.
+   answer's id. The stage's counts are compared with the simulated truth, the report's per-user
+   test judges the experiment, and 100 A/A splits of the ALS arm's own answers (clicks re-drawn
+   per seed) check that the test is significant at 5 % about 5 % of the time. The tenant has a
+   frequency cap of 3 impressions a day and the nearline worker runs beside them: no user may be
+   shown an item a fourth time (the clicks go out after the loop, so none lifts a cap).
 1. Backlog: ``--backlog`` answers (10 items each) and as many click events (half with the
    answer's id) are produced first, then the stage (``recsys-stream online``, its own process)
    starts and the time until all are committed gives answers + events per second.
@@ -57,7 +59,8 @@ def closed_loop(dep, n_users: int, rounds: int, seed: int = 0) -> str:
     from recsys_stream.contracts.experiments import bucket
     from recsys_stream.online import report
     from recsys_stream.online.app import run_online_stage
-    from recsys_stream.online.stats import compare
+    from recsys_stream.nearline.app import run_worker
+    from recsys_stream.online.stats import UserMoments, compare_users
     from recsys_stream.serving.app import run_server
     from recsys_stream.serving.client import RecommenderClient
     from recsys_stream.stack import wait_until
@@ -72,33 +75,50 @@ def closed_loop(dep, n_users: int, rounds: int, seed: int = 0) -> str:
         for j, r in enumerate(world.sample_items(rng, pref, 30)):
             events.append(Event(f"{uid}-h{j}", TENANT, uid, str(world.item_ids[r]), "view",
                                 None, int(time.time() * 1000) - 86_400_000 + j * 1000))
-    tc = dataclasses.replace(dep.cfg.tenant(TENANT), experiments=(
+    from recsys_stream.config import FrequencyCapConfig
+    tc = dataclasses.replace(dep.cfg.tenant(TENANT), frequency_cap=FrequencyCapConfig(3, 24.0),
+                             experiments=(
         {"name": "als-vs-popularity", "arms": [
             {"name": "als", "share": 0.5}, {"name": "popularity", "share": 0.5,
                                             "algorithm": "popularity"}]},))
     cfg = dep.cfg.replace(tenants={TENANT: tc},
                           server={"address": f"127.0.0.1:{free_port()}"},
-                          online={"commit_interval_ms": 200})
+                          online={"commit_interval_ms": 200},
+                          worker={"commit_interval_ms": 100})
     app.train_tenant(cfg, from_events(TENANT, events, tc.confidence, tc.history_cap, 0.2),
                      ModelStore(cfg.model_store), announcing="off")
     genre = dict(zip(world.item_ids, world.item_genre))
     stop = threading.Event()
+    workers = []  # the nearline worker (frequency caps), once built
     threads = [threading.Thread(target=run_server, args=(cfg, stop), daemon=True),
-               threading.Thread(target=run_online_stage, args=(cfg, stop), daemon=True)]
+               threading.Thread(target=run_online_stage, args=(cfg, stop), daemon=True),
+               threading.Thread(target=run_worker, args=(cfg, stop, workers.append),
+                                daemon=True)]
     for t in threads:
         t.start()
     client = RecommenderClient(cfg.server.address, "bench-key")
     wait_until(lambda: _answers(client), 60, what="the server")
+    wait_until(lambda: workers and workers[0].partitions, 60, what="the worker's partitions")
+
+    def worker_counted() -> int:  # answers the worker committed (its caps are in profiles)
+        return sum(workers[0].store.offsets(cfg.topics.recommendations).values())
     truth, shown_als = 0, []  # per ALS-arm answer: (user, click probabilities)
-    clicks = []
+    clicks, shown = [], {}  # shown: (user, item) -> times
     t0 = time.perf_counter()
     for r in range(rounds):
+        # a cap reaches the server through the worker's commit and the profile's way to the
+        # server's read model (~0.1-0.3 s): each round waits for both before the next
+        wait_until(lambda: worker_counted() >= r * len(tastes) + 1, 60,
+                   what="the worker to count the round's answers")
+        time.sleep(0.5)
         for uid in tastes:
             a = client.recommend(uid, k=K)
             probs = [TASTE_CTR if genre[it.item_id] in tastes[uid] else OTHER_CTR
                      for it in a.items]
             if a.arm == "als":
                 shown_als.append((uid, probs))
+            for it in a.items:
+                shown[(uid, it.item_id)] = shown.get((uid, it.item_id), 0) + 1
             for it, p in zip(a.items, probs):
                 if rng.random() < p:
                     clicks.append(events_pb2.Interaction(
@@ -122,10 +142,12 @@ def closed_loop(dep, n_users: int, rounds: int, seed: int = 0) -> str:
             return [], 0, 0
         try:
             rows = report.rows(store, TENANT)
+            counted.moments = store.moments(TENANT)
         finally:
             store.close()
         return rows, sum(x["impressions"] for x in rows), sum(x["clicks"] for x in rows)
 
+    counted.moments = {}
     wait_until(lambda: counted()[2] >= truth and counted()[1] >= answers * K - K, 120,
                what="the stage to count the loop")
     time.sleep(1.0)
@@ -134,21 +156,30 @@ def closed_loop(dep, n_users: int, rounds: int, seed: int = 0) -> str:
     for t in threads:
         t.join(15)
     client.close()
-    (test,) = report.arm_tests(rows, {"als-vs-popularity": ["popularity", "als"]})
+    (test,) = report.arm_tests(rows, {"als-vs-popularity": ["popularity", "als"]},
+                               counted.moments)
+    fourth = sum(n > 3 for n in shown.values())
+    log(f"frequency cap 3 a day: {len(shown)} (user, item) pairs shown, {fourth} of them more "
+        f"than 3 times (a capped item never appears a fourth time: "
+        f"{'yes' if not fourth else 'NO'})")
     log(f"closed loop: {answers} answers in {served_s:.1f}s; {impressions} impressions "
         f"counted; {truth} clicks simulated, {attributed} attributed ({load_note()})")
     aa_significant = 0
-    for s in range(100):
+    for s in range(100):  # per user, as the report tests: (impressions, clicks) per user
         r2 = np.random.default_rng(1000 + s)
-        arm = {}
+        per_user: dict[str, list[int]] = {}
         for uid, probs in shown_als:
-            side = arm.setdefault(uid, bucket(f"aa-{s}", uid) < 5000)
             c = int((r2.random(len(probs)) < np.array(probs)).sum())
-            key = "a" if side else "b"
-            arm[key] = arm.get(key, (0, 0))
-            arm[key] = (arm[key][0] + c, arm[key][1] + len(probs))
-        (ca, na), (cb, nb) = arm.get("a", (0, 0)), arm.get("b", (0, 0))
-        aa_significant += compare(ca, na, cb, nb).p_value < 0.05
+            u = per_user.setdefault(uid, [0, 0])
+            u[0] += len(probs)
+            u[1] += c
+        sides = {True: [], False: []}
+        for uid, ic in per_user.items():
+            sides[bucket(f"aa-{s}", uid) < 5000].append(ic)
+        a, b = (np.array(sides[k], dtype=float).reshape(-1, 2) for k in (True, False))
+        ma, mb = (UserMoments(len(x), x[:, 0].sum(), x[:, 1].sum(), (x[:, 0] ** 2).sum(),
+                              (x[:, 1] ** 2).sum(), (x[:, 0] * x[:, 1]).sum()) for x in (a, b))
+        aa_significant += compare_users(ma, mb).p_value < 0.05
     return (f"attribution: {truth} clicks simulated, {attributed} attributed, "
             f"{max(truth - attributed, 0)} lost, {max(attributed - truth, 0)} doubled; "
             f"experiment als vs popularity: CTR {test['ctr']:.4f} vs {test['control_ctr']:.4f}, "

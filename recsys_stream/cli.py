@@ -149,9 +149,10 @@ def cmd_report(args) -> int:
         raise SystemExit(f"report: {e}") from None
     try:
         table = report.rows(store, args.tenant, since_ms, args.experiment, args.by_position)
+        moments = store.moments(args.tenant)  # the per-user test's sums
     finally:
         store.close()
-    print(report.render(table, report.arm_tests(table, {})))
+    print(report.render(table, report.arm_tests(table, {}, moments)))
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from recsys_stream.contracts.confidence import DEFAULT_WEIGHTS, ConfidenceSettings
+from recsys_stream.contracts.caps import HOUR_MS, CapRule
 from recsys_stream.contracts.experiments import parse_experiments
 from recsys_stream.contracts.topics import Topics
 from recsys_stream.credentials import resolve
@@ -85,6 +86,17 @@ class MfConfig:
 
 
 @dataclass(frozen=True)
+class FrequencyCapConfig:
+    impressions: int = 0           # an item shown this often within the window without a positive
+                                   # event is suppressed for the user until the window passed; 0 = off
+    window_hours: float = 24.0     # the sliding window of the count
+
+    @property
+    def rule(self) -> CapRule:
+        return CapRule(int(self.impressions), int(self.window_hours * HOUR_MS))
+
+
+@dataclass(frozen=True)
 class TenantConfig:
     api_key_sha256: tuple[str, ...] = ()    # sha256 hex of each API key bound to this tenant
     admin_key_sha256: tuple[str, ...] = ()  # keys that may also call operator methods
@@ -112,6 +124,8 @@ class TenantConfig:
     click_types: tuple[str, ...] = ("click",)  # online: event types counted as clicks
     conversion_types: tuple[str, ...] = ("add_to_cart", "purchase")  # ... and as conversions
     experiments: tuple = ()        # [[tenants.T.experiments]]: name and arms (contracts.experiments)
+    frequency_cap: FrequencyCapConfig = field(default_factory=FrequencyCapConfig)  # { impressions,
+                                   # window_hours }: the worker's caps (contracts.caps); off by default
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "experiments", parse_experiments(self.experiments))

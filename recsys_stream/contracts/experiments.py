@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 BUCKETS = 10_000
 # what an arm may change (the server applies it; an empty value leaves the tenant's setting)
-# (a pinned model version per arm is not served yet: the server holds each algorithm's current
-# version only)
-ARM_KEYS = ("name", "share", "algorithm", "exploration_share", "max_per_category", "mmr_lambda")
+ARM_KEYS = ("name", "share", "algorithm", "exploration_share", "max_per_category", "mmr_lambda",
+            "model_version")
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,9 @@ class Arm:
     exploration_share, mmr_lambda : float, optional
     max_per_category : int, optional
         Overrides of the tenant's exploration share and the request's diversity; None = as is.
+    model_version : int
+        A pinned model version of the arm's algorithm, served while the store keeps it (else
+        the current one, counted: ``serving.pinned``); 0 = the current version.
     """
 
     name: str
@@ -53,6 +55,7 @@ class Arm:
     exploration_share: float | None = None
     max_per_category: int | None = None
     mmr_lambda: float | None = None
+    model_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,9 @@ class Experiment:
             if a.algorithm not in ("", "als", "bpr", "popularity"):
                 raise ValueError(f"{where} arm {a.name!r}: algorithm must be als, bpr or "
                                  f"popularity (or empty), got {a.algorithm!r}")
+            if not isinstance(a.model_version, int) or a.model_version < 0:
+                raise ValueError(f"{where} arm {a.name!r}: model_version must be a version "
+                                 f"number (0 = current), got {a.model_version!r}")
             if not 0 < a.share <= 1:
                 raise ValueError(f"{where} arm {a.name!r}: share must be in (0, 1], "
                                  f"got {a.share}")

@@ -29,9 +29,19 @@ def split_key(key: bytes) -> tuple[str, str]:
 _OFFSET_MARKER = b"\x00offset" + _SEP_B
 
 
-def offset_marker_key(partition: int) -> bytes:
-    """Changelog key of the offset marker of input ``partition``."""
-    return _OFFSET_MARKER + str(partition).encode()
+def offset_marker_key(partition: int, source: str = "") -> bytes:
+    """Changelog key of the offset marker of input ``partition``; ``source`` names a second
+    input topic of the same partition number ("" = interactions; "recommendations" for the
+    frequency caps' served answers)."""
+    tag = source.encode() + _SEP_B if source else b""
+    return _OFFSET_MARKER + tag + str(partition).encode()
+
+
+def marker_source(key: bytes) -> str:
+    """The ``source`` an offset marker key was made with ("" = interactions)."""
+    rest = key[len(_OFFSET_MARKER):]
+    source, sep, _ = rest.rpartition(_SEP_B)
+    return source.decode() if sep else ""
 
 
 def is_offset_marker(key: bytes | None) -> bool:

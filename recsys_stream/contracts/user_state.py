@@ -21,6 +21,7 @@ from operator import itemgetter
 
 import numpy as np
 
+from recsys_stream.contracts.caps import ImpressionCaps
 from recsys_stream.contracts.confidence import SUPPRESSING_TYPES, ConfidenceSettings
 from recsys_stream.contracts.pb import state_pb2
 
@@ -59,6 +60,7 @@ class UserHistory:
     recent_event_ids: list[str] = field(default_factory=list)
     event_count: int = 0
     ratings: dict[str, list] = field(default_factory=dict)  # item -> [latest rating, its time]
+    caps: ImpressionCaps | None = None  # frequency caps (contracts.caps); None: nothing shown
     # Not stored: bumped whenever the ids a profile carries change (an item added, dropped or
     # trimmed, a suppression, a rating), so the worker can tell a profile whose vector did not
     # move apart from one that must be published (``nearline.worker``). Starts at 0 on decode.
@@ -182,6 +184,8 @@ class UserHistory:
             _put_ids(msg, "rated_item_ids", self.ratings)
             msg.ratings_f64 = np.fromiter(map(_FIRST, vals), _F64, n).tobytes()
             msg.rating_ms_i64 = np.fromiter(map(_SECOND, vals), _I64, n).tobytes()
+        if self.caps is not None and not self.caps.empty:
+            msg.caps.CopyFrom(self.caps.to_proto())
         return msg
 
     def encode(self) -> bytes:
@@ -210,7 +214,8 @@ class UserHistory:
             applied_offset=msg.applied_offset,
             recent_event_ids=_get_ids(msg, "recent_event_ids"), event_count=msg.event_count,
             ratings={i: [r, t] for i, r, t in zip(_get_ids(msg, "rated_item_ids"), ratings,
-                                                  rating_ms)})
+                                                  rating_ms)},
+            caps=ImpressionCaps.from_proto(msg.caps) if msg.HasField("caps") else None)
 
     @classmethod
     def decode(cls, data: bytes) -> UserHistory:

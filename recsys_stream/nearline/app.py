@@ -36,7 +36,10 @@ def build_worker(cfg: Config) -> tuple[Worker, ModelFollower, StateStore]:
     store = StateStore(cfg.worker.state_dir, cfg.worker.state_cache_items)
     worker = Worker(cfg, store, None,
                     consumer(cfg, group_id=f"{cfg.kafka.topic_prefix}recsys-worker",
-                             **{"session.timeout.ms": cfg.worker.session_timeout_ms}),
+                             # range: partition p of interactions and of recommendations
+                             # (frequency caps) go to the same worker, with the user's state
+                             **{"session.timeout.ms": cfg.worker.session_timeout_ms,
+                                "partition.assignment.strategy": "range"}),
                     producer(cfg))
     worker.models = follower = model_follower(cfg, on_new_model=worker.request_resolve)
     worker.item_feed = ItemFeed(cfg, follower, worker._produce)

@@ -29,6 +29,14 @@ The recovery protocol (scale-out and crash safety):
 
 Markers only move forward: a worker resumes at ``max(L, M)`` and every marker it writes is at or
 past that point.
+
+Frequency caps (``contracts.caps``): a worker of a tenant with caps also consumes
+``recommendations``, whose partition ``p`` holds the answers of input partition ``p``'s users.
+Its next offsets are committed in the same ``WriteBatch`` and get their own marker on changelog
+partition ``p`` (``offset_marker_key(p, "recommendations")``), written alongside. The local
+state is current only if it is at or past *both* markers; a restore writes both offsets with
+the users. Answers applied past the marker by a dead worker are in the restored states and are
+recognised by their ``recommendation_id`` when replayed (``ImpressionCaps.served``).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import time
 from dataclasses import dataclass, field
 
 from recsys_stream.config import Config
-from recsys_stream.contracts.keys import is_offset_marker
+from recsys_stream.contracts.keys import is_offset_marker, marker_source
 from recsys_stream.contracts.user_state import UserHistory
 from recsys_stream.kafka import read_to_end
 from recsys_stream.nearline.state import StateStore
@@ -52,7 +60,8 @@ class ChangelogPartition:
     """What one changelog partition says: the latest value per user key and the last marker."""
 
     states: dict[bytes, bytes | None] = field(default_factory=dict)
-    marker: int | None = None
+    marker: int | None = None  # of interactions
+    markers: dict[str, int] = field(default_factory=dict)  # of a second input ("recommendations")
 
 
 @dataclass
@@ -62,6 +71,7 @@ class Resumed:
     offsets: dict[int, int] = field(default_factory=dict)
     republish: dict[bytes, UserHistory] = field(default_factory=dict)
     restored: dict[int, int] = field(default_factory=dict)  # partition -> users restored
+    served_offsets: dict[int, int] = field(default_factory=dict)  # recommendations (caps)
 
 
 def read_changelog_partitions(cfg: Config, partitions: list[int], timeout_s: float = 120.0,
@@ -71,16 +81,32 @@ def read_changelog_partitions(cfg: Config, partitions: list[int], timeout_s: flo
     for m in read_to_end(cfg, cfg.topics.state_changelog, partitions, timeout_s, tail):
         part, key = out[m.partition()], m.key()
         if is_offset_marker(key):
-            part.marker = int(m.value())  # compacted: the last one wins
+            source = marker_source(key)  # compacted: the last one wins
+            if source:
+                part.markers[source] = int(m.value())
+            else:
+                part.marker = int(m.value())
         elif key is not None:
             part.states[key] = m.value()
     return out
 
 
-def resume(cfg: Config, store: StateStore, partitions: list[int]) -> Resumed:
-    """Decide, per partition, between the local snapshot and the changelog (module docstring)."""
+def resume(cfg: Config, store: StateStore, partitions: list[int],
+           served: str | None = None) -> Resumed:
+    """Decide, per partition, between the local snapshot and the changelog (module docstring).
+
+    ``served``: the recommendations topic when the worker consumes it (frequency caps); its
+    resumed offsets are in ``Resumed.served_offsets``."""
     topic = cfg.topics.interactions
     local = store.offsets(topic)
+    local_s = store.offsets(served) if served else {}
+    source = "recommendations" if served else ""
+
+    def current(p: int, part: ChangelogPartition) -> bool:
+        """The local snapshot is at or past the partition's marker(s)."""
+        if p not in local or local[p] < (part.marker or 0):
+            return False
+        return not served or local_s.get(p, 0) >= part.markers.get(source, 0)
     t0 = time.monotonic()
     out = Resumed()
     # Cheap first: a marker follows every batch, so the newest one is nearly always among the
@@ -88,18 +114,26 @@ def resume(cfg: Config, store: StateStore, partitions: list[int]) -> Resumed:
     known = [p for p in partitions if p in local]
     near_end = read_changelog_partitions(cfg, known, tail=_TAIL) if known else {}
     for p in known:
-        marker = near_end[p].marker
-        if marker is not None and local[p] >= marker:
+        # without its caps marker in the tail the whole partition is read (it may be older)
+        if near_end[p].marker is not None and (not served or source in near_end[p].markers) \
+                and current(p, near_end[p]):
             out.offsets[p] = local[p]
+            if served:
+                out.served_offsets[p] = local_s.get(p, 0)
     rest = [p for p in partitions if p not in out.offsets]
     logged = read_changelog_partitions(cfg, rest) if rest else {}
     for p in rest:
         marker = logged[p].marker or 0
-        if p in local and local[p] >= marker:
+        if current(p, logged[p]):
             out.offsets[p] = local[p]
+            if served:
+                out.served_offsets[p] = local_s.get(p, 0)
             continue
         states = logged[p].states
-        store.restore(topic, p, states, marker)
+        also = {}
+        if served:
+            out.served_offsets[p] = also[served] = logged[p].markers.get(source, 0)
+        store.restore(topic, p, states, marker, also)
         out.offsets[p] = marker
         out.restored[p] = len(states)
         for key, value in states.items():

@@ -136,13 +136,15 @@ class StateStore:
             self._remember(decoded)
 
     def restore(self, topic: str, partition: int, states: dict[bytes, bytes | None],
-                next_offset: int) -> None:
+                next_offset: int, other_offsets: dict[str, int] | None = None) -> None:
         """Take a partition's users from the state changelog, with its offset, atomically.
 
         ``states`` maps ``tenant\\x1fuser`` to ``UserState`` bytes (``None``: a tombstone,
         the user is deleted). The offset is written in the same ``WriteBatch``, so the store
         is again a consistent snapshot of the partition's input prefix ``[0, next_offset)``
         (plus, per user, any later events its ``applied_offset`` says it holds).
+        ``other_offsets``: the next offsets of the same partition of other input topics (the
+        frequency caps' ``recommendations``), in the same batch.
         """
         self.forget()
         wb = WriteBatch(raw_mode=True)
@@ -153,6 +155,8 @@ class StateStore:
             else:
                 wb.put(_USER + key, value)
         wb.put(offset_key(topic, partition), str(next_offset).encode())
+        for other, nxt in (other_offsets or {}).items():
+            wb.put(offset_key(other, partition), str(nxt).encode())
         self._db.write(wb)
         gone = [k for k, v in states.items() if v is None]
         if gone:  # an erased user's old state leaves the files too

@@ -24,6 +24,11 @@ commit per 5 ms batch paid it ~100 times a second per heavy user, and waited for
 acknowledgements in every batch. A commit per interval pays both once per interval; profiles still
 leave in every batch, so freshness is unchanged.
 
+Frequency caps (``nearline.caps``): when a tenant has ``frequency_cap`` on, the worker also
+consumes ``recommendations`` (partition ``p`` with interactions' ``p``); its answers and the
+IMPRESSION events join the batch and go into the users' states, whose commits then carry both
+topics' next offsets, and whose changelog carries a marker per topic.
+
 Partitions: with ``worker.partitions`` set, the worker assigns them manually; otherwise it joins
 the consumer group ``<prefix>recsys-worker`` (eager rebalancing) and workers share the
 partitions. Either way a partition is taken through ``nearline.restore.resume`` (the recovery
@@ -48,6 +53,7 @@ from recsys_stream.contracts.events import IMPRESSION, Event, InvalidEvent, deco
 from recsys_stream.contracts.keys import offset_marker_key
 from recsys_stream.contracts.pb import profiles_pb2
 from recsys_stream.contracts.user_state import UserHistory
+from recsys_stream.nearline import caps as cap_feed
 from recsys_stream.nearline.dlq import dead_letter
 from recsys_stream.nearline.erase import Erasures
 from recsys_stream.nearline.metrics import BATCH_SECONDS, BATCH_SIZE, COMMIT_SECONDS, \
@@ -101,6 +107,10 @@ class Worker:
         self.last_poll = time.monotonic()
         self.item_feed = None  # nearline.item_feed.ItemFeed: new items in and out (issue 19)
         self.erasures = Erasures(self)  # erase records (nearline.erase)
+        # frequency caps: tenants with a cap, and the answers' topic when any has one
+        self.caps = cap_feed.rules(cfg)
+        self.served_topic = cfg.topics.recommendations if self.caps else None
+        self._next: dict[tuple[str, int], int] = {}  # committed next offsets (the markers)
 
     # -- assignment ------------------------------------------------------------------------
     def assign(self) -> None:
@@ -109,19 +119,29 @@ class Worker:
             self.consumer.assign(self._take(list(self.cfg.worker.partitions)))
         else:
             self._settled = False
-            self.consumer.subscribe([self.topic], on_assign=self._on_assign,
+            self.consumer.subscribe([self.topic, *([self.served_topic] if self.caps else [])],
+                                    on_assign=self._on_assign,
                                     on_revoke=self._on_revoke, on_lost=self._on_revoke)
             log.info("joining consumer group for %s", self.topic)
 
     def _take(self, partitions: list[int]) -> list[TopicPartition]:
         """Restore what is not current (``nearline.restore``); the positions to consume from."""
-        resumed = resume(self.cfg, self.store, partitions)
+        partitions = sorted(set(partitions))  # with caps, each comes once per topic
+        resumed = resume(self.cfg, self.store, partitions, self.served_topic)
         if resumed.republish:
             self._publish(resumed.republish)
             self.producer.flush()
-        self.partitions = sorted(partitions)
-        return [TopicPartition(self.topic, p, resumed.offsets[p] or OFFSET_BEGINNING)
-                for p in self.partitions]
+        self.partitions = partitions
+        out = [TopicPartition(self.topic, p, resumed.offsets[p] or OFFSET_BEGINNING)
+               for p in self.partitions]
+        self._next.update(((self.topic, p), o) for p, o in resumed.offsets.items())
+        if self.served_topic:
+            out += [TopicPartition(self.served_topic, p,
+                                   resumed.served_offsets.get(p) or OFFSET_BEGINNING)
+                    for p in self.partitions]
+            self._next.update(((self.served_topic, p), o)
+                              for p, o in resumed.served_offsets.items())
+        return out
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         # eager protocol: ``tps`` is the whole new assignment; assigning it here with our own
@@ -188,6 +208,11 @@ class Worker:
         for m in msgs:
             tp = (m.topic(), m.partition())
             offsets[tp] = max(offsets.get(tp, 0), m.offset() + 1)
+            if m.topic() == self.served_topic:  # an answer, for the frequency caps
+                served = cap_feed.decode_served(m.key(), m.value(), self.caps)
+                if served is not None:
+                    by_user[served.key].append((served, m))
+                continue
             try:
                 ev = decode_event(m.key(), m.value(), self._tenants, now, wc.max_future_ms,
                                   wc.max_past_ms, self._scales)
@@ -195,8 +220,8 @@ class Worker:
                 dead_letter(self.producer, self.cfg.topics.dlq, m, err)
                 self._stats["invalid"] += 1
                 continue
-            if ev.type == IMPRESSION:  # for the online stage; no preference, no state
-                continue
+            if ev.type == IMPRESSION and ev.tenant not in self.caps:
+                continue  # for the online stage; no preference, no state
             by_user[ev.key].append((ev, m))
 
         try:
@@ -222,6 +247,7 @@ class Worker:
         states = {k: dirty[k] for k in by_user if k in dirty}  # newer than the store's
         states.update(self.store.get_many([k for k in by_user if k not in states]))
         touched: dict[bytes, UserHistory] = {}
+        caps_only: dict[bytes, UserHistory] = {}  # changed, but nothing the profile shows
         produced_ms: dict[bytes, int] = {}
         outcomes = {"applied": 0, "duplicate": 0, "replayed": 0}  # one metric update per batch
         for key, items in by_user.items():
@@ -229,26 +255,48 @@ class Worker:
             h = states.get(key) or UserHistory(ev0.tenant, ev0.user_id)
             settings = self._settings(ev0.tenant)
             cap = self.cfg.tenants[ev0.tenant].history_cap
-            changed = False
+            rule = self.caps.get(ev0.tenant)
+            changed = shows = False
+            revision = h.revision
             for ev, m in items:
+                if ev.type == cap_feed.SERVED:  # an answer: recognised by its id on a replay
+                    if h.input_partition < 0:  # the changelog partition of a new user
+                        h.input_partition = m.partition()
+                    cap_feed.apply(h, ev, None, m.offset(), rule)
+                    changed = True
+                    continue
                 if m.offset() <= h.applied_offset and m.partition() == h.input_partition:
                     outcomes["replayed"] += 1
                     continue
-                applied = h.apply(ev.event_id, ev.item_id, ev.type, ev.value, ev.timestamp_ms,
-                                  settings, cap)
+                if ev.type == IMPRESSION:  # only a tenant with caps gets here
+                    cap_feed.apply(h, ev, m.value(), m.offset(), rule)
+                    applied = False
+                else:
+                    applied = h.apply(ev.event_id, ev.item_id, ev.type, ev.value,
+                                      ev.timestamp_ms, settings, cap)
+                    if applied and rule is not None:
+                        cap_feed.apply(h, ev, None, m.offset(), rule)
+                    shows = True
                 h.applied_offset, h.input_partition = m.offset(), m.partition()
                 outcomes["applied" if applied else "duplicate"] += 1
                 changed = True
                 produced_ms[key] = max(produced_ms.get(key, 0), m.timestamp()[1])
-            if changed:
+            if shows or (changed and h.revision != revision):  # the capped set changed
                 touched[key] = h
+            elif changed:
+                caps_only[key] = h
         for outcome, n in outcomes.items():
             if n:
                 EVENTS.labels(outcome).inc(n)
+        for key, h in caps_only.items():  # committed with the rest; no profile to publish
+            if key not in dirty:
+                dirty[key] = h
+                self._dirty_items += len(h.items) + 1
         if not touched:
             return
-        published = self._publish(touched,
-                                  {k: {ev.item_id for ev, _ in by_user[k]} for k in touched})
+        shown = (cap_feed.SERVED, IMPRESSION)  # no preference: no item-interaction
+        published = self._publish(touched, {k: {ev.item_id for ev, _ in by_user[k]
+                                                if ev.type not in shown} for k in touched})
         # to the producer (or found unchanged); the commit waits for the broker's ack
         handed = time.time() * 1000
         for ts in produced_ms.values():
@@ -301,9 +349,15 @@ class Worker:
             return False
         self.store.commit(encoded, offsets, dirty, deleted=erased)
         self.erasures.committed()
-        for (_, partition), nxt in offsets.items():
-            self._produce(self.cfg.topics.state_changelog, offset_marker_key(partition),
-                          str(nxt).encode(), partition)
+        self._next.update(offsets)
+        # with caps, both topics' markers of every partition committed (restore needs both)
+        for partition in {p for _, p in offsets}:
+            for topic, source in ((self.topic, ""), (self.served_topic, "recommendations")):
+                nxt = self._next.get((topic, partition))
+                if topic is not None and nxt is not None:
+                    self._produce(self.cfg.topics.state_changelog,
+                                  offset_marker_key(partition, source), str(nxt).encode(),
+                                  partition)
         self._dirty, self._dirty_items, self._pending_offsets = {}, 0, {}
         took = time.perf_counter() - t0
         COMMIT_SECONDS.observe(took)
@@ -344,6 +398,11 @@ class Worker:
                     tenant=h.tenant, user_id=h.user_id, item_ids=ids, confidences=c.tolist(),
                     suppressed_item_ids=list(h.suppressed), last_event_ms=h.last_event_ms,
                     updated_ms=now, vectors=vecs)
+                rule = self.caps.get(tenant)
+                if rule is not None and h.caps is not None:  # suppressed until their time
+                    capped = h.caps.capped(rule, now)
+                    profile.capped_item_ids.extend(capped)
+                    profile.capped_until_ms.extend(capped.values())
                 if h.ratings:  # the server's mf fold-in fallback folds these in
                     profile.rated_item_ids.extend(h.ratings)
                     profile.ratings.extend(v[0] for v in h.ratings.values())

@@ -63,12 +63,15 @@ class UserAttribution:
     slates: list[Slate] = field(default_factory=list)
     pending: list[list] = field(default_factory=list)  # [rec_id, item, kind, t_ms]
     latest_ms: int = 0
+    # per "tenant \x1f experiment \x1f arm": the user's impressions and clicks in it so far
+    # (the per-user test's unit; ``user_moments``)
+    totals: dict[str, list[int]] = field(default_factory=dict)
 
     # -- encoding (RocksDB value) ----------------------------------------------------------
     def encode(self) -> bytes:
         return json.dumps({"s": [[s.rec_id, s.served_ms, s.dims, s.items, s.done, s.shown]
                                  for s in self.slates],
-                           "p": self.pending, "t": self.latest_ms},
+                           "p": self.pending, "t": self.latest_ms, "u": self.totals},
                           separators=(",", ":")).encode()
 
     @classmethod
@@ -76,7 +79,7 @@ class UserAttribution:
         if not raw:
             return cls()
         d = json.loads(raw)
-        return cls([Slate(*s) for s in d["s"]], d["p"], d["t"])
+        return cls([Slate(*s) for s in d["s"]], d["p"], d["t"], d.get("u", {}))
 
     # -- the two inputs --------------------------------------------------------------------
     def served(self, slate: slates_pb2.ServedSlate, window_ms: int, counts: Counter) -> None:
@@ -161,7 +164,35 @@ class UserAttribution:
 
     @property
     def empty(self) -> bool:
-        return not self.slates and not self.pending
+        return not self.slates and not self.pending and not self.totals
+
+    def user_moments(self, counts: Counter, moments: Counter) -> None:
+        """Fold one record's counter deltas (``counts``) into the user's experiment totals and
+        add the per-arm moment deltas to ``moments``: keyed ``(tenant, experiment, arm, m)``
+        for ``m`` in ``MOMENTS``. A user's (i, c) becoming (i + di, c + dc) adds
+        ``2 i di + di**2`` to the sum of i**2 (and alike), so the sums stay exact per user
+        while only per-arm numbers are kept; ``n`` counts the user once, on their first."""
+        step: dict[str, list[int]] = {}
+        for (dims, kind), n in counts.items():
+            if n and dims[5] and kind in ("impressions", "clicks"):
+                d = step.setdefault(f"{dims[1]}\x1f{dims[5]}\x1f{dims[6]}", [0, 0])
+                d[kind == "clicks"] += n
+        for key, (di, dc) in step.items():
+            if not di and not dc:
+                continue
+            tot = self.totals.get(key)
+            tenant, exp, arm = key.split("\x1f")
+            if tot is None:
+                tot = self.totals[key] = [0, 0]
+                moments[(tenant, exp, arm, "n")] += 1
+            i, c = tot
+            for m, v in (("i", di), ("c", dc), ("ii", 2 * i * di + di * di),
+                         ("cc", 2 * c * dc + dc * dc), ("ic", i * dc + c * di + di * dc)):
+                moments[(tenant, exp, arm, m)] += v
+            tot[0], tot[1] = i + di, c + dc
+
+
+MOMENTS = ("n", "i", "c", "ii", "cc", "ic")
 
 
 def encode_counts(c: tuple[int, int, int]) -> bytes:

@@ -44,6 +44,7 @@ class OnlineStage(PartitionOwner):
         self.partitions: list[int] = []
         self._dirty: dict[bytes, UserAttribution] = {}
         self._deltas: Counter = Counter()
+        self._moments: Counter = Counter()  # per-user test sums (UserAttribution.user_moments)
         self._offsets: dict[tuple[str, int], int] = {}
         self._erased: set[bytes] = set()  # users erased since the commit (purged after it)
         self._last_commit = time.monotonic()
@@ -90,12 +91,19 @@ class OnlineStage(PartitionOwner):
         for m in msgs:
             tp = (m.topic(), m.partition())
             self._offsets[tp] = max(self._offsets.get(tp, 0), m.offset() + 1)
+            # this record's counter deltas apart first: they move its user's experiment totals
+            total, self._deltas = self._deltas, Counter()
             if m.topic() == self.cfg.topics.recommendations:
-                self._served(m, states)
+                key = self._served(m, states)
             else:
-                self._acted(m, states, now)
+                key = self._acted(m, states, now)
+            counts, self._deltas = self._deltas, total
+            if counts:
+                total.update(counts)
+                if key is not None and key in states:
+                    states[key].user_moments(counts, self._moments)
 
-    def _served(self, m: Message, states: dict[bytes, UserAttribution]) -> None:
+    def _served(self, m: Message, states: dict[bytes, UserAttribution]) -> bytes | None:
         try:
             slate = slates_pb2.ServedSlate.FromString(m.value() or b"")
         except DecodeError:
@@ -111,8 +119,10 @@ class OnlineStage(PartitionOwner):
         st.served(slate, int(tc.attribution_window_s * 1000), self._deltas)
         self._dirty[key] = st
         RECORDS.labels("served").inc()
+        return key
 
-    def _acted(self, m: Message, states: dict[bytes, UserAttribution], now: int) -> None:
+    def _acted(self, m: Message, states: dict[bytes, UserAttribution],
+               now: int) -> bytes | None:
         wc = self.cfg.worker
         try:
             e = decode_event(m.key(), m.value(), self.cfg.tenants, now, wc.max_future_ms,
@@ -136,7 +146,7 @@ class OnlineStage(PartitionOwner):
                      self._deltas)
             self._dirty[e.key] = st
             RECORDS.labels("impression").inc()
-            return
+            return e.key
         kind = "clicks" if e.type in tc.click_types else \
             "conversions" if e.type in tc.conversion_types else None
         if kind is None:
@@ -148,6 +158,7 @@ class OnlineStage(PartitionOwner):
         self._dirty[e.key] = st
         ATTRIBUTED.labels(e.tenant, outcome).inc()
         RECORDS.labels("positive").inc()
+        return e.key
 
     def commit(self) -> None:
         """Make everything applied so far durable; metrics count what was committed."""
@@ -155,9 +166,11 @@ class OnlineStage(PartitionOwner):
         if not self._offsets and not self._dirty:
             return
         deltas = self._deltas
-        self.store.commit(self._dirty, deltas, self._offsets, sorted(self._erased))
+        self.store.commit(self._dirty, deltas, self._offsets, sorted(self._erased),
+                          self._moments)
         # committed: nothing of it may be written again, whatever follows
         self._dirty, self._deltas, self._offsets = {}, Counter(), {}
+        self._moments = Counter()
         if self._erased:
             self.store.purge(sorted(self._erased))
             self._erased.clear()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from scipy.stats import norm
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_confint, proportion_effectsize, \
     proportions_ztest
@@ -68,3 +69,47 @@ def compare(arm_clicks: int, arm_trials: int, control_clicks: int, control_trial
     else:
         _, p_value = proportions_ztest([arm_clicks, control_clicks], [arm_trials, control_trials])
     return ArmTest(p1 - p0, float(p_value), float(proportion_effectsize(p1, p0)), alpha, power)
+
+
+@dataclass(frozen=True)
+class UserMoments:
+    """An arm's per-user sums: users ``n``, and over users the sums of impressions ``i``,
+    clicks ``c``, ``i**2``, ``c**2`` and ``i*c`` (the online stage keeps them exactly)."""
+
+    n: int = 0
+    i: float = 0.0
+    c: float = 0.0
+    ii: float = 0.0
+    cc: float = 0.0
+    ic: float = 0.0
+
+    def ratio_variance(self) -> float:
+        """Variance of the arm's CTR ``sum(c) / sum(i)`` by the delta method, the user being
+        the independent unit: ``(var_c - 2 R cov_ic + R**2 var_i) / (n mean_i**2)``."""
+        n = self.n
+        if n < 2 or self.i <= 0:
+            return math.nan
+        mi, mc = self.i / n, self.c / n
+        r = self.c / self.i
+        # sample (co)variances of the per-user impressions and clicks
+        vi = (self.ii - n * mi * mi) / (n - 1)
+        vc = (self.cc - n * mc * mc) / (n - 1)
+        cic = (self.ic - n * mi * mc) / (n - 1)
+        return max(vc - 2 * r * cic + r * r * vi, 0.0) / (n * mi * mi)
+
+
+def compare_users(arm: UserMoments, control: UserMoments, alpha: float = 0.05,
+                  power: float = 0.8) -> ArmTest:
+    """An arm's CTR against the control's with users, not impressions, as the independent
+    unit (a user's impressions are correlated: the impression-level z-test found 9 of 100 A/A
+    splits significant at 5 %). The difference of the two ratios over the square root of the
+    sum of their delta-method variances is normal under the null (Deng et al., "Applying the
+    Delta Method in Metric Analytics", 2018); p two-sided. NaN without two users on a side or
+    without variance."""
+    if arm.i <= 0 or control.i <= 0:
+        return ArmTest(math.nan, math.nan)
+    p1, p0 = arm.c / arm.i, control.c / control.i
+    v = arm.ratio_variance() + control.ratio_variance()
+    p_value = float(2 * norm.sf(abs(p1 - p0) / math.sqrt(v))) if v > 0 else math.nan
+    effect = float(proportion_effectsize(min(max(p1, 0.0), 1.0), min(max(p0, 0.0), 1.0)))
+    return ArmTest(p1 - p0, p_value, effect, alpha, power)

@@ -18,10 +18,11 @@ from rocksdict import AccessType, Options, Rdict, WriteBatch
 
 from recsys_stream.contracts.rocks import mark_purge, purge_keys, purge_pending, store_options
 from recsys_stream.nearline.state import offset_key, scan, stored_offsets
-from recsys_stream.online.attribution import KINDS, UserAttribution, decode_counts, dims_key, \
-    dims_of, encode_counts
+from recsys_stream.online.attribution import KINDS, MOMENTS, UserAttribution, decode_counts, \
+    dims_key, dims_of, encode_counts
+from recsys_stream.online.stats import UserMoments
 
-_USER, _COUNT = b"a", b"c"
+_USER, _COUNT, _MOMENT = b"a", b"c", b"m"
 
 
 class OnlineStore:
@@ -44,6 +45,9 @@ class OnlineStore:
             self._db = Rdict(self.path, options=store_options())
             purge_pending(self._db)  # erased users a killed stage committed and did not purge
         self._counts = {k: decode_counts(v) for k, v in scan(self._db, _COUNT)}
+        # per tenant \x1f experiment \x1f arm: the per-user test's sums (MOMENTS order)
+        self._moments = {k: [int(x) for x in v.split(b",")]
+                         for k, v in scan(self._db, _MOMENT)}
 
     def users(self, keys: list[bytes]) -> dict[bytes, UserAttribution]:
         if not keys:
@@ -52,7 +56,8 @@ class OnlineStore:
         return {k: UserAttribution.decode(v) for k, v in zip(keys, values)}
 
     def commit(self, users: dict[bytes, UserAttribution], deltas: Counter,
-               offsets: dict[tuple[str, int], int], erased: list[bytes] = ()) -> None:
+               offsets: dict[tuple[str, int], int], erased: list[bytes] = (),
+               moments: Counter | None = None) -> None:
         """Write states (an empty one is deleted), add ``deltas`` to the counters and store the
         next input offsets, atomically; ``erased``: users whose rows an erase record emptied,
         marked to be purged from the files (``purge``)."""
@@ -70,10 +75,18 @@ class OnlineStore:
             c[KINDS.index(kind)] += n
         for k, c in totals.items():
             wb.put(_COUNT + k, encode_counts(tuple(c)))
+        sums = {}
+        for (tenant, exp, arm, m), n in (moments or {}).items():
+            k = f"{tenant}\x1f{exp}\x1f{arm}".encode()
+            v = sums.setdefault(k, list(self._moments.get(k, [0] * len(MOMENTS))))
+            v[MOMENTS.index(m)] += n
+        for k, v in sums.items():
+            wb.put(_MOMENT + k, ",".join(map(str, v)).encode())
         for (topic, partition), nxt in offsets.items():
             wb.put(offset_key(topic, partition), str(nxt).encode())
         self._db.write(wb)
         self._counts.update(totals)
+        self._moments.update(sums)
 
     def purge(self, keys: list[bytes]) -> None:
         """Make erased users' rows leave the files (``contracts.rocks.purge_keys``)."""
@@ -86,6 +99,15 @@ class OnlineStore:
         """(dims, [impressions, clicks, conversions]) of every counter."""
         for k, c in self._counts.items():
             yield dims_of(k), c
+
+    def moments(self, tenant: str) -> dict[tuple[str, str], UserMoments]:
+        """Per (experiment, arm) of ``tenant``: the per-user test's sums."""
+        out = {}
+        for k, v in self._moments.items():
+            t, exp, arm = k.decode().split("\x1f")
+            if t == tenant:
+                out[(exp, arm)] = UserMoments(*v)
+        return out
 
     def close(self) -> None:
         self._db.close()

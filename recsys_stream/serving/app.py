@@ -21,6 +21,7 @@ from recsys_stream.serving.catalog_index import CatalogIndex
 from recsys_stream.serving.item_delta import ItemDeltas
 from recsys_stream.serving.handlers import add_to_server
 from recsys_stream.serving.metrics import MODEL_CREATED, MODEL_VERSION, REJECTIONS, SWAPS
+from recsys_stream.serving.pinned import PinnedModels
 from recsys_stream.serving.profile_store import ProfileWriter, readers_dir
 from recsys_stream.serving.read_models import ReadModels
 from recsys_stream.serving.served_log import ServedLog
@@ -54,6 +55,8 @@ class Server:
         self.cfg = cfg
         self.models = ModelFollower(cfg, TenantSnapshot.from_artifacts, "server",
                                     on_swap=self._swapped, on_reject=_rejected)
+        # experiment arms' pinned versions, rebuilt after each swap (before models: on_swap)
+        self.pinned = PinnedModels(cfg, TenantSnapshot.from_artifacts)
         self.read = ReadModels(cfg, profiles_secondary)
         # the catalog's categories and attributes over each served version's rows (filters)
         self.catalog = CatalogIndex(self.read.catalog, self._live_snapshots)
@@ -76,6 +79,7 @@ class Server:
     def _swapped(self, tenant: str, algorithm: str, snap: TenantSnapshot) -> None:
         _swapped(tenant, algorithm, snap)
         self.catalog.wake()
+        self.pinned.refresh(tenant, self.models.default_algorithm(tenant))
 
     def _live_snapshots(self):
         return [s for t in self.cfg.tenants for s in self.models.models(t).values()]
@@ -97,7 +101,8 @@ class Server:
             self.served_log.start()
         # bodies parsed by the service: one that does not parse is INVALID_ARGUMENT, not UNKNOWN
         add_to_server(RecommenderService(self.cfg, self.models, self.read, self.trending,
-                                         self.deltas, self.catalog, self.served_log), self.grpc)
+                                         self.deltas, self.catalog, self.served_log,
+                                         self.pinned), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -23,6 +23,8 @@ from recsys_stream.follow import ModelFollower
 from recsys_stream.serving import arms
 from recsys_stream.serving.auth import METADATA_KEY, Caller, KeyRing
 from recsys_stream.serving.catalog_index import CatalogIndex
+from recsys_stream.serving.caps import capped_items
+from recsys_stream.serving.pinned import PinnedModels
 from recsys_stream.serving.filters import Eligibility, FilterError, FilterSpec, eligibility, \
     parse_filter
 from recsys_stream.serving.handlers import Unparsed
@@ -75,8 +77,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
     def __init__(self, cfg: Config, models: ModelFollower[TenantSnapshot], read: ReadModels,
                  trending: Trending | None = None, deltas: ItemDeltas | None = None,
                  catalog: CatalogIndex | None = None,
-                 served_log: ServedLog | None = None) -> None:
+                 served_log: ServedLog | None = None, pinned: PinnedModels | None = None
+                 ) -> None:
         self.cfg, self.models, self.read, self.trending = cfg, models, read, trending
+        self.pinned = pinned  # experiment arms' pinned model versions (serving.pinned)
         self.served_log = served_log  # answers onto `recommendations` (None: not logged)
         self.deltas = deltas  # new items of each snapshot's version (serving.item_delta)
         self.catalog = catalog  # categories and attributes per served version (filters)
@@ -171,9 +175,11 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             self._check_id("session_id", r.session_id)
         unit = r.user_id or r.session_id
         arm = self._arm(tc, unit, meta)
+        meta["anonymous"] = not r.user_id
         div = arms.diversity(arm, div)
         tc = arms.tenant_settings(arm, tc)
-        snap = self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm))
+        snap = self._pin(self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm)),
+                         caller.tenant, arm)
         profile = self.read.profile(caller.tenant, r.user_id) if r.user_id else None
         banned = self.read.banned(caller.tenant)
         # the catalog's attributes of this version: for a filter, diversity caps, exploration
@@ -183,7 +189,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         # is served as new until a model without them is current
         batch_id = None if r.user_id and self.read.erased(caller.tenant, r.user_id) \
             else r.user_id
-        excludes = set(r.exclude_item_ids)
+        excludes = set(r.exclude_item_ids) | capped_items(profile)  # frequency caps
         # trending is ranked only when no user vector answers (a lazy callable)
         trending = partial(self.trending.ranked, caller.tenant) if self.trending else ()
         if arms.popularity(arm):  # the baseline arm: popularity, with the user's suppression
@@ -249,11 +255,16 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         if r.session_id:
             self._check_id("session_id", r.session_id)
         arm = self._arm(self.cfg.tenant(caller.tenant), r.user_id or r.session_id, meta)
-        snap = self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm))
+        meta["anonymous"] = not r.user_id
+        snap = self._pin(self._snapshot(caller.tenant, arms.algorithm(arm, r.algorithm)),
+                         caller.tenant, arm)
         if snap is None:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                "no model has been published for this tenant yet")
         profile = self.read.profile(caller.tenant, r.user_id) if r.user_id else None
+        capped = capped_items(profile)  # frequency caps: left out like banned items
+        if capped:
+            ids = [i for i in ids if i not in capped]
         delta = self.deltas.get(snap.tenant, snap.algorithm, snap.version) \
             if self.deltas is not None else None
         batch_id = None if r.user_id and self.read.erased(caller.tenant, r.user_id) \
@@ -318,8 +329,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         """Give the answer its id and queue it for `recommendations` (never blocks)."""
         response.recommendation_id = new_recommendation_id()
         if self.served_log is not None:
-            self.served_log.offer(slate_of(method, tenant, meta.get("unit", ""), response,
-                                           meta.get("experiment", ""), meta.get("arm", "")))
+            slate = slate_of(method, tenant, meta.get("unit", ""), response,
+                             meta.get("experiment", ""), meta.get("arm", ""))
+            slate.anonymous = bool(meta.get("anonymous")) and bool(slate.user_id)
+            self.served_log.offer(slate)
 
     def _caller(self, requested: str, context) -> Caller:
         keys = [value for name, value in context.invocation_metadata() or ()
@@ -349,6 +362,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"algorithm {algorithm!r} has no model for this tenant")
         return snap
+
+    def _pin(self, snap: TenantSnapshot | None, tenant: str, arm: arms.Assignment):
+        """The arm's pinned model version where it pins one and it is kept, else ``snap``."""
+        return self.pinned.resolve(snap, tenant, arm) if self.pinned is not None else snap
 
     def _filter(self, r) -> FilterSpec | None:
         """The request's ``filter``, checked (None: it restricts nothing)."""

@@ -21,7 +21,7 @@ class ProfileVector(_message.Message):
     def __init__(self, algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., suppressed_rows: _Optional[_Iterable[int]] = ..., user_bias: _Optional[float] = ...) -> None: ...
 
 class UserProfile(_message.Message):
-    __slots__ = ("tenant", "user_id", "vectors", "item_ids", "confidences", "suppressed_item_ids", "last_event_ms", "updated_ms", "rated_item_ids", "ratings", "rating_ms")
+    __slots__ = ("tenant", "user_id", "vectors", "item_ids", "confidences", "suppressed_item_ids", "last_event_ms", "updated_ms", "rated_item_ids", "ratings", "rating_ms", "capped_item_ids", "capped_until_ms")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,8 @@ class UserProfile(_message.Message):
     RATED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     RATINGS_FIELD_NUMBER: _ClassVar[int]
     RATING_MS_FIELD_NUMBER: _ClassVar[int]
+    CAPPED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    CAPPED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     user_id: str
     vectors: _containers.RepeatedCompositeFieldContainer[ProfileVector]
@@ -44,4 +46,6 @@ class UserProfile(_message.Message):
     rated_item_ids: _containers.RepeatedScalarFieldContainer[str]
     ratings: _containers.RepeatedScalarFieldContainer[float]
     rating_ms: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[ProfileVector, _Mapping]]] = ..., item_ids: _Optional[_Iterable[str]] = ..., confidences: _Optional[_Iterable[float]] = ..., suppressed_item_ids: _Optional[_Iterable[str]] = ..., last_event_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., rated_item_ids: _Optional[_Iterable[str]] = ..., ratings: _Optional[_Iterable[float]] = ..., rating_ms: _Optional[_Iterable[int]] = ...) -> None: ...
+    capped_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    capped_until_ms: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[ProfileVector, _Mapping]]] = ..., item_ids: _Optional[_Iterable[str]] = ..., confidences: _Optional[_Iterable[float]] = ..., suppressed_item_ids: _Optional[_Iterable[str]] = ..., last_event_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., rated_item_ids: _Optional[_Iterable[str]] = ..., ratings: _Optional[_Iterable[float]] = ..., rating_ms: _Optional[_Iterable[int]] = ..., capped_item_ids: _Optional[_Iterable[str]] = ..., capped_until_ms: _Optional[_Iterable[int]] = ...) -> None: ...

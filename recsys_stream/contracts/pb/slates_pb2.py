@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recsys/v1/slates.proto\x12\trecsys.v1\"N\n\nServedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xed\x01\n\x0bServedSlate\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12$\n\x05items\x18\x04 \x03(\x0b\x32\x15.recsys.v1.ServedItem\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x03\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x12\n\nexperiment\x18\x08 \x01(\t\x12\x0b\n\x03\x61rm\x18\t \x01(\t\x12\x11\n\tserved_ms\x18\n \x01(\x03\x12\x0e\n\x06method\x18\x0b \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recsys/v1/slates.proto\x12\trecsys.v1\"N\n\nServedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x80\x02\n\x0bServedSlate\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12$\n\x05items\x18\x04 \x03(\x0b\x32\x15.recsys.v1.ServedItem\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x03\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x12\n\nexperiment\x18\x08 \x01(\t\x12\x0b\n\x03\x61rm\x18\t \x01(\t\x12\x11\n\tserved_ms\x18\n \x01(\x03\x12\x0e\n\x06method\x18\x0b \x01(\t\x12\x11\n\tanonymous\x18\x0c \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVEDITEM']._serialized_start=37
   _globals['_SERVEDITEM']._serialized_end=115
   _globals['_SERVEDSLATE']._serialized_start=118
-  _globals['_SERVEDSLATE']._serialized_end=355
+  _globals['_SERVEDSLATE']._serialized_end=374
 # @@protoc_insertion_point(module_scope)

@@ -19,7 +19,7 @@ class ServedItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., position: _Optional[int] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ServedSlate(_message.Message):
-    __slots__ = ("recommendation_id", "tenant", "user_id", "items", "algorithm", "model_version", "source", "experiment", "arm", "served_ms", "method")
+    __slots__ = ("recommendation_id", "tenant", "user_id", "items", "algorithm", "model_version", "source", "experiment", "arm", "served_ms", "method", "anonymous")
     RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class ServedSlate(_message.Message):
     ARM_FIELD_NUMBER: _ClassVar[int]
     SERVED_MS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    ANONYMOUS_FIELD_NUMBER: _ClassVar[int]
     recommendation_id: str
     tenant: str
     user_id: str
@@ -42,4 +43,5 @@ class ServedSlate(_message.Message):
     arm: str
     served_ms: int
     method: str
-    def __init__(self, recommendation_id: _Optional[str] = ..., tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ServedItem, _Mapping]]] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., source: _Optional[str] = ..., experiment: _Optional[str] = ..., arm: _Optional[str] = ..., served_ms: _Optional[int] = ..., method: _Optional[str] = ...) -> None: ...
+    anonymous: bool
+    def __init__(self, recommendation_id: _Optional[str] = ..., tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ServedItem, _Mapping]]] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., source: _Optional[str] = ..., experiment: _Optional[str] = ..., arm: _Optional[str] = ..., served_ms: _Optional[int] = ..., method: _Optional[str] = ..., anonymous: _Optional[bool] = ...) -> None: ...
