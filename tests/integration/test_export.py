@@ -3,7 +3,6 @@ version, no banned or seen item, and a manifest that catches a shard cut short."
 
 from __future__ import annotations
 
-import json
 import random
 
 import grpc
@@ -11,14 +10,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from recsys_stream.contracts.ann_index import build_index
-from recsys_stream.contracts.confidence import ConfidenceSettings
-from recsys_stream.contracts.keys import make_key
-from recsys_stream.contracts.model_store import ModelStore
-from recsys_stream.contracts.pb import events_pb2, profiles_pb2
 from recsys_stream.contracts.pb import recommender_pb2 as pb
-from recsys_stream.kafka import producer
 from recsys_stream.serving.export import iter_records, run_export, verify
+from tests.export_world import BANNED, publish_suppression, write_events, write_model
 from recsys_stream.stack import wait_until
 from tests.integration.test_server import _running
 
@@ -26,50 +20,18 @@ pytestmark = pytest.mark.integration
 N_USERS, N_ITEMS, WIDTH = 60, 150, 8
 
 
-def _model(cfg):
-    """A served model of 150 items (Recommend scores that few exactly, as the exact export)."""
-    rng = np.random.default_rng(3)
-    Y, X = rng.normal(size=(N_ITEMS, WIDTH)), rng.normal(size=(N_USERS, WIDTH))
-    store = ModelStore(cfg.model_store)
-    store.write("acme", "als", 1, item_ids=[f"it{i}" for i in range(N_ITEMS)], item_factors=Y,
-                user_ids=[f"u{i}" for i in range(N_USERS)], user_factors=X,
-                popularity=np.arange(N_ITEMS, 0, -1, dtype=float),
-                manifest={"hyperparameters": {"regularization": 0.5},
-                          "confidence": ConfidenceSettings().to_dict()},
-                index_writer=lambda p: build_index(Y, p, X, recall_floor=0.0))
-    store.set_current("acme", "als", 1)
-    return 1
-
-
 def test_export_equals_recommend_and_suppresses(cfg, tmp_path):
-    version = _model(cfg)
+    write_model(cfg.model_store, N_ITEMS, N_USERS, WIDTH, seed=3, prefix="it",
+                index_users=None, recall_floor=0.0)  # 150 items: Recommend scores them all
+    version = 1
     rnd = random.Random(5)
     # training events: 4-12 items per user; the worker's profile holds the same items
     seen = {f"u{u}": rnd.sample(range(N_ITEMS), rnd.randint(4, 12)) for u in range(N_USERS)}
     events = tmp_path / "events.jsonl"
-    with open(events, "w") as f:
-        for u, items in seen.items():
-            for n, i in enumerate(items):
-                f.write(json.dumps({"tenant": "acme", "user_id": u, "item_id": f"it{i}",
-                                    "type": "view", "timestamp_ms": 1_700_000_000_000 + n})
-                        + "\n")
-    prod = producer(cfg)
+    write_events(events, seen)
     hidden = {"u1": "it149", "u2": "it148"}  # hidden in the profile only (after training)
-    for u, items in seen.items():
-        p = profiles_pb2.UserProfile(tenant="acme", user_id=u,
-                                     item_ids=[f"it{i}" for i in items],
-                                     confidences=[1.0] * len(items))
-        if u in hidden:
-            p.suppressed_item_ids.append(hidden[u])
-        if u == "u3":  # a nearline vector of this version answers before the batch row
-            p.vectors.add(algorithm="als", model_version=version, values=[1.0] * WIDTH)
-        prod.produce(cfg.topics.profiles, key=make_key("acme", u), value=p.SerializeToString())
-    prod.produce(cfg.topics.profiles, key=make_key("acme", "u7"), value=None)  # erased
-    banned = ["it0", "it1", "it2"]
-    for i in banned:
-        prod.produce(cfg.topics.catalog, key=make_key("acme", i), value=events_pb2.CatalogItem(
-            tenant="acme", item_id=i, state=events_pb2.BANNED).SerializeToString())
-    assert prod.flush(10) == 0
+    publish_suppression(cfg, seen, hidden, "u3", WIDTH)
+    banned = list(BANNED)
 
     m = run_export(cfg, "acme", 10, str(tmp_path / "out"), events_file=str(events))
     assert m["users"] == N_USERS - 1 and m["erased_skipped"] == 1

@@ -6,7 +6,6 @@ profiles and catalog bans on the session's broker."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import numpy as np
@@ -15,13 +14,8 @@ import pytest
 
 from recsys_stream.cli import main
 from recsys_stream.config import SparkConfig
-from recsys_stream.contracts.ann_index import build_index
-from recsys_stream.contracts.confidence import ConfidenceSettings
-from recsys_stream.contracts.keys import make_key
-from recsys_stream.contracts.model_store import ModelStore
-from recsys_stream.contracts.pb import events_pb2, profiles_pb2
-from recsys_stream.kafka import producer
 from recsys_stream.serving.export import iter_records, run_export, verify
+from tests.export_world import BANNED, publish_suppression, write_events, write_model
 from tests.spark_cluster import SparkCluster
 
 pytestmark = pytest.mark.integration
@@ -31,53 +25,22 @@ SETTINGS = {"spark.driver.memory": "512m", "spark.executor.memory": "512m",
             "spark.executor.cores": "1"}
 
 
-def _publish(cfg):
-    """A served model whose index is walked for k = 10 (900 items: more than 4 x ef)."""
-    rng = np.random.default_rng(7)
-    Y, X = rng.normal(size=(N_ITEMS, WIDTH)), rng.normal(size=(N_USERS, WIDTH))
-    store = ModelStore(cfg.model_store)
-    store.write("acme", "als", 1, item_ids=[f"it{i}" for i in range(N_ITEMS)], item_factors=Y,
-                user_ids=[f"u{i}" for i in range(N_USERS)], user_factors=X,
-                popularity=np.arange(N_ITEMS, 0, -1, dtype=float),
-                manifest={"hyperparameters": {"regularization": 0.5},
-                          "confidence": ConfidenceSettings().to_dict()},
-                index_writer=lambda p: build_index(Y, p, X[:100], recall_floor=0.0))
-    store.set_current("acme", "als", 1)
-
-
 def _records(path) -> dict:
     return {r["user_id"]: r for r in iter_records(path)}
 
 
 @pytest.mark.timeout(1800)  # several Spark sessions; minutes when the shared cores are busy
 def test_spark_export_equals_local_export_on_the_cluster(cfg, tmp_path):
-    _publish(cfg)
+    # 900 items: the index is walked for k = 10 (more than 4 x ef)
+    write_model(cfg.model_store, N_ITEMS, N_USERS, WIDTH, seed=7, prefix="it", recall_floor=0.0)
     rnd = random.Random(11)
     seen = {f"u{u}": rnd.sample(range(N_ITEMS), rnd.randint(3, 15)) for u in range(N_USERS)}
     events = tmp_path / "events.jsonl"
-    with open(events, "w") as f:
-        for u, items in seen.items():
-            for n, i in enumerate(items):
-                f.write(json.dumps({"tenant": "acme", "user_id": u, "item_id": f"it{i}",
-                                    "type": "view", "timestamp_ms": 1_700_000_000_000 + n})
-                        + "\n")
-    prod = producer(cfg)
+    write_events(events, seen)
     hidden = {"u1": "it899", "u2": "it898"}  # hidden in the profile only (after training)
-    for u in ["u1", "u2", "u3", "newcomer"]:
-        items = seen.get(u, [5, 6, 7])
-        p = profiles_pb2.UserProfile(tenant="acme", user_id=u, item_ids=[f"it{i}" for i in items],
-                                     confidences=[1.0] * len(items))
-        if u in hidden:
-            p.suppressed_item_ids.append(hidden[u])
-        if u == "u3":  # a nearline vector of this version answers before the batch row
-            p.vectors.add(algorithm="als", model_version=1, values=[1.0] * WIDTH)
-        prod.produce(cfg.topics.profiles, key=make_key("acme", u), value=p.SerializeToString())
-    prod.produce(cfg.topics.profiles, key=make_key("acme", "u7"), value=None)  # erased
-    banned = ["it0", "it1", "it2"]
-    for i in banned:
-        prod.produce(cfg.topics.catalog, key=make_key("acme", i), value=events_pb2.CatalogItem(
-            tenant="acme", item_id=i, state=events_pb2.BANNED).SerializeToString())
-    assert prod.flush(10) == 0
+    publish_suppression(cfg, {u: seen.get(u, [5, 6, 7]) for u in ["u1", "u2", "u3", "newcomer"]},
+                        hidden, "u3", WIDTH)
+    banned = list(BANNED)
     users = tmp_path / "users.txt"  # every model user, the newcomer, an unknown one
     users.write_text("\n".join([*seen, "newcomer", "nobody"]) + "\n")
 

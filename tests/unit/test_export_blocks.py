@@ -8,31 +8,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_stream.cli import main
-from recsys_stream.contracts.ann_index import build_index
-from recsys_stream.contracts.confidence import ConfidenceSettings
-from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.contracts.pb import profiles_pb2
 from recsys_stream.serving import export as ex
 from recsys_stream.serving.recommend import recommend
 from recsys_stream.serving.snapshots import TenantSnapshot
-
-
-def _store(root, n_items=2000, n_users=300, width=16):
-    rng = np.random.default_rng(0)
-    Y, X = rng.normal(size=(n_items, width)), rng.normal(size=(n_users, width))
-    store = ModelStore(root)
-    store.write("acme", "als", 1, item_ids=[f"i{i}" for i in range(n_items)], item_factors=Y,
-                user_ids=[f"u{i}" for i in range(n_users)], user_factors=X,
-                popularity=np.arange(n_items, 0, -1, dtype=float),
-                manifest={"hyperparameters": {"regularization": 0.5},
-                          "confidence": ConfidenceSettings().to_dict()},
-                index_writer=lambda p: build_index(Y, p, X[:100]))
-    store.set_current("acme", "als", 1)
-    return store
+from tests.export_world import write_model
 
 
 def test_exact_equals_recommend_scored_exactly_and_index_close(tmp_path):
-    snap = TenantSnapshot.from_artifacts(_store(tmp_path / "m").load("acme", "als"))
+    snap = TenantSnapshot.from_artifacts(write_model(tmp_path / "m", 2000, 300, 16, seed=0).load("acme", "als"))
     n_users, n_items = len(snap.user_row), len(snap.item_ids)
     seen = sp.random(n_users, n_items, density=0.01, format="csr", random_state=1).astype(bool)
     sup = ex.Suppression(seen=seen, banned=frozenset({"i5", "i7", "i11"}))
@@ -59,7 +43,7 @@ def test_exact_equals_recommend_scored_exactly_and_index_close(tmp_path):
 
 
 def test_cli_users_file_parquet_and_a_short_shard(tmp_path, capsys):
-    _store(tmp_path / "m")
+    write_model(tmp_path / "m", 2000, 300, 16, seed=0)
     conf = tmp_path / "c.toml"
     conf.write_text(f'model_store = "{tmp_path / "m"}"\n[tenants.acme]\n')
     users = tmp_path / "users.txt"

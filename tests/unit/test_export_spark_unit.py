@@ -8,31 +8,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys_stream.contracts.ann_index import build_index
-from recsys_stream.contracts.confidence import ConfidenceSettings
-from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.contracts.pb import profiles_pb2
 from recsys_stream.serving import export as ex
 from recsys_stream.serving import export_spark as exs
 from recsys_stream.serving.snapshots import TenantSnapshot
-
-
-def _art(root, n_items=2000, n_users=250, width=16):
-    rng = np.random.default_rng(0)
-    Y, X = rng.normal(size=(n_items, width)), rng.normal(size=(n_users, width))
-    store = ModelStore(root)
-    store.write("acme", "als", 1, item_ids=[f"i{i}" for i in range(n_items)], item_factors=Y,
-                user_ids=[f"u{i}" for i in range(n_users)], user_factors=X,
-                popularity=np.arange(n_items, 0, -1, dtype=float),
-                manifest={"hyperparameters": {"regularization": 0.5},
-                          "confidence": ConfidenceSettings().to_dict()},
-                index_writer=lambda p: build_index(Y, p, X[:100]))
-    return store.load("acme", "als", 1)
+from tests.export_world import write_model
 
 
 @pytest.mark.parametrize("mode,fmt", [("exact", "jsonl"), ("index", "parquet")])
 def test_tasks_write_the_local_exports_shards(tmp_path, mode, fmt):
-    art = _art(tmp_path / "m")
+    art = write_model(tmp_path / "m", 2000, 250, 16, seed=0).load("acme", "als", 1)
     snap = TenantSnapshot.from_artifacts(art)
     n_users, n_items = len(snap.user_row), len(snap.item_ids)
     seen = sp.random(n_users, n_items, density=0.01, format="csr", random_state=1).astype(bool)
