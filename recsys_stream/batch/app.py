@@ -41,6 +41,7 @@ from recsys_stream.batch.explicit import train_mf_round
 from recsys_stream.batch.metrics import BASELINE_NDCG, LAST_ROUND, NDCG, RUNS, TRAIN_SECONDS
 from recsys_stream.batch.publish import AnnouncementUndelivered, Candidate, announce, publish, \
     write_version
+from recsys_stream.batch.young import training_slice
 from recsys_stream.config import Config
 from recsys_stream.contracts.model_store import ALGORITHMS, ModelStore, ModelVerificationError
 from recsys_stream.kafka import BrokerWatch
@@ -129,9 +130,13 @@ def train_tenant(cfg: Config, data: TenantData | TenantRound, store: ModelStore,
                     "training": {"evaluated": "train split (events before each user's cut)",
                                  "published": "retrained on all events",
                                  "holdout_fraction": cfg.trainer.holdout_fraction}}
+        young = training_slice(engine, rnd, factors, tc.young_item_users)
+        if young is not None:
+            manifest["young_item_users"] = tc.young_item_users
+            manifest["young_items"] = len(young)
         version = write_version(store, cfg, tenant, factors, rnd.full_users, rnd.full_items,
                                 rnd.pop_full, manifest, verify=not reasons,
-                                progress=progress)
+                                progress=progress, young=young)
         log.info("%s/%s v%d written in %.1fs%s", tenant, algorithm, version, seconds,
                  "" if not reasons else " (fails a gate)")
         candidates.append(Candidate(tenant, algorithm, version, metrics, baseline,

@@ -33,6 +33,7 @@ from recsys_stream.config import Config
 from recsys_stream.contracts.ann_index import build_index
 from recsys_stream.contracts.model_store import ALGORITHMS, ModelStore
 from recsys_stream.contracts.pb import models_pb2
+from recsys_stream.contracts.young_slice import YoungSlice
 from recsys_stream.kafka import producer
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,13 @@ class Candidate:
 
 def write_version(store: ModelStore, cfg: Config, tenant: str, factors: Factors, user_ids,
                   item_ids, popularity: np.ndarray, manifest: dict, verify: bool = True,
-                  progress: bool = False) -> int:
+                  progress: bool = False, young: YoungSlice | None = None) -> int:
     """Write a new version directory with its index; returns the version number.
 
     The index is tuned on a sample of the model's own user vectors (recall@10 against exact
     scoring goes to ``manifest["index"]``). ``verify=False`` for a model already known to fail
     a gate: it is kept for inspection only. ``progress``: bars over the index builds.
+    ``young``: the young items' training columns (``batch.young``).
     """
     version = store.next_version(tenant)
     rng = np.random.default_rng(cfg.trainer.seed)
@@ -85,7 +87,7 @@ def write_version(store: ModelStore, cfg: Config, tenant: str, factors: Factors,
                                                    recall_floor=cfg.trainer.index_recall_floor,
                                                    seed=cfg.trainer.seed,
                                                    progress=progress),
-                extras=factors.extras)
+                extras=factors.extras, young=young)
     if verify:
         store.load(tenant, factors.algorithm, version)  # verify what was written, as readers do
     return version

@@ -132,6 +132,36 @@ class FoldInSolver:
         out._reset_rows()  # A0 changed: every row g_i with it
         return out
 
+    def replaced(self, rows: np.ndarray, item_factors: np.ndarray) -> FoldInSolver:
+        """A solver whose items at ``rows`` have the factors ``item_factors`` instead.
+
+        Young items re-solved nearline (``nearline.item_feed``) replace their stale rows; the
+        Gram moves by the difference only, ``A0 += Y_r'^T Y_r' - Y_r^T Y_r`` (and ``Y^T b``
+        likewise), ``n_r k^2 + k^3`` rather than another pass over every item.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        Yr = np.asarray(item_factors, dtype=np.float64)
+        out = object.__new__(FoldInSolver)
+        out.bias_column, out.regularization = self.bias_column, self.regularization
+        out.scaling = self.scaling
+        old = self._Y[rows]
+        if self.bias_column:
+            Yr, br = Yr[:, :-1], Yr[:, -1]
+            out._b = self._b.copy()
+            out._Ytb = self._Ytb + Yr.T @ br - old.T @ self._b[rows]
+            out._b[rows] = br
+        else:
+            out._b, out._Ytb = None, None
+        out._Y = self._Y.copy()
+        out._Y[rows] = Yr
+        dG = Yr.T @ Yr - old.T @ old
+        out._YtY = self._YtY + dG
+        out._A0 = self._A0 + dG
+        out._A0inv = np.linalg.inv(out._A0)
+        out.n_items, out.factors = out._Y.shape
+        out._reset_rows()  # A0 changed: every row g_i with it
+        return out
+
     @property
     def width(self) -> int:
         """Length of a returned user vector (k, or k+1 with the bias column)."""

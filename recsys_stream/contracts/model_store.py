@@ -5,6 +5,7 @@ Layout (DESIGN.md, "Models and the model store")::
     <root>/<tenant>/<algorithm>/<version>/manifest.json  item_ids.npy  item_factors.npy
                                           user_ids.npy  user_factors.npy  popularity.npy  index.bin
                                           (mf also: user_bias.npy  global_mean.npy)
+                                          (als, bpr: young_*.npy, contracts.young_slice)
     <root>/<tenant>/<algorithm>/CURRENT   the served version of that algorithm
     <root>/<tenant>/DEFAULT              the algorithm served when a request names none
 
@@ -30,7 +31,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from recsys_stream.contracts import young_slice
 from recsys_stream.contracts.confidence import ConfidenceSettings
+from recsys_stream.contracts.young_slice import YoungSlice
 
 ALGORITHMS = ("als", "bpr", "mf")
 ARRAY_FILES = ("item_ids", "item_factors", "user_ids", "user_factors", "popularity")
@@ -71,6 +74,7 @@ class ModelArtifacts:
     popularity: np.ndarray    # (n_items,) float32, interactions per item in the training window
     user_bias: np.ndarray | None = None  # mf: (n_users,) b_u
     global_mean: float | None = None     # mf: μ
+    young: YoungSlice | None = None      # als, bpr: the young items' training columns
 
     @property
     def tenant(self) -> str:
@@ -166,11 +170,12 @@ class ModelStore:
     def write(self, tenant: str, algorithm: str, version: int, *, item_ids, item_factors,
               user_ids, user_factors, popularity, manifest: dict,
               index_writer: Callable[[Path], dict] | None = None,
-              extras: dict | None = None) -> Path:
+              extras: dict | None = None, young: YoungSlice | None = None) -> Path:
         """Write a complete version directory atomically; returns its final path.
 
         ``index_writer(path)`` writes the index file and returns manifest entries for it.
         ``extras``: the algorithm's ``EXTRA_FILES`` arrays (all of them, and no others).
+        ``young``: the young items' training columns (``contracts.young_slice``), if any.
         """
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
@@ -192,6 +197,8 @@ class ModelStore:
             raise ValueError(f"{algorithm} needs the extra arrays {EXTRA_FILES.get(algorithm, ())}"
                              f", got {sorted(extras)}")
         arrays.update({k: np.asarray(v) for k, v in extras.items()})
+        if young is not None:
+            arrays.update(young.arrays())
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
         full = dict(manifest)
@@ -283,7 +290,14 @@ def load_dir(path: Path, verify: bool = True) -> ModelArtifacts:
             extra[name] = np.load(path / f"{name}.npy", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ModelVerificationError(path, [f"unreadable array: {e}"]) from e
-    for a in (*arrays.values(), *extra.values()):
+    if f"{young_slice.FILES[0]}.npy" in manifest.get("files", {}):
+        try:
+            extra["young"] = YoungSlice(*(np.load(path / f"{n}.npy", allow_pickle=False)
+                                          for n in young_slice.FILES))
+        except (OSError, ValueError) as e:
+            raise ModelVerificationError(path, [f"unreadable array: {e}"]) from e
+    for a in (*arrays.values(), *(v for v in extra.values() if isinstance(v, np.ndarray)),
+              *(extra["young"].arrays().values() if "young" in extra else ())):
         a.setflags(write=False)
     if "global_mean" in extra:
         extra["global_mean"] = float(extra["global_mean"])
@@ -313,6 +327,8 @@ def check_shapes_and_values(art: ModelArtifacts) -> list[str]:
             r.append(f"{name} contains NaN or Inf")
     if len(set(art.item_ids.tolist())) != ni:
         r.append("item ids are not unique")
+    if art.young is not None:
+        r += art.young.problems(ni, nu)
     if art.algorithm == "mf":
         if art.user_bias is None or art.user_bias.shape != (nu,):
             r.append(f"user_bias shape {getattr(art.user_bias, 'shape', None)} does not match "

@@ -1,7 +1,7 @@
 """The worker's side of the item fold-in: emit ``item-interactions``, use ``item-vectors``.
 
 Emit: for each user the worker folded in against version ``v`` and each item of the user's
-micro-batch events that ``v`` does not know, one ``ItemInteraction`` (the user's confidence for
+micro-batch events that ``v`` does not know or knows as young (``contracts.young_slice``), one ``ItemInteraction`` (the user's confidence for
 the item, ``v``, the user's new vector of ``v``) keyed ``tenant \\x1f item``, so every record of
 an item lands in one partition of ``item-interactions`` (Kafka Streams' ``through()``). After a
 new model version the background re-solve emits every item of the user's history the version
@@ -10,7 +10,8 @@ does not know, so that the stage can solve those items again against the new ver
 Use: the worker follows ``item-vectors``; once new items of its model version have vectors, its
 user fold-in solves against the version's items *and* those vectors (they are v's items now):
 a ``FoldInModel`` of the same version whose solver is extended by the new rows
-(``FoldInSolver.extended``). The solver is prepared on the tail's thread at most every
+(``FoldInSolver.extended``) and whose young items' rows are replaced by their re-solved
+vectors (``FoldInSolver.replaced``). The solver is prepared on the tail's thread at most every
 ``items.worker_refresh_ms``; the loop thread swaps it in and moves the heavy users' cached
 systems onto it (``NormalEquationCache.rebased``: a new item's vector changes every cached
 system by the same Gram term, so only users who counted a changed item are formed again). New
@@ -36,7 +37,8 @@ from recsys_stream.contracts.keys import SEP, make_key
 from recsys_stream.contracts.pb import items_pb2
 from recsys_stream.follow import ModelFollower
 from recsys_stream.kafka import TopicTail
-from recsys_stream.nearline.item_metrics import ITEM_INTERACTIONS, WORKER_NEW_ITEMS
+from recsys_stream.nearline.item_metrics import ITEM_INTERACTIONS, WORKER_NEW_ITEMS, \
+    WORKER_YOUNG_ITEMS
 from recsys_stream.nearline.models import FoldInModel
 from recsys_stream.nearline.normal_cache import NormalEquationCache
 
@@ -67,6 +69,8 @@ class ExtendedModel:
     confidence: object
     cache: NormalEquationCache    # solves against the extended solver (its item_row has all)
     new_items: int
+    young: frozenset[str] = frozenset()  # the batch model's young items
+    young_replaced: int = 0       # of them, how many have a re-solved row in ``solver``
     explicit: None = None         # never an mf model (``ItemFeed.models`` skips those)
 
     @property
@@ -131,7 +135,7 @@ class ItemFeed:
         return out
 
     def _swap_in(self, key, base: FoldInModel, pending: tuple) -> None:
-        version, solver, row, changed, n_new = pending
+        version, solver, row, changed, n_new, n_young = pending
         if version != base.version:
             return
         current = self._extended.get(key)
@@ -144,8 +148,9 @@ class ItemFeed:
         else:
             self._extended[key] = ExtendedModel(
                 base.tenant, base.algorithm, version, base.item_row, solver, base.confidence,
-                owner.rebased(solver, row, changed), n_new)
+                owner.rebased(solver, row, changed), n_new, base.young, n_young)
         WORKER_NEW_ITEMS.labels(*key).set(n_new)
+        WORKER_YOUNG_ITEMS.labels(*key).set(n_young)
 
     def _on_vector(self, msg) -> None:
         tenant, algorithm, item = msg.key().decode().split(SEP, 2)
@@ -172,29 +177,40 @@ class ItemFeed:
             versions = self._vectors.get(key, {})
             for old in [v for v in versions if v < base.version]:
                 del versions[old]  # a newer model replaced them
-            new = {i: y for i, y in versions.get(base.version, {}).items()
-                   if i not in base.item_row and len(y) == base.solver.width}
+            mine = versions.get(base.version, {})
+            width = base.solver.width
+            new = {i: y for i, y in mine.items() if i not in base.item_row and len(y) == width}
+            # young items: the stage's vector replaces the batch row (FoldInSolver.replaced)
+            young = {i: y for i, y in mine.items() if i in base.young and len(y) == width}
             version, order = self._order.get(key, (base.version, []))
             built = self._built.get(key, {})
             if version != base.version or set(order) - set(new):
                 # another version, or an item left (a tombstone): rows start over, and every
                 # cached system that counted a new item is formed again
-                moved, order, built = set(order) | set(new), [], {}
+                moved, order, built = set(order) | set(new) | set(built), [], {}
             else:
                 moved = set()
             order = order + sorted(set(new) - set(order))
-            moved |= {i for i in order if i not in built or built[i] is not new[i]}
-            self._order[key], self._built[key] = (base.version, order), dict(new)
+            current = {**new, **young}
+            moved |= {i for i in current if i not in built or built[i] is not current[i]}
+            moved |= set(built) - set(current)  # withdrawn: the batch row again
+            self._order[key], self._built[key] = (base.version, order), current
             prev = self._pending.get(key)
             if prev is not None:  # not swapped in yet: its changes are still to be applied
                 moved |= prev[3]
-            if not order:
-                self._pending[key] = (base.version, None, None, moved, 0)
+            if not order and not young:
+                self._pending[key] = (base.version, None, None, moved, 0, 0)
                 continue
-            solver = base.solver.extended(np.stack([new[i] for i in order]))
+            solver = base.solver
+            if young:
+                ids = sorted(young)
+                solver = solver.replaced(np.fromiter((base.item_row[i] for i in ids), np.int64,
+                                                     len(ids)), np.stack([young[i] for i in ids]))
             row = dict(base.item_row)
-            row.update((i, len(base.item_row) + j) for j, i in enumerate(order))
-            self._pending[key] = (base.version, solver, row, moved, len(order))
+            if order:
+                solver = solver.extended(np.stack([new[i] for i in order]))
+                row.update((i, len(base.item_row) + j) for j, i in enumerate(order))
+            self._pending[key] = (base.version, solver, row, moved, len(order), len(young))
 
     # -- emitting --------------------------------------------------------------------------
     def emit(self, tenant: str, algorithm: str, model, solved: list[bytes], X: np.ndarray,
@@ -208,15 +224,17 @@ class ItemFeed:
         if algorithm not in ITEM_ALGORITHMS or not self.cfg.items.enabled:
             return
         known = model.item_row  # the version's own items (an extension's too)
+        young = getattr(model, "young", frozenset())  # ... but for these: the stage moves them
         topic = self.cfg.topics.item_interactions
         n = 0
         for key, x in zip(solved, X):
             ids, conf = histories[key]
             if batch_items is None:
-                found = [(i, c) for i, c in zip(ids, conf) if i not in known]
+                found = [(i, c) for i, c in zip(ids, conf) if i not in known or i in young]
             else:
                 # the common case costs a lookup per batch item, not per history item
-                wanted = sorted(i for i in batch_items.get(key, ()) if i not in known)
+                wanted = sorted(i for i in batch_items.get(key, ())
+                                if i not in known or i in young)
                 if not wanted:
                     continue
                 pos = {i: j for j, i in enumerate(ids)}  # hidden items are not in the history

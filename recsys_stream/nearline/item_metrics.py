@@ -14,7 +14,13 @@ EVENT_TO_VECTOR = Histogram("recsys_items_event_to_vector_seconds",
                             buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
 ITEM_INTERACTIONS = Counter("recsys_worker_item_interactions_total",
                             "Records the worker emitted to item-interactions (events on items "
-                            "its model version does not know)", ["tenant"])
+                            "its model version does not know, or knows as young)", ["tenant"])
 WORKER_NEW_ITEMS = Gauge("recsys_worker_new_items",
                          "New items' vectors the worker's user fold-in includes",
                          ["tenant", "algorithm"])
+YOUNG_SEEDED = Counter("recsys_items_young_seeded_total",
+                       "Young items seeded from their version's training users (once per item "
+                       "and version)", ["tenant"])
+WORKER_YOUNG_ITEMS = Gauge("recsys_worker_young_items",
+                           "Young items whose re-solved vectors replace their rows in the worker's "
+                           "user fold-in", ["tenant", "algorithm"])

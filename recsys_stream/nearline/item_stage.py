@@ -6,7 +6,8 @@ Per micro-batch:
    the DLQ with its reason);
 2. apply each item's records in offset order to its state (``nearline.item_state``: replays and
    stale versions change nothing, a newer version starts the item afresh, users bounded);
-3. solve every touched item that has ``min_item_users`` distinct users (per tenant), one batched
+3. solve every touched item that has ``min_item_users`` distinct users (per tenant), or is young
+   (below), one batched
    solve per tenant, algorithm and version (``contracts.item_foldin``), against the Gram of that
    version's batch user factors (formed once per version, loaded from the model store by the
    version the records name), and hand ``item-vectors`` to the producer.
@@ -22,6 +23,13 @@ An erasure (``ItemInteraction.erase``, forwarded by the worker for every item of
 user's history): the user's entry is dropped, the item re-solved without it, or, left below
 ``min_item_users``, its vector is withdrawn (a tombstone on ``item-vectors``); the changed items'
 older values are then compacted out of RocksDB.
+
+Young items (DESIGN.md "Young items"): an item the record's version knows from fewer than
+``young_item_users`` training users is seeded, before that version's first record of it
+applies, from the version's young slice (``contracts.young_slice``: its training users, their
+confidences, their batch vectors), so that its first solve is the trainer's own item step; new
+users then add or replace entries like a new item's, every change re-solves it, and its vector
+goes out marked ``young`` (servers and workers use it instead of the version's stale row).
 
 A new model version: the first record naming it makes the stage drop (state deleted, tombstone
 on ``item-vectors``) every item of that tenant and algorithm the new version knows; the other
@@ -41,7 +49,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
@@ -49,8 +59,9 @@ from recsys_stream.config import Config
 from recsys_stream.contracts.item_foldin import ItemFoldInSolver
 from recsys_stream.contracts.model_store import ModelStore, load_dir
 from recsys_stream.contracts.pb import items_pb2
+from recsys_stream.contracts.young_slice import YoungSlice
 from recsys_stream.nearline.item_metrics import EVENT_TO_VECTOR, ITEM_DLQ, ITEM_RECORDS, \
-    VECTORS_PUBLISHED
+    VECTORS_PUBLISHED, YOUNG_SEEDED
 from recsys_stream.nearline.item_state import ItemRecord, ItemStore, item_state_key
 from recsys_stream.process import PartitionOwner
 
@@ -59,11 +70,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StageModel:
-    """What the stage needs of one model version: the Gram of its users, the ids it knows."""
+    """What the stage needs of one model version: the Gram of its users, the ids it knows,
+    and its young items' training users (``contracts.young_slice``) with the users' rows."""
 
     version: int
     solver: ItemFoldInSolver
     known: frozenset[str]
+    young: dict[str, int] = field(default_factory=dict)  # young item -> its row
+    slice: YoungSlice | None = None
+    user_ids: np.ndarray | None = None       # only kept when the version has young items
+    user_factors: np.ndarray | None = None
+
+    def seed(self, item_id: str) -> dict[str, tuple[float, np.ndarray]] | None:
+        """A young item's training users: id -> (confidence, the version's batch vector);
+        None when the item is not young in this version."""
+        row = self.young.get(item_id)
+        if row is None:
+            return None
+        users, conf = self.slice.column(row)
+        return {str(self.user_ids[u]): (float(c), self.user_factors[u])
+                for u, c in zip(users, conf)}
 
 
 class StageModels:
@@ -98,10 +124,17 @@ class StageModels:
         reg = float(hp.get("foldin_regularization", hp.get("regularization", 0.1)))
         # Spark models weight lambda by the item's user count, as they did in training
         scaling = str(art.manifest.get("regularization_scaling", "none"))
-        log.info("item stage: %s/%s v%d loaded (%d users, lambda scaling %s)", tenant, algorithm,
-                 version, len(art.user_ids), scaling)
-        return StageModel(version, ItemFoldInSolver(art.user_factors, reg, scaling),
-                          frozenset(art.item_ids.tolist()))
+        young = art.young if art.young is not None and len(art.young) else None
+        log.info("item stage: %s/%s v%d loaded (%d users, lambda scaling %s, %d young items)",
+                 tenant, algorithm, version, len(art.user_ids), scaling,
+                 len(young) if young is not None else 0)
+        solver = ItemFoldInSolver(art.user_factors, reg, scaling)
+        known = frozenset(art.item_ids.tolist())
+        if young is None:
+            return StageModel(version, solver, known)
+        return StageModel(version, solver, known,
+                          {str(art.item_ids[r]): int(r) for r in young.items}, young,
+                          art.user_ids, art.user_factors)
 
 
 class ItemStage(PartitionOwner):
@@ -189,6 +222,9 @@ class ItemStage(PartitionOwner):
             cap = self.cfg.tenants[r0.tenant].max_item_users
             changed = False
             for rec, m in recs:
+                if not rec.erase and rec.model_version > st.version \
+                        and not st.replays(m.partition(), m.offset()):
+                    self._seed(st, rec)
                 applied = st.apply(rec, m.partition(), m.offset(), cap)
                 outcome["applied" if applied else "unchanged"] += 1
                 if applied:
@@ -206,20 +242,30 @@ class ItemStage(PartitionOwner):
         self._purge.update(erased)
         self._solve(touched, trigger_ms)
 
+    def _seed(self, st: ItemRecord, rec: items_pb2.ItemInteraction) -> None:
+        """Before the first record of a version that knows the item as young: its training
+        users, so that the solve starts from what the trainer's item step saw."""
+        model = self.models.get(rec.tenant, rec.algorithm, rec.model_version)
+        seed = model.seed(rec.item_id) if model is not None else None
+        if seed is not None:
+            st.seed(rec.model_version, seed)
+            YOUNG_SEEDED.labels(rec.tenant).inc()
+
     def _unsolve(self, erased: dict[bytes, ItemRecord]) -> None:
         """Items that lost a user to an erasure and now have fewer than ``min_item_users``:
         their vector goes (a tombstone on ``item-vectors``); the others are re-solved by
         ``_solve`` without the user."""
         for key, st in erased.items():
-            if len(st.users) < self.cfg.tenants[st.tenant].min_item_users \
-                    and st.first_solved_ms:
+            if not st.young and st.first_solved_ms \
+                    and len(st.users) < self.cfg.tenants[st.tenant].min_item_users:
                 st.first_solved_ms = 0
                 self._produce(key, None)
 
     def _solve(self, touched: dict[bytes, ItemRecord], trigger_ms: dict[bytes, int]) -> None:
         groups: dict[tuple[str, str, int], list[bytes]] = defaultdict(list)
         for key, st in touched.items():
-            if len(st.users) >= self.cfg.tenants[st.tenant].min_item_users:
+            # a young item had a vector already: every change re-solves it
+            if st.young or len(st.users) >= self.cfg.tenants[st.tenant].min_item_users:
                 groups[(st.tenant, st.algorithm, st.version)].append(key)
         now = int(time.time() * 1000)
         for (tenant, algorithm, version), keys in groups.items():
@@ -235,7 +281,7 @@ class ItemStage(PartitionOwner):
                 msg = items_pb2.ItemVector(
                     tenant=tenant, algorithm=algorithm, item_id=st.item_id,
                     model_version=version, values=y.tolist(), users=len(st.users),
-                    first_solved_ms=st.first_solved_ms, event_ms=st.event_ms)
+                    first_solved_ms=st.first_solved_ms, event_ms=st.event_ms, young=st.young)
                 self._produce(key, msg.SerializeToString())
                 if trigger_ms.get(key, 0) > 0:
                     EVENT_TO_VECTOR.observe(max(now - trigger_ms[key], 0) / 1000)

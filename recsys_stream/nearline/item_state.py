@@ -12,6 +12,8 @@ live in one partition, its key's):
 - a record of an older model version than the item's is stale and changes nothing;
 - a newer version starts the item afresh (its users' vectors of the old version are useless);
 - an erase record (``erase``: the worker forwards a user's erasure) drops the user's entry;
+- a young item (``contracts.young_slice``) is seeded by the stage with its training users
+  (``seed``) before the first record of a version that knows it applies;
 - otherwise the user's entry is replaced by the record's (latest confidence and vector), or the
   user is added while the item has fewer than ``max_item_users`` users (later users are counted
   only by the next retrain: the bound on the item's state and on the cost of its re-solves).
@@ -55,11 +57,21 @@ class ItemRecord:
     event_ms: int = 0
     input_partition: int = -1
     applied_offset: int = -1
+    young: bool = False  # a young item of ``version``: seeded from its training users
+
+    def replays(self, partition: int, offset: int) -> bool:
+        """Whether the record at (partition, offset) was applied already."""
+        return partition == self.input_partition and offset <= self.applied_offset
+
+    def seed(self, version: int, users: dict[str, tuple[float, np.ndarray]]) -> None:
+        """Start the item afresh as ``version``'s young item, from its training users
+        (``StageModel.seed``); the record that named the version is applied next."""
+        self.version, self.users, self.first_solved_ms, self.young = version, dict(users), 0, True
 
     def apply(self, rec: items_pb2.ItemInteraction, partition: int, offset: int,
               max_users: int) -> bool:
         """Apply one record (see the module docstring); True when the state changed."""
-        if partition == self.input_partition and offset <= self.applied_offset:
+        if self.replays(partition, offset):
             return False  # replayed
         self.input_partition, self.applied_offset = partition, offset
         if rec.erase:  # the user was erased: their entry goes, whatever its version
@@ -68,6 +80,7 @@ class ItemRecord:
             return False  # stale: the item has users of a newer version already
         if rec.model_version > self.version:
             self.version, self.users, self.first_solved_ms = rec.model_version, {}, 0
+            self.young = False
         x = np.asarray(rec.user_vector, dtype=np.float32)
         if self.users and len(x) != self.width:
             return False  # not of this version's width: never mixed into a solve
@@ -94,7 +107,7 @@ class ItemRecord:
             user_vectors=X.ravel().tolist(), width=X.shape[1] if X.size else 0,
             first_solved_ms=self.first_solved_ms, event_ms=self.event_ms,
             input_partition=self.input_partition,
-            applied_offset=self.applied_offset).SerializeToString()
+            applied_offset=self.applied_offset, young=self.young).SerializeToString()
 
     @classmethod
     def decode(cls, raw: bytes) -> ItemRecord:
@@ -102,7 +115,7 @@ class ItemRecord:
         X = np.asarray(s.user_vectors, dtype=np.float32).reshape(len(s.user_ids), s.width or 0)
         users = {u: (float(c), X[j]) for j, (u, c) in enumerate(zip(s.user_ids, s.confidences))}
         return cls(s.tenant, s.algorithm, s.item_id, s.model_version, users, s.first_solved_ms,
-                   s.event_ms, s.input_partition, s.applied_offset)
+                   s.event_ms, s.input_partition, s.applied_offset, s.young)
 
 
 class ItemStore:

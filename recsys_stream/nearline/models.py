@@ -29,6 +29,9 @@ class FoldInModel:
     confidence: ConfidenceSettings
     foldin: NormalEquationCache  # solves users; keeps heavy ones' systems (loop thread only)
     explicit: MfFoldIn | None = None  # mf: the ridge step on the latest ratings instead
+    # items the version knows from few training users (contracts.young_slice): the item stage
+    # re-solves them, so the worker emits for them as for unknown items
+    young: frozenset[str] = frozenset()
 
     @classmethod
     def from_artifacts(cls, art: ModelArtifacts, heavy_users: int = 0) -> FoldInModel:
@@ -42,8 +45,10 @@ class FoldInModel:
         if explicit is not None or not solver.supports_updates:
             heavy_users = 0  # mf users are solved by ``explicit``: no implicit systems kept
         foldin = NormalEquationCache(solver, item_row, heavy_users, min_items=2 * solver.factors)
+        young = frozenset(art.item_ids[art.young.items].tolist()) \
+            if art.young is not None else frozenset()
         return cls(art.tenant, art.algorithm, art.version, item_row, solver, art.confidence,
-                   foldin, explicit)
+                   foldin, explicit, young)
 
 
 def model_follower(cfg: Config, on_new_model: Callable[[str, str, int], None] | None = None

@@ -123,8 +123,9 @@ def explain_items(snap, delta, d: Decomposition,
     Y = snap.index.item_factors
     width = Y.shape[1]
     known, vecs = [], []
+    fresh = delta.young if delta is not None else frozenset()
     for n, i in enumerate(items):
-        if i in snap.item_row:
+        if i in snap.item_row and i not in fresh:
             known.append(n)
             vecs.append(Y[snap.item_row[i]])
         elif delta is not None and i in delta.row and delta.Y.shape[1] == width:

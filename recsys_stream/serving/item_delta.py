@@ -7,6 +7,13 @@ only ever merged into an answer whose user vector is of ``v`` (the snapshot's ve
 once per request); a new snapshot starts with the delta of its own version, empty until the
 item stage solves items against it, so a retrain drops every delta of the old version at once.
 
+Young items (DESIGN.md "Young items"): the item stage also re-solves the items a version knows
+from fewer than ``young_item_users`` training users, and marks their vectors ``young``. Their
+index rows are stale: a user vector's index walk passes over them (``recommend``'s ``masked``,
+with the banned rows, so exactly ``k`` still come back), the merge below scores them from the
+delta, and SimilarItems uses the delta's vector both as the query and as a neighbour. Ranking,
+explanations, diversity and exploration read a young item's vector from the delta too.
+
 Scoring is exact: a delta holds the items launched since the last retrain that reached
 ``min_item_users``, hundreds to a few thousand, and ``D x`` over them is one small matrix-vector
 product (``n k`` multiply-adds), no more than the index walk itself costs for that ``n``; an
@@ -47,6 +54,9 @@ class Delta:
     row: dict[str, int]
     norms: np.ndarray       # |y| per row, for SimilarItems' cosine
     users: dict[str, int] = field(default_factory=dict)  # distinct users behind each solve
+    # young items: the version knows them, but from few users; the delta's vector replaces
+    # the index's stale row (masked in the walk, scored here)
+    young: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,7 +109,8 @@ class ItemDeltas:
             y = np.asarray(v.values, dtype=np.float32)
             if not len(y) or not np.isfinite(y).all():
                 return  # never served
-            versions.setdefault(v.model_version, {})[item] = (y, v.first_solved_ms, v.users)
+            versions.setdefault(v.model_version, {})[item] = (y, v.first_solved_ms, v.users,
+                                                              v.young)
             for old in sorted(versions)[:-_KEEP_VERSIONS]:
                 del versions[old]
         self._changed.add((tenant, algorithm))
@@ -125,7 +136,8 @@ class ItemDeltas:
                 Y = np.stack([items[i][0] for i in ids])
                 deltas[(tenant, algorithm, version)] = Delta(
                     version, ids, Y, {i: j for j, i in enumerate(ids)},
-                    np.linalg.norm(Y, axis=1), {i: items[i][2] for i in ids})
+                    np.linalg.norm(Y, axis=1), {i: items[i][2] for i in ids},
+                    frozenset(i for i in ids if items[i][3]))
         self._deltas = deltas  # one assignment
         self._gauges()
 
@@ -161,7 +173,8 @@ class ItemDeltas:
         picked = []
         for j in np.argsort(-scores, kind="stable"):
             item = delta.ids[j]
-            if item in own or item in banned or item in snap.item_row \
+            if item in own or item in banned \
+                    or (item in snap.item_row and item not in delta.young) \
                     or (admit is not None and not admit(item)):
                 continue
             picked.append((item, float(scores[j])))
@@ -184,8 +197,10 @@ class ItemDeltas:
         if delta is None or not len(delta):
             return similar_items(snap, item_id, k, exclude, banned, eligible)
         hidden = set(exclude) | set(banned) | {item_id}
-        if item_id in snap.item_row:
-            base = similar_items(snap, item_id, k, exclude, banned, eligible)
+        young = delta.young  # the index's rows of these are stale: the delta answers for them
+        if item_id in snap.item_row and item_id not in young:
+            base = similar_items(snap, item_id, k, set(exclude) | young if young else exclude,
+                                 banned, eligible)
             q = snap.index.item_factors[snap.item_row[item_id]]
         elif item_id in delta.row:
             q = delta.Y[delta.row[item_id]]
@@ -194,7 +209,8 @@ class ItemDeltas:
             base = []
             for r in np.argsort(-cos, kind="stable"):
                 item = snap.item_id_list[r]
-                if item not in hidden and (eligible is None or eligible.mask[r]):
+                if item not in hidden and item not in young \
+                        and (eligible is None or eligible.mask[r]):
                     base.append((item, float(cos[r])))
                     if len(base) == k:
                         break
@@ -203,6 +219,7 @@ class ItemDeltas:
         cos = (delta.Y @ q) / np.maximum(delta.norms * max(float(np.linalg.norm(q)), 1e-12),
                                          1e-12)
         extra = [(delta.ids[j], float(cos[j])) for j in np.argsort(-cos, kind="stable")
-                 if delta.ids[j] not in hidden and delta.ids[j] not in snap.item_row
+                 if delta.ids[j] not in hidden
+                 and (delta.ids[j] not in snap.item_row or delta.ids[j] in young)
                  and (eligible is None or eligible.admits_id(delta.ids[j]))][:k]
         return sorted(base + extra, key=lambda t: -t[1])[:k]

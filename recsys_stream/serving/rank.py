@@ -49,8 +49,9 @@ def rank_items(snap, profile, user_id: str, context: Sequence[str], item_ids: Se
         delta = None  # invariant 2: a delta is scored only by a vector of its own version
     row_of = snap.item_row
     rows, delta_rows, known, unknown = [], [], [], []
+    fresh = delta.young if delta is not None else frozenset()  # re-solved: the delta's
     for item in keep:
-        r = row_of.get(item)
+        r = row_of.get(item) if item not in fresh else None
         if r is not None:
             rows.append(r)
             known.append(item)

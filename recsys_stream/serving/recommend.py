@@ -70,13 +70,17 @@ class Answer:
 def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | None,
               user_id: str | None, k: int, exclude: set[str], banned: frozenset[str] | set[str],
               trending: Sequence[tuple[str, float]] | Callable[[], Sequence] = (),
-              eligible: Eligibility | None = None, context: Sequence[str] = ()) -> Answer:
+              eligible: Eligibility | None = None, context: Sequence[str] = (),
+              masked: frozenset[str] = frozenset()) -> Answer:
     """Top-``k`` for a user from one snapshot (see the module docstring).
 
     ``trending`` may be a callable: it is only called when no user vector answers.
     ``user_id`` None: the model's row of the user is not used (an erased user, served as new).
     ``eligible``: a request filter (``serving.filters``), applied inside every step.
     ``context``: the session's items (``serving.session``); they are suppressed too.
+    ``masked``: items whose index rows are stale (young items the version's delta re-solved,
+    ``serving.item_delta``): a user vector's walk passes over them as over banned rows, and the
+    delta's merge scores them instead; popularity and trending still list them.
     """
     if context:
         exclude = exclude | set(context)
@@ -103,6 +107,8 @@ def recommend(snap: TenantSnapshot | None, profile: profiles_pb2.UserProfile | N
         # one probe per item: the model's id dict is large, each probe mostly cache misses
         own_rows = {r for r in map(row_of.get, own) if r is not None}
     if x is not None:
+        if masked:
+            banned_rows = _masked_rows(snap, banned_rows, masked)
         if eligible is not None:
             items, dropped = filters.top_k(snap, x, k, own_rows, banned_rows, eligible)
         else:
@@ -164,6 +170,18 @@ def _banned_rows(snap: TenantSnapshot, banned: frozenset[str] | set[str]) -> fro
     rows = frozenset(snap.item_row[i] for i in banned if i in snap.item_row)
     if isinstance(banned, frozenset):
         snap.cache["banned"] = (banned, rows)  # holds ``banned``: its id cannot be reused
+    return rows
+
+
+def _masked_rows(snap: TenantSnapshot, banned_rows: frozenset[int],
+                 masked: frozenset[str]) -> frozenset[int]:
+    """``banned_rows`` and the rows of ``masked``, memoised per snapshot for the same two
+    objects (the ban list's rows and the delta's young set are replaced, never mutated)."""
+    hit = snap.cache.get("masked")
+    if hit is not None and hit[0] is banned_rows and hit[1] is masked:
+        return hit[2]
+    rows = banned_rows | frozenset(r for r in map(snap.item_row.get, masked) if r is not None)
+    snap.cache["masked"] = (banned_rows, masked, rows)
     return rows
 
 

@@ -54,8 +54,10 @@ def compose(snap, profile, req: Request, banned, trending, deltas, attrs: RowAtt
 
 
 def _answer(snap, profile, req: Request, n: int, banned, trending, deltas) -> Answer:
+    delta = _delta(snap, deltas) if snap is not None else None
     answer = recommend(snap, profile, req.user_id, n, req.exclude, banned, trending,
-                       req.eligible, req.context)
+                       req.eligible, req.context,
+                       masked=delta.young if delta is not None else frozenset())
     if deltas is not None and snap is not None:
         answer = deltas.merge_recommend(
             snap, answer, profile, n, req.exclude | set(req.context), banned,
@@ -90,8 +92,10 @@ def _vectors(snap, deltas) -> Callable[[Sequence[str]], np.ndarray]:  # diversit
         return lambda items: np.zeros((len(items), 1), np.float32)
     Y, row_of, delta = snap.index.item_factors, snap.item_row, _delta(snap, deltas)
 
+    fresh = delta.young if delta is not None else frozenset()
+
     def stack(items):
-        rows = [row_of.get(i, -1) for i in items]
+        rows = [-1 if i in fresh else row_of.get(i, -1) for i in items]
         V = Y[rows]  # -1 gathers the last row: overwritten below
         for n, r in enumerate(rows):
             if r < 0:
@@ -145,12 +149,13 @@ def _explore(snap, profile, req: Request, answer: Answer, reasons, banned, delta
     x = answer.vector
     scores: list[float | None] = [None] * len(young)
     if x is not None and len(x) == snap.width:
-        in_model = [j for j, t in enumerate(young) if t[2] >= 0]
+        # a re-solved young item of the model (delta row too) is scored by its delta vector
+        in_model = [j for j, t in enumerate(young) if t[2] >= 0 and t[3] < 0]
         if in_model:
             s = snap.index.item_factors[[young[j][2] for j in in_model]] @ x
             for j, v in zip(in_model, s.tolist()):
                 scores[j] = v
-        in_delta = [j for j, t in enumerate(young) if t[2] < 0 and t[3] >= 0]
+        in_delta = [j for j, t in enumerate(young) if t[3] >= 0]
         if in_delta:
             s = delta.Y[[young[j][3] for j in in_delta]] @ x
             for j, v in zip(in_delta, s.tolist()):

@@ -45,12 +45,12 @@ class _Msg:
         return self._v
 
 
-def _deltas(cfg, vectors: dict[str, np.ndarray], version=1) -> ItemDeltas:
+def _deltas(cfg, vectors: dict[str, np.ndarray], version=1, young=()) -> ItemDeltas:
     d = ItemDeltas(cfg)
     for item, y in vectors.items():
         v = items_pb2.ItemVector(tenant="acme", algorithm="als", item_id=item,
                                  model_version=version, values=list(y), users=3,
-                                 first_solved_ms=1000)
+                                 first_solved_ms=1000, young=item in young)
         d._on_vector(_Msg(item_state_key("acme", "als", item), v.SerializeToString()))
     d._rebuild()
     return d
@@ -64,7 +64,9 @@ def _profile(x, seen=(), hidden=(), version=1):
 
 
 def _answer(snap, deltas, profile, k=10, exclude=(), banned=frozenset()):
-    a = recommend(snap, profile, "u", k, set(exclude), banned)
+    delta = deltas.get("acme", "als", snap.version)  # as serving.slate asks: young rows masked
+    a = recommend(snap, profile, "u", k, set(exclude), banned,
+                  masked=delta.young if delta is not None else frozenset())
     return deltas.merge_recommend(snap, a, profile, k, set(exclude), banned)
 
 
@@ -107,6 +109,46 @@ def test_similar_items_with_a_new_item_as_query_and_as_neighbour(offline_cfg, sn
     assert len(got) == 5 and "new-7" not in {i for i, _ in got}
     with pytest.raises(UnknownItem):
         deltas.similar(snap, "never-seen", 5, set(), frozenset())
+
+
+def test_a_young_item_is_scored_from_its_delta_vector_never_from_its_stale_row(offline_cfg,
+                                                                              snap):
+    x = np.ones(K, np.float32)
+    Y = snap.index.item_factors
+    top = [snap.item_id_list[r] for r in np.argsort(-(Y @ x))[:3]]
+    low = snap.item_id_list[int(np.argmin(Y @ x))]
+    # the model's three best items for x are young and re-solved far down; its worst one is
+    # young and re-solved to the top
+    young = {top[0]: -x, top[1]: -x, top[2]: -x, low: 20.0 * x}
+    deltas = _deltas(offline_cfg, young, young=set(young))
+    a = _answer(snap, deltas, _profile(x))
+    ids = [i for i, _ in a.items]
+    assert len(ids) == 10 and ids[0] == low and a.items[0][1] == pytest.approx(20.0 * K)
+    assert not set(top) & set(ids)
+    # the rest are the index's best among the other items, in order (exactly k kept)
+    rest = [snap.item_id_list[r] for r in np.argsort(-(Y @ x)) if snap.item_id_list[r]
+            not in young][:9]
+    assert ids[1:] == rest
+    # suppressed by id like any item: seen, or excluded
+    a = _answer(snap, deltas, _profile(x, seen=[low]))
+    assert low not in {i for i, _ in a.items} and len(a.items) == 10
+    # the same vectors not marked young: the index's rows stand, the delta adds nothing
+    plain = _answer(snap, _deltas(offline_cfg, young), _profile(x))
+    assert [i for i, _ in plain.items][:3] == top
+
+
+def test_similar_items_use_a_young_item_s_delta_vector_both_ways(offline_cfg, snap):
+    Y = snap.index.item_factors
+    stale = snap.item_id_list[3]
+    deltas = _deltas(offline_cfg, {stale: Y[7] * 1.01}, young={stale})  # now item-7's twin
+    got = deltas.similar(snap, stale, 5, set(), frozenset())
+    assert len(got) == 5 and got[0][0] == "item-7" and stale not in {i for i, _ in got}
+    got = deltas.similar(snap, "item-7", 5, set(), frozenset())
+    assert len(got) == 5 and got[0][0] == stale
+    assert got[0][1] == pytest.approx(1.0, abs=1e-4)
+    # never twice, and never by its stale row: another item's neighbours
+    far = deltas.similar(snap, "item-7", 149, set(), frozenset())
+    assert [i for i, _ in far].count(stale) == 1
 
 
 def test_a_tombstone_drops_the_item(offline_cfg, snap):

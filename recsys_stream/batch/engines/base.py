@@ -97,6 +97,13 @@ class Engine(ABC):
         """Fit ``algorithm`` on ``split`` ("train" or "full") of ``rnd``; the factors' rows
         follow ``rnd.train_users`` / ``rnd.full_users`` and ``..._items``."""
 
+    @abstractmethod
+    def item_columns(self, rnd: TenantRound, rows: np.ndarray, factors: Factors):
+        """The full split's confidences ``c`` of the items at ``rows`` of ``rnd.full_items``:
+        a sparse (len(full_users) x len(rows)) matrix, in the convention of the fold-ins
+        (``c = 1 + alpha*log1p(strength)``, whatever the engine itself was handed);
+        ``factors``: the full split's fit (its hyperparameters name its alpha)."""
+
     def release(self, rnd: TenantRound) -> None:
         """Free what the engine holds for ``rnd`` (the round is done)."""
 

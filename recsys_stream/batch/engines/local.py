@@ -76,3 +76,6 @@ class ImplicitEngine(Engine):
     def fit(self, rnd: TenantRound, split: str, algorithm: str, hp, seed: int,
             progress: bool = False) -> Factors:
         return TRAINERS[algorithm](rnd.handle[split], hp, seed, progress)
+
+    def item_columns(self, rnd: TenantRound, rows: np.ndarray, factors: Factors):
+        return rnd.handle["full"].tocsc()[:, np.asarray(rows, np.int64)]

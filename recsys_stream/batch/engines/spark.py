@@ -227,6 +227,27 @@ class SparkEngine(Engine):
         return Factors("als", Y, X, hyper, bias_column=False)
 
 
+    def item_columns(self, rnd: TenantRound, rows: np.ndarray, factors: Factors):
+        """Collected from the full split's DataFrame (a young slice is small: fewer than
+        ``young_item_users`` rows per item); MLlib's ``r = log1p(s)`` becomes the fold-ins'
+        ``c = 1 + alpha*r`` with the fit's alpha."""
+        import scipy.sparse as sp
+        from pyspark.sql import functions as F
+        df, u_idx, i_idx = rnd.handle["full"]
+        rows = np.asarray(rows, np.int64)
+        wanted = i_idx[rows]
+        with spark_errors(f"collecting {len(rows)} young items of {rnd.tenant}"):
+            t = df.filter(F.col("i").isin(wanted.tolist())).toArrow() if len(rows) else None
+        if t is None or not t.num_rows:
+            return sp.csc_matrix((len(u_idx), len(rows)), dtype=np.float32)
+        u, i, r = (np.asarray(t.column(c)) for c in ("u", "i", "r"))
+        order_u, order_i = np.argsort(u_idx), np.argsort(wanted)  # Spark id -> row / column
+        ur = order_u[np.searchsorted(u_idx, u, sorter=order_u)]
+        ic = order_i[np.searchsorted(wanted, i, sorter=order_i)]
+        c = 1.0 + float(factors.hyperparameters["alpha"]) * r.astype(np.float64)
+        return sp.csc_matrix((c.astype(np.float32), (ur, ic)), shape=(len(u_idx), len(rows)))
+
+
 def _factors(table, index: np.ndarray, k: int, what: str) -> np.ndarray:
     """(len(index), k) float32 rows of an ALS factor table (id, features) in ``index`` order."""
     ids = np.asarray(table.column("id"))

@@ -29,7 +29,7 @@ class ItemInteraction(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., item_id: _Optional[str] = ..., user_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., model_version: _Optional[int] = ..., confidence: _Optional[float] = ..., user_vector: _Optional[_Iterable[float]] = ..., event_ms: _Optional[int] = ..., erase: _Optional[bool] = ...) -> None: ...
 
 class ItemVector(_message.Message):
-    __slots__ = ("tenant", "algorithm", "item_id", "model_version", "values", "users", "first_solved_ms", "event_ms")
+    __slots__ = ("tenant", "algorithm", "item_id", "model_version", "values", "users", "first_solved_ms", "event_ms", "young")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class ItemVector(_message.Message):
     USERS_FIELD_NUMBER: _ClassVar[int]
     FIRST_SOLVED_MS_FIELD_NUMBER: _ClassVar[int]
     EVENT_MS_FIELD_NUMBER: _ClassVar[int]
+    YOUNG_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     algorithm: str
     item_id: str
@@ -46,10 +47,11 @@ class ItemVector(_message.Message):
     users: int
     first_solved_ms: int
     event_ms: int
-    def __init__(self, tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., item_id: _Optional[str] = ..., model_version: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., users: _Optional[int] = ..., first_solved_ms: _Optional[int] = ..., event_ms: _Optional[int] = ...) -> None: ...
+    young: bool
+    def __init__(self, tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., item_id: _Optional[str] = ..., model_version: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., users: _Optional[int] = ..., first_solved_ms: _Optional[int] = ..., event_ms: _Optional[int] = ..., young: _Optional[bool] = ...) -> None: ...
 
 class ItemFoldInState(_message.Message):
-    __slots__ = ("tenant", "algorithm", "item_id", "model_version", "user_ids", "confidences", "user_vectors", "width", "first_solved_ms", "event_ms", "input_partition", "applied_offset")
+    __slots__ = ("tenant", "algorithm", "item_id", "model_version", "user_ids", "confidences", "user_vectors", "width", "first_solved_ms", "event_ms", "input_partition", "applied_offset", "young")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +64,7 @@ class ItemFoldInState(_message.Message):
     EVENT_MS_FIELD_NUMBER: _ClassVar[int]
     INPUT_PARTITION_FIELD_NUMBER: _ClassVar[int]
     APPLIED_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    YOUNG_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     algorithm: str
     item_id: str
@@ -74,4 +77,5 @@ class ItemFoldInState(_message.Message):
     event_ms: int
     input_partition: int
     applied_offset: int
-    def __init__(self, tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., item_id: _Optional[str] = ..., model_version: _Optional[int] = ..., user_ids: _Optional[_Iterable[str]] = ..., confidences: _Optional[_Iterable[float]] = ..., user_vectors: _Optional[_Iterable[float]] = ..., width: _Optional[int] = ..., first_solved_ms: _Optional[int] = ..., event_ms: _Optional[int] = ..., input_partition: _Optional[int] = ..., applied_offset: _Optional[int] = ...) -> None: ...
+    young: bool
+    def __init__(self, tenant: _Optional[str] = ..., algorithm: _Optional[str] = ..., item_id: _Optional[str] = ..., model_version: _Optional[int] = ..., user_ids: _Optional[_Iterable[str]] = ..., confidences: _Optional[_Iterable[float]] = ..., user_vectors: _Optional[_Iterable[float]] = ..., width: _Optional[int] = ..., first_solved_ms: _Optional[int] = ..., event_ms: _Optional[int] = ..., input_partition: _Optional[int] = ..., applied_offset: _Optional[int] = ..., young: _Optional[bool] = ...) -> None: ...
