@@ -71,6 +71,7 @@ class ExtendedModel:
     new_items: int
     young: frozenset[str] = frozenset()  # the batch model's young items
     young_replaced: int = 0       # of them, how many have a re-solved row in ``solver``
+    trained_to_ms: int = 0        # the batch model's data window end
     explicit: None = None         # never an mf model (``ItemFeed.models`` skips those)
 
     @property
@@ -148,7 +149,8 @@ class ItemFeed:
         else:
             self._extended[key] = ExtendedModel(
                 base.tenant, base.algorithm, version, base.item_row, solver, base.confidence,
-                owner.rebased(solver, row, changed), n_new, base.young, n_young)
+                owner.rebased(solver, row, changed), n_new, base.young, n_young,
+                base.trained_to_ms)
         WORKER_NEW_ITEMS.labels(*key).set(n_new)
         WORKER_YOUNG_ITEMS.labels(*key).set(n_young)
 
@@ -219,18 +221,24 @@ class ItemFeed:
         """One ``ItemInteraction`` per (solved user, item of theirs ``model`` does not know).
 
         ``batch_items``: per user the items of this micro-batch's events (``None``: every item
-        of the history, after a new model version).
+        of the history, after a new model version; of the young ones only those touched after
+        the version's data window).
         """
         if algorithm not in ITEM_ALGORITHMS or not self.cfg.items.enabled:
             return
         known = model.item_row  # the version's own items (an extension's too)
         young = getattr(model, "young", frozenset())  # ... but for these: the stage moves them
+        since = getattr(model, "trained_to_ms", 0)
         topic = self.cfg.topics.item_interactions
         n = 0
         for key, x in zip(solved, X):
             ids, conf = histories[key]
             if batch_items is None:
-                found = [(i, c) for i, c in zip(ids, conf) if i not in known or i in young]
+                # after a new version: its unknown items, and its young items touched after
+                # its data window (the version itself counted the earlier touches)
+                seen = users[key].items if young else {}
+                found = [(i, c) for i, c in zip(ids, conf) if i not in known
+                         or (i in young and i in seen and seen[i][1] > since)]
             else:
                 # the common case costs a lookup per batch item, not per history item
                 wanted = sorted(i for i in batch_items.get(key, ())

@@ -32,6 +32,7 @@ class FoldInModel:
     # items the version knows from few training users (contracts.young_slice): the item stage
     # re-solves them, so the worker emits for them as for unknown items
     young: frozenset[str] = frozenset()
+    trained_to_ms: int = 0  # the end of the version's data window (its young items' users)
 
     @classmethod
     def from_artifacts(cls, art: ModelArtifacts, heavy_users: int = 0) -> FoldInModel:
@@ -47,8 +48,9 @@ class FoldInModel:
         foldin = NormalEquationCache(solver, item_row, heavy_users, min_items=2 * solver.factors)
         young = frozenset(art.item_ids[art.young.items].tolist()) \
             if art.young is not None else frozenset()
+        trained_to = int(art.manifest.get("data_window", {}).get("to_ms", 0))
         return cls(art.tenant, art.algorithm, art.version, item_row, solver, art.confidence,
-                   foldin, explicit, young)
+                   foldin, explicit, young, trained_to)
 
 
 def model_follower(cfg: Config, on_new_model: Callable[[str, str, int], None] | None = None

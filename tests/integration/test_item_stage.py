@@ -1,5 +1,6 @@
 """The item fold-in stage as an OS process: kill -9 at random points ends in the vectors (and
-per-item states) of an uninterrupted run of the same records (issue 19).
+per-item states) of an uninterrupted run of the same records (issue 19), young items (seeded
+from the version's slice, issue 30) included.
 
 The records are ``ItemInteraction``s as the worker writes them, against a model written to the
 store of each deployment; a share of them are re-sent (the worker re-emits after its own crash)
@@ -14,6 +15,7 @@ import uuid
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from rocksdict import AccessType, Options, Rdict
 
 from recsys_stream.contracts.confidence import ConfidenceSettings
@@ -21,6 +23,7 @@ from recsys_stream.contracts.item_foldin import ItemFoldInSolver
 from recsys_stream.contracts.keys import make_key
 from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.contracts.pb import items_pb2
+from recsys_stream.contracts.young_slice import YoungSlice
 from recsys_stream.kafka import ensure_topics, produce_all, producer, read_to_end
 from recsys_stream.nearline.item_app import run_item_stage
 from recsys_stream.nearline.item_state import ItemStore, item_state_key
@@ -29,6 +32,7 @@ from recsys_stream.stack import Stack, load, wait_for_count, wait_until, write_c
 pytestmark = pytest.mark.integration
 
 K, USERS, ITEMS = 8, 400, 300
+YOUNG = 30  # old-0 .. old-29: the version knows them from 2-6 training users each
 KILLS = 8
 
 
@@ -36,11 +40,16 @@ def write_model(root) -> np.ndarray:
     rng = np.random.default_rng(3)
     X = rng.normal(0, 0.4, (USERS, K)).astype(np.float32)
     Y = rng.normal(0, 0.4, (50, K)).astype(np.float32)
+    users = [np.sort(rng.choice(USERS, rng.integers(2, 7), replace=False)) for _ in range(YOUNG)]
+    young = YoungSlice.from_columns(np.arange(YOUNG), sp.csc_matrix(
+        (rng.uniform(1, 4, sum(map(len, users))), np.concatenate(users),
+         np.cumsum([0] + [len(u) for u in users])), shape=(USERS, YOUNG)))
     ModelStore(root).write("acme", "als", 1, item_ids=[f"old-{i}" for i in range(50)],
                            item_factors=Y, user_ids=[f"u{u}" for u in range(USERS)],
                            user_factors=X, popularity=np.ones(50),
                            manifest={"hyperparameters": {"regularization": 0.2},
-                                     "confidence": ConfidenceSettings().to_dict()})
+                                     "confidence": ConfidenceSettings().to_dict()},
+                           young=young)
     ModelStore(root).set_current("acme", "als", 1)
     return X
 
@@ -50,6 +59,8 @@ def make_records(X: np.ndarray, seed: int) -> list[tuple[bytes, bytes]]:
     out = []
     for n in range(20_000):
         item, user = f"new-{rng.integers(0, ITEMS)}", int(rng.integers(0, USERS))
+        if rng.random() < 0.1:  # a young item of the version
+            item = f"old-{rng.integers(0, YOUNG)}"
         # the user's current vector drifts a little from the batch one (their fold-in)
         x = X[user] + rng.normal(0, 0.05, K).astype(np.float32)
         rec = items_pb2.ItemInteraction(tenant="acme", item_id=item, user_id=f"u{user}",
@@ -105,7 +116,7 @@ def final_vectors(cfg) -> dict[bytes, tuple[int, int, list[float]]]:
     last = {}
     for m in read_to_end(cfg, cfg.topics.item_vectors):
         v = items_pb2.ItemVector.FromString(m.value())
-        last[m.key()] = (v.model_version, v.users, list(v.values))
+        last[m.key()] = (v.model_version, v.users, list(v.values), v.young)
     return last
 
 
@@ -113,7 +124,7 @@ def states(cfg) -> dict:
     store = ItemStore(cfg.items.state_dir)
     try:
         return {k: (r.version, {u: (c, x.tolist()) for u, (c, x) in r.users.items()},
-                    r.applied_offset) for k, r in store.items()}
+                    r.applied_offset, r.young) for k, r in store.items()}
     finally:
         store.close()
 
@@ -167,19 +178,24 @@ def test_kill_9_of_the_stage_at_random_points_ends_in_the_uninterrupted_vectors(
 
     got_states, got_vectors = states(cfg), final_vectors(cfg)
     want_states, want_vectors = uninterrupted(tmp_path, kafka_bootstrap, records)
-    assert set(got_states) == set(want_states) and len(got_states) == ITEMS
-    for key, (version, users, offset) in want_states.items():
+    assert set(got_states) == set(want_states) and len(got_states) == ITEMS + YOUNG
+    for key, (version, users, offset, young) in want_states.items():
         g = got_states[key]
-        assert g[0] == version and g[2] == offset and list(g[1]) == list(users), key
+        assert g[0] == version and g[2:] == (offset, young) and list(g[1]) == list(users), key
+        assert young == key.decode().split("\x1f")[2].startswith("old-")
         for u, (c, x) in users.items():
             assert g[1][u][0] == pytest.approx(c) and np.allclose(g[1][u][1], x), (key, u)
-    assert set(got_vectors) == set(want_vectors) and len(got_vectors) == ITEMS
-    for key, (version, n, y) in want_vectors.items():
-        assert got_vectors[key][:2] == (version, n)
+    assert set(got_vectors) == set(want_vectors) and len(got_vectors) == ITEMS + YOUNG
+    for key, (version, n, y, young) in want_vectors.items():
+        assert got_vectors[key][:2] == (version, n) and got_vectors[key][3] == young
         np.testing.assert_allclose(got_vectors[key][2], y, atol=1e-5, rtol=0)
-    # and each final vector is the direct solve of its item's final users
+    # and each final vector is the direct solve of its item's final users: a young item's
+    # training users (their batch vectors) are among them
     solver = ItemFoldInSolver(X, 0.2)
-    for key, (version, users, _) in list(want_states.items())[:20]:
+    checked = [k for k in want_states if want_states[k][3]][:10] + \
+        [k for k in want_states if not want_states[k][3]][:10]
+    for key in checked:
+        version, users, _, young = want_states[key]
         Xi = np.array([x for _, x in users.values()], np.float32)
         c = np.array([c for c, _ in users.values()])
         np.testing.assert_allclose(want_vectors[key][2], solver.solve_one(Xi, c), atol=1e-4)

@@ -1,10 +1,13 @@
-"""New items across the real processes (issue 19): worker, item stage, trainer and server as
-OS processes on a real broker.
+"""New and young items across the real processes (issues 19, 30): worker, item stage, trainer
+and server as OS processes on a real broker.
 
 An item the model does not know, bought by 3 users of one genre, appears in Recommend for a
 4th user of that genre and in SimilarItems of that genre's items within seconds; a user who
 touched only the new item gets a nearline vector (the worker folds new items in); a banned new
-item never appears; after a retrain the item is the model's and the served delta is empty.
+item never appears. An item launched just before the cut-off with 2 training users of another
+genre (young: its vector is theirs), then clicked by 10 users of the genre, rises into that
+genre's user's Recommend and gets that genre's neighbours in SimilarItems within seconds.
+After a retrain both items are the model's and the served delta is empty.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pytest
 from recsys_stream.broker import free_port
 from recsys_stream.contracts.events import Event
 from recsys_stream.contracts.keys import is_offset_marker, make_key
-from recsys_stream.contracts.pb import events_pb2, recommender_pb2
+from recsys_stream.contracts.pb import events_pb2, items_pb2, recommender_pb2
 from recsys_stream.kafka import ensure_topics, producer, read_to_end
 from recsys_stream.nearline.item_state import item_state_key
 from recsys_stream.produce import produce_events
@@ -73,14 +76,21 @@ def _served_delta(stack) -> float | None:
     return float(m[1]) if m else None
 
 
-def test_a_new_item_joins_recommend_and_similar_items_and_a_banned_one_never(stack):
+def test_new_and_young_items_join_recommend_and_similar_items_and_a_banned_one_never(stack):
     cfg = stack.cfg
     world = make_world("acme", ITEMS)
     start = int(time.time() * 1000) - 31 * 86_400_000
     stack.start("worker", "worker")
     stack.start("items", "items")
-    produce_events(cfg, generate_events(world, USERS, EVENTS, start, seed=0), progress=False)
-    wait_until(lambda: _changelog_users(cfg) >= USERS, 90, what="worker ingest", stack=stack)
+    other = [str(i) for i, g in zip(world.item_ids, world.item_genre) if g != GENRE]
+    # young-1, launched just before the cut-off: its only 2 training users like other genres
+    early = [Event(f"early-{u}-{j}", "acme", f"early-{u}", item, "click", None,
+                   start + 30 * 86_400_000 + j) for u in range(2)
+             for j, item in enumerate(other[u * 6:u * 6 + 6] + ["young-1"])]
+    produce_events(cfg, generate_events(world, USERS, EVENTS, start, seed=0) + early,
+                   progress=False)
+    wait_until(lambda: _changelog_users(cfg) >= USERS + 2, 90, what="worker ingest",
+               stack=stack)
     stack.run("trainer", "trainer", "--once")
     stack.start("server", "serve")
     client = RecommenderClient(stack.address, DEMO_KEYS["acme"])
@@ -164,12 +174,40 @@ def test_a_new_item_joins_recommend_and_similar_items_and_a_banned_one_never(sta
     assert "launch-1" not in _ids(only)
     assert _served_delta(stack) >= 2
 
+    # young-1: the model knows it, from its 2 early users of other genres
+    def of_genre(resp) -> int:
+        return sum(genre_of(world, i) == GENRE for i in _ids(resp) if i.startswith("item-"))
+    assert "young-1" not in _ids(client.recommend("probe-4", k=10))
+    stale = of_genre(client.similar_items("young-1", k=10))
+    fans = []
+    for f in range(10):
+        user = f"young-fan-{f}"
+        fans += taste(user) + [Event(f"{user}-y", "acme", user, "young-1", "purchase", None,
+                                     now + 700)]
+    produce_events(cfg, fans, progress=False)
+    t_sent = time.monotonic()
+    rec = wait_until(lambda: (r := client.recommend("probe-4", k=10)) and "young-1" in _ids(r)
+                     and r, 20, interval_s=0.1, what="young-1 in the probe's top-10",
+                     stack=stack)
+    print(f"young-1 served {time.monotonic() - t_sent:.1f} s after its fans' events, rank "
+          f"{_ids(rec).index('young-1') + 1} of the probe's top-10")
+    assert rec.model_version == v1 and len(rec.items) == 10
+    sim = wait_until(lambda: (r := client.similar_items("young-1", k=10)) and of_genre(r) >= 6
+                     and r, 20, interval_s=0.1, what="young-1's neighbours of the fans' genre",
+                     stack=stack)
+    print(f"young-1's neighbours of the fans' genre: {stale} of 10 before, {of_genre(sim)} after")
+    assert of_genre(sim) > stale and "young-1" not in _ids(sim) and len(sim.items) == 10
+    vectors = {m.key(): m.value() for m in read_to_end(cfg, cfg.topics.item_vectors)}
+    assert items_pb2.ItemVector.FromString(vectors[item_state_key("acme", "als", "young-1")]
+                                           ).young
+
     # a retrain: launch-1 is the model's now, the served delta is empty
     stack.run("trainer-2", "trainer", "--once")
     wait_until(lambda: client.recommend("probe-4", k=10).model_version > v1, 60,
                what="the server to swap in the retrain", stack=stack)
     sim2 = client.similar_items("launch-1", k=10)
     assert sim2.model_version > v1 and len(sim2.items) == 10
+    assert len(client.similar_items("young-1", k=10).items) == 10
     wait_until(lambda: _served_delta(stack) == 0, 10, what="an empty served delta", stack=stack)
     assert "launch-2" not in _ids(client.recommend("probe-4", k=50))
     client.close()

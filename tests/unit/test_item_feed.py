@@ -37,7 +37,7 @@ class _Msg:
         return self._v
 
 
-def _feed(offline_cfg, bias=False):
+def _feed(offline_cfg, bias=False, young=frozenset()):
     rng = np.random.default_rng(0)
     Y = rng.normal(0, 0.4, (40, K + bias)).astype(np.float32)
     ids = [f"i{j}" for j in range(40)]
@@ -45,16 +45,17 @@ def _feed(offline_cfg, bias=False):
     solver = FoldInSolver(Y, LAM, bias)
     # every user with >= 3 known items is a cached heavy user here
     model = FoldInModel("acme", "als", 1, row, solver, ConfidenceSettings(),
-                        NormalEquationCache(solver, row, max_users=8, min_items=3))
+                        NormalEquationCache(solver, row, max_users=8, min_items=3),
+                        young=frozenset(young), trained_to_ms=1_000)
     sent = []
     cfg = offline_cfg.replace(items={"worker_refresh_ms": 0})
     feed = ItemFeed(cfg, _Follower(model), lambda t, k, v: sent.append((t, k, v)))
     return feed, Y, sent, rng
 
 
-def _vector(feed, item, y, version=1):
+def _vector(feed, item, y, version=1, young=False):
     v = items_pb2.ItemVector(tenant="acme", algorithm="als", item_id=item, model_version=version,
-                             values=list(y), users=3)
+                             values=list(y), users=3, young=young)
     feed._on_vector(_Msg(item_state_key("acme", "als", item), v.SerializeToString()))
     feed._rebuild()
 
@@ -126,3 +127,38 @@ def test_emits_only_the_batchs_items_the_version_does_not_know(offline_cfg):
     sent.clear()  # a re-solve after a new version: every unknown item of the history
     feed.emit("acme", "als", model, [b"k"], x[None], hist, {b"k": H()}, None)
     assert sorted(k for _, k, _ in sent) == [b"acme\x1fnew-a", b"acme\x1fnew-b"]
+
+
+def test_young_items_replace_their_rows_in_the_fold_in_and_are_emitted(offline_cfg):
+    feed, Y, sent, rng = _feed(offline_cfg, young={"i3", "i9"})
+    plain = (["i1", "i2", "i4"], [2.0, 3.0, 1.5])        # no young item: cached, then rebased
+    touched = (["i3", "i5", "i6", "i7"], [4.0, 2.0, 2.0, 1.0])
+    _solve(feed, b"u1", *plain)
+    _solve(feed, b"u2", *touched)
+    y3, yn = rng.normal(0, 0.4, K).astype(np.float32), rng.normal(0, 0.4, K).astype(np.float32)
+    _vector(feed, "i3", y3, young=True)
+    _vector(feed, "new-a", yn)
+    m, x1 = _solve(feed, b"u1", *plain)
+    assert m.young_replaced == 1 and m.new_items == 1 and m.cache.item_row["i3"] == 3
+    full = np.vstack([Y, yn])
+    full[3] = y3
+    np.testing.assert_allclose(x1, _direct(full, [1, 2, 4], plain[1]), atol=1e-5)
+    _, x2 = _solve(feed, b"u2", *touched)  # counted i3's old row: formed again
+    np.testing.assert_allclose(x2, _direct(full, [3, 5, 6, 7], touched[1]), atol=1e-5)
+    # withdrawn (a newer version knows it): its batch row again
+    feed._on_vector(_Msg(item_state_key("acme", "als", "i3"), None))
+    feed._rebuild()
+    m, x3 = _solve(feed, b"u2", *touched)
+    full[3] = Y[3]
+    np.testing.assert_allclose(x3, _direct(full, [3, 5, 6, 7], touched[1]), atol=1e-5)
+
+    class H:
+        user_id, last_event_ms = "u1", 77
+        items = {"i1": [1.0, 500, 500], "i3": [1.0, 2_000, 2_000], "i9": [1.0, 900, 900]}
+    hist = {b"k": (["i1", "i3", "i9"], np.array([2.0, 3.0, 4.0]))}
+    x = np.arange(K, dtype=np.float32)
+    feed.emit("acme", "als", m, [b"k"], x[None], hist, {b"k": H()}, {b"k": {"i1", "i9"}})
+    assert [k for _, k, _ in sent] == [b"acme\x1fi9"]  # young: emitted like an unknown item
+    sent.clear()  # after a new version: only young items touched after its data window
+    feed.emit("acme", "als", m, [b"k"], x[None], hist, {b"k": H()}, None)
+    assert [k for _, k, _ in sent] == [b"acme\x1fi3"]
