@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
 
 from recsys_stream.broker import EmbeddedBroker, free_port  # noqa: E402
 from recsys_stream.config import Config  # noqa: E402
@@ -25,6 +26,7 @@ from recsys_stream.contracts.confidence import EVENT_TYPES  # noqa: E402
 from recsys_stream.contracts.keys import make_key  # noqa: E402
 from recsys_stream.contracts.model_store import ModelStore  # noqa: E402
 from recsys_stream.contracts.pb import events_pb2  # noqa: E402
+from recsys_stream.contracts.young_slice import YoungSlice  # noqa: E402
 from recsys_stream.kafka import ensure_topics, produce_all, producer  # noqa: E402
 from recsys_stream.nearline.state import _OFFSET  # noqa: E402
 from recsys_stream.stack import Stack, load, wait_until, write_config  # noqa: E402
@@ -96,11 +98,14 @@ def deployment(broker_kind: str = "tansu", worker_metrics_port: int = 0
             stack.stop_all()
 
 
-def publish_model(cfg: Config, n_items: int, factors: int = 64, seed: int = 0) -> None:
+def publish_model(cfg: Config, n_items: int, factors: int = 64, seed: int = 0,
+                  young_items: int = 0) -> None:
     """Write ALS item factors for the tenant's items and make them CURRENT.
 
     The worker loads ``CURRENT`` at start, so every micro-batch folds in. The factors are
-    low-rank (16 latent directions) and unevenly scaled, as ALS factors are.
+    low-rank (16 latent directions) and unevenly scaled, as ALS factors are. ``young_items``:
+    the last that many items are young (``contracts.young_slice``), each with 2-5 training
+    users among the model's users.
     """
     rng = np.random.default_rng(seed)
     world = make_world(TENANT, n_items)
@@ -108,12 +113,22 @@ def publish_model(cfg: Config, n_items: int, factors: int = 64, seed: int = 0) -
     Y = (rng.normal(size=(n_items, 16)) @ basis * rng.gamma(2.0, 0.5, (n_items, 1))
          ).astype(np.float32)
     X = (rng.normal(size=(100, 16)) @ basis).astype(np.float32)
+    young = None
+    if young_items:
+        counts = rng.integers(2, 6, young_items)
+        users = np.concatenate([rng.choice(len(X), c, replace=False) for c in counts])
+        young = YoungSlice.from_columns(
+            np.arange(n_items - young_items, n_items),
+            sp.csc_matrix((rng.uniform(1, 4, len(users)), users,
+                           np.concatenate([[0], np.cumsum(counts)])),
+                          shape=(len(X), young_items)))
     store = ModelStore(cfg.model_store)
     store.write(TENANT, "als", 1, item_ids=world.item_ids.tolist(), item_factors=Y,
                 user_ids=[f"b{j}" for j in range(len(X))], user_factors=X,
                 popularity=world.popularity * 1e6,
                 manifest={"hyperparameters": {"factors": factors, "regularization": 0.05},
-                          "confidence": cfg.tenants[TENANT].confidence.to_dict()})
+                          "confidence": cfg.tenants[TENANT].confidence.to_dict()},
+                young=young)
     store.set_current(TENANT, "als", 1)
 
 

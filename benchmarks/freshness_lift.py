@@ -147,8 +147,10 @@ def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
                 return x
         return stale.user_factors[stale_row[u]] if u in stale_row else None
 
+    stale_item_row = {i: j for j, i in enumerate(stale.item_ids.tolist())}
+    young_ids = sorted(i for i in new_items if i in stale_item_row)
     out = {"window_events": len(before_t2) - len(before_t1), "worker_s": worker_s,
-           "new_items": len(new_items)}
+           "new_items": len(new_items) - len(young_ids), "young_items": len(young_ids)}
     for protocol, horizon in (("next", horizon_ms), ("all", None)):
         test = test_items(hist_t2, after_t2, None if horizon is None else t2 + horizon)
         seen_hist = {u: hist_t2[u] for u in test}
@@ -161,9 +163,14 @@ def run_split(cfg, events, t1: int, t2: int, horizon_ms: int, workdir: Path, n: 
             if variant == "retrain":
                 ids, Y, pop = full_t2.item_ids, retrain.item_factors, full_t2.popularity
             elif variant == "nearline" and new_items:  # the T1 items and the delta of T1
-                new_ids = sorted(new_items)
+                # young items (known to T1, re-solved by the stage) replace their rows
+                Y = np.array(stale.item_factors)
+                for i in young_ids:
+                    Y[stale_item_row[i]] = new_items[i]
+                new_ids = sorted(set(new_items) - set(young_ids))
                 ids = stale.item_ids.tolist() + new_ids
-                Y = np.vstack([stale.item_factors, np.stack([new_items[i] for i in new_ids])])
+                if new_ids:
+                    Y = np.vstack([Y, np.stack([new_items[i] for i in new_ids])])
                 pop = np.concatenate([stale.popularity, np.zeros(len(new_ids))])
             else:
                 ids, Y, pop = stale.item_ids.tolist(), stale.item_factors, stale.popularity

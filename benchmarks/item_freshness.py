@@ -3,7 +3,7 @@ item's vector published, beside the user-side freshness (event -> profile) of th
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/item_freshness.py [--rate 5000] \\
         [--seconds 30] [--users 100000] [--items 50000] [--factors 64] [--new-share 0.02] \\
-        [--launches-per-s 10]
+        [--launches-per-s 10] [--young-items 2000] [--young-share 0.02]
 
 Setup as ``benchmarks/freshness.py`` (embedded broker, a published ALS model, ``recsys-stream
 worker`` as its own process), plus ``recsys-stream items`` (the item fold-in stage) as its own
@@ -18,6 +18,11 @@ second (each new item draws its events in its launch second). Tails follow ``pro
   user (3) that the worker can fold in (one with an earlier event on an item of the model), to
   the first ``item-vectors`` record of the item with 3 users (its record timestamp, set by the
   stage's producer; and the tail's receipt as a check).
+
+- young items (issue 30): the model's last ``--young-items`` items are young (2-5 training users
+  each, ``contracts.young_slice``) and a ``--young-share`` of the events go to them; a young item
+  is due at its first event after warm-up (its user folds in on that very event: the item is
+  the model's), to its first ``item-vectors`` record marked young.
 
 Both are "published", not "served": the server follows both topics with the same tail (100 ms
 fetch wait), so serving adds the same to each. The first second is warm-up and not counted.
@@ -56,6 +61,7 @@ class VectorTail:
 
     def __init__(self, cfg) -> None:
         self.first: dict[str, tuple[int, int]] = {}
+        self.young: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self.tail = TopicTail(cfg, {cfg.topics.item_vectors: self._on}, name="items").start()
 
@@ -66,7 +72,9 @@ class VectorTail:
         v = items_pb2.ItemVector.FromString(m.value())
         item = m.key().decode().split(SEP, 2)[2]
         with self._lock:
-            if item not in self.first and v.users >= MIN_USERS:
+            if v.young:
+                self.young.setdefault(item, (m.timestamp()[1], got))
+            elif item not in self.first and v.users >= MIN_USERS:
                 self.first[item] = (m.timestamp()[1], got)
 
 
@@ -80,6 +88,8 @@ def main() -> None:
     ap.add_argument("--zipf", type=float, default=1.0)
     ap.add_argument("--new-share", type=float, default=0.02)
     ap.add_argument("--launches-per-s", type=int, default=10)
+    ap.add_argument("--young-items", type=int, default=2000)
+    ap.add_argument("--young-share", type=float, default=0.02)
     args = ap.parse_args()
     n = int(args.rate * args.seconds)
     log(f"item freshness: {args.rate:.0f} events/s for {args.seconds:.0f}s, {args.users} users, "
@@ -91,11 +101,13 @@ def main() -> None:
     second = (new / args.rate).astype(int)
     new_item = second * args.launches_per_s + rng.integers(0, args.launches_per_s, len(new))
     items[new] = args.items + new_item
+    on_young = np.flatnonzero((rng.random(n) < args.young_share) & ~np.isin(np.arange(n), new))
+    items[on_young] = rng.integers(args.items - args.young_items, args.items, len(on_young))
     n_new = int(new_item.max()) + 1
     item_ids = np.concatenate([make_world(TENANT, args.items).item_ids,
                                np.array([f"new-{j}" for j in range(n_new)])])
     with deployment() as dep:
-        publish_model(dep.cfg, args.items, args.factors)
+        publish_model(dep.cfg, args.items, args.factors, young_items=args.young_items)
         start_worker(dep)
         dep.stack.start("items", "items")
         tail, vectors = ProfileTail(dep.cfg), VectorTail(dep.cfg)
@@ -134,6 +146,17 @@ def main() -> None:
             log(f"{len(set(due) - set(vectors.first))} of {len(due)} due new items have no "
                 "vector")
         due = {i: ts for i, ts in due.items() if i in vectors.first}
+        young_due: dict[str, int] = {}
+        for j in on_young:
+            young_due.setdefault(str(item_ids[items[j]]), sent[j][1])
+        young_due = {i: ts for i, ts in young_due.items() if ts >= start}
+        try:
+            wait_until(lambda: len(set(young_due) & set(vectors.young)) == len(young_due), 60,
+                       interval_s=0.5, what="every due young item's vector", stack=dep.stack)
+        except TimeoutError:
+            log(f"{len(set(young_due) - set(vectors.young))} of {len(young_due)} due young "
+                "items have no vector")
+        young_due = {i: ts for i, ts in young_due.items() if i in vectors.young}
         tail.tail.stop()
         vectors.tail.stop()
         for line in dep.stack.tail("worker", 200).splitlines():
@@ -149,9 +172,18 @@ def main() -> None:
         q = np.percentile(lat, [50, 90, 99])
         log(f"item side ({MIN_USERS}rd user's event -> {name}) over {len(lat)} new items: "
             f"p50 {q[0]:.0f} ms, p90 {q[1]:.0f} ms, p99 {q[2]:.0f} ms")
+    young_pub = [vectors.young[i][0] - ts for i, ts in young_due.items()]
+    if young_pub:
+        q = np.percentile(young_pub, [50, 90, 99])
+        log(f"young items (first event -> item-vectors record marked young) over "
+            f"{len(young_pub)} young items: p50 {q[0]:.0f} ms, p90 {q[1]:.0f} ms, "
+            f"p99 {q[2]:.0f} ms")
     qi = np.percentile(item_pub, [50, 99])
     log(f"item / user freshness: p50 {qi[0] / qu[0]:.2f}x, p99 {qi[1] / qu[2]:.2f}x "
         f"({load_note()})")
+    if young_pub:
+        qy = np.percentile(young_pub, [50, 99])
+        log(f"young item / user freshness: p50 {qy[0] / qu[0]:.2f}x, p99 {qy[1] / qu[2]:.2f}x")
 
 
 if __name__ == "__main__":
