@@ -390,7 +390,7 @@ def main() -> None:
     print(f"{len(events)} events; {args.splits} splits, T2 at event-time quantiles "
           f"{quantiles[0]:.3f}..{quantiles[-1]:.3f}, T1 = T2 - {args.window_days:g} d; "
           f"{load()}", flush=True)
-    print(f"{'T2':>10} {'window':>6} {'worker':>6} {'new':>4} | test in the next "
+    print(f"{'T2':>10} {'window':>6} {'worker':>6} {'new':>4} {'young':>5} | test in the next "
           f"{args.window_days:g} d: users active new  recall@20 {'/'.join(VARIANTS)} | test all after T2: users  "
           f"recall@20", flush=True)
     pooled = {p: dict.fromkeys(VARIANTS + ("users", "active"), 0.0) for p in ("next", "all")}
@@ -404,7 +404,8 @@ def main() -> None:
                           args.seeds, args.items)
             nx, al = r["next"], r["all"]
             print(f"{time.strftime('%Y-%m-%d', time.gmtime(t2 / 1000)):>10} "
-                  f"{r['window_events']:>6} {r['worker_s']:>5.1f}s {r['new_items']:>4} | "
+                  f"{r['window_events']:>6} {r['worker_s']:>5.1f}s {r['new_items']:>4} "
+                  f"{r['young_items']:>5} | "
                   f"{nx['users']:>5} "
                   f"{nx['active']:>6} {nx['new']:>3}  " + " ".join(f"{nx[v]:.4f}" for v in VARIANTS)
                   + f" | {al['users']:>5}  " + " ".join(f"{al[v]:.4f}" for v in VARIANTS),

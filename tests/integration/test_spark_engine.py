@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from recsys_stream.batch.app import run_trainer
-from recsys_stream.batch.data import from_events
+from recsys_stream.batch.data import build_matrix, from_events
 from recsys_stream.batch.engines.spark_session import SparkEngineError
 from recsys_stream.broker import free_port
 from recsys_stream.config import SparkConfig
@@ -138,6 +138,21 @@ def test_standalone_cluster_trains_what_the_worker_and_server_fold_into(cfg, cha
     rows = np.array([snap.item_row[i] for i in ids])
     x = snap.solver.solve_one(rows, c)
     assert np.linalg.norm(x - art.user_factors[5]) <= 1e-4 * np.linalg.norm(art.user_factors[5])
+
+    # the young slice: each item with fewer than young_item_users training users, its column
+    # in the fold-ins' c (MLlib was handed r = log1p(s); the slice gives back c = 1 + alpha*r)
+    full = build_matrix({u: changelog[u] for u in art.user_ids.tolist()}, settings)
+    assert list(full.item_ids) == art.item_ids.tolist()
+    assert list(full.user_ids) == art.user_ids.tolist()
+    C = full.C.tocsc()
+    n = np.diff(C.indptr)
+    want = np.flatnonzero((n > 0) & (n < cfg.tenant("acme").young_item_users))
+    assert len(want) and m["young_items"] == len(want)
+    np.testing.assert_array_equal(art.young.items, want)
+    for row in want:
+        users, conf = art.young.column(row)
+        np.testing.assert_array_equal(users, np.sort(C[:, row].indices))
+        np.testing.assert_allclose(conf, C[:, row].toarray().ravel()[users], rtol=1e-5)
 
     # the item stage solves new items of a Spark model with lambda * n_i (from the manifest).
     # Spark's own item factors cannot be the reference: MLlib's last sweep solves items against
