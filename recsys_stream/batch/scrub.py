@@ -13,7 +13,9 @@ worker and the item stage read of a version besides the rows stays valid without
 item factors were fitted with the user's data: the next retrain replaces them; the aggregates
 hold no byte of the user.) So the rows (``user_ids``, ``user_factors``, mf's ``user_bias``)
 are dropped, the manifest's shapes and checksums are recomputed, and the new directory replaces
-the old one under the tenant's lock: written beside it, then two renames.
+the old one under the tenant's lock: written beside it, then two renames. The young slice
+(``contracts.young_slice``) names training users by row: their entries go too, and the other
+rows are renumbered.
 """
 
 from __future__ import annotations
@@ -65,6 +67,24 @@ def scrub_tenant(store: ModelStore, tenant: str, live: set[str] | None = None,
     return out
 
 
+def _rewrite_young(tmp: Path, keep: np.ndarray, manifest: dict) -> None:
+    """The young slice without the dropped users' entries, the kept users renumbered."""
+    users = np.load(tmp / "young_users.npy", allow_pickle=False)
+    conf = np.load(tmp / "young_confidences.npy", allow_pickle=False)
+    indptr = np.load(tmp / "young_indptr.npy", allow_pickle=False)
+    ok = keep[users]
+    column = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))[ok]
+    arrays = {"young_users": (np.cumsum(keep) - 1)[users[ok]].astype(np.int64),
+              "young_confidences": conf[ok],
+              "young_indptr": np.concatenate([[0], np.cumsum(np.bincount(
+                  column, minlength=len(indptr) - 1))]).astype(np.int64)}
+    for name, arr in arrays.items():
+        p = tmp / f"{name}.npy"
+        p.unlink()
+        np.save(p, arr, allow_pickle=False)
+        manifest.setdefault("shapes", {})[name] = list(arr.shape)
+
+
 def _rewrite(d: Path, keep: np.ndarray) -> None:
     """``d`` without the rows ``~keep`` (module docstring)."""
     tmp = d.parent / f".tmp-scrub-{d.name}-{os.getpid()}"
@@ -79,6 +99,8 @@ def _rewrite(d: Path, keep: np.ndarray) -> None:
             p.unlink()  # a new file: the old one's blocks are not rewritten in place
             np.save(p, arr, allow_pickle=False)
             manifest.setdefault("shapes", {})[name] = list(arr.shape)
+    if (tmp / "young_users.npy").exists():
+        _rewrite_young(tmp, keep, manifest)
     manifest["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())
                          if p.name != MANIFEST and p.name in manifest.get("files", {})}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))

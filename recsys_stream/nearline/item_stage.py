@@ -29,7 +29,9 @@ Young items (DESIGN.md "Young items"): an item the record's version knows from f
 applies, from the version's young slice (``contracts.young_slice``: its training users, their
 confidences, their batch vectors), so that its first solve is the trainer's own item step; new
 users then add or replace entries like a new item's, every change re-solves it, and its vector
-goes out marked ``young`` (servers and workers use it instead of the version's stale row).
+goes out marked ``young`` (servers and workers use it instead of the version's stale row). An
+erasure of one of its training users seeds it at once (the newest version) without the user,
+so that no later record seeds them back (``_seed_erased``).
 
 A new model version: the first record naming it makes the stage drop (state deleted, tombstone
 on ``item-vectors``) every item of that tenant and algorithm the new version knows; the other
@@ -222,9 +224,11 @@ class ItemStage(PartitionOwner):
             cap = self.cfg.tenants[r0.tenant].max_item_users
             changed = False
             for rec, m in recs:
-                if not rec.erase and rec.model_version > st.version \
-                        and not st.replays(m.partition(), m.offset()):
-                    self._seed(st, rec)
+                if not st.replays(m.partition(), m.offset()):
+                    if rec.erase:
+                        self._seed_erased(st, rec)
+                    elif rec.model_version > st.version:
+                        self._seed(st, rec, rec.model_version)
                 applied = st.apply(rec, m.partition(), m.offset(), cap)
                 outcome["applied" if applied else "unchanged"] += 1
                 if applied:
@@ -242,14 +246,25 @@ class ItemStage(PartitionOwner):
         self._purge.update(erased)
         self._solve(touched, trigger_ms)
 
-    def _seed(self, st: ItemRecord, rec: items_pb2.ItemInteraction) -> None:
+    def _seed(self, st: ItemRecord, rec: items_pb2.ItemInteraction, version: int,
+              only_with: str | None = None) -> None:
         """Before the first record of a version that knows the item as young: its training
-        users, so that the solve starts from what the trainer's item step saw."""
-        model = self.models.get(rec.tenant, rec.algorithm, rec.model_version)
+        users, so that the solve starts from what the trainer's item step saw.
+        ``only_with``: seed only if this user is among them."""
+        model = self.models.get(rec.tenant, rec.algorithm, version)
         seed = model.seed(rec.item_id) if model is not None else None
-        if seed is not None:
-            st.seed(rec.model_version, seed)
+        if seed is not None and (only_with is None or only_with in seed):
+            st.seed(version, seed)
             YOUNG_SEEDED.labels(rec.tenant).inc()
+
+    def _seed_erased(self, st: ItemRecord, rec: items_pb2.ItemInteraction) -> None:
+        """An erased user who trained a young item of the newest version (the stage's newest,
+        or CURRENT): the item is seeded now, so the erase removes the user from the seed and
+        that version's later records never seed them back (an older version's are stale)."""
+        version = max(self._newest.get((rec.tenant, rec.algorithm), 0),
+                      self.models.store.current_version(rec.tenant, rec.algorithm) or 0)
+        if version > st.version:
+            self._seed(st, rec, version, only_with=rec.user_id)
 
     def _unsolve(self, erased: dict[bytes, ItemRecord]) -> None:
         """Items that lost a user to an erasure and now have fewer than ``min_item_users``:

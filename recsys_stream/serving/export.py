@@ -30,7 +30,8 @@ the profile holds the user's training items, as the worker's profile does):
 Users erased on ``profiles`` (a tombstone) are not exported at all (``erased_skipped`` in the
 manifest): the server serves them as new users, a mailing sends them nothing. Not included,
 unlike a live ``Recommend``: items launched after the version (``item-vectors``,
-merged by ``serving.item_delta`` at request time), and trending (a user with no vector gets the
+merged by ``serving.item_delta`` at request time) and the re-solved vectors of the version's
+young items (the export scores the version's own rows), and trending (a user with no vector gets the
 model's popularity, which is ``Recommend``'s own fallback when nothing trends).
 
 Scoring is vectorised over blocks of users. ``exact``: one matrix product per block

@@ -207,6 +207,9 @@ def test_a_new_version_drops_the_items_it_knows_and_solves_the_rest_afresh(cfg):
     rng = np.random.default_rng(9)
     store = ModelStore(cfg.model_store)
     X = {}
+    # v2's young item old-0 was trained by u1, u2 and u3 (confidences 2, 3, 4)
+    young = YoungSlice.from_columns([0], sp.csc_matrix(([2.0, 3.0, 4.0], ([1, 2, 3], [0, 0, 0])),
+                                                       shape=(50, 1)))
     for version, known in ((1, []), (2, ["new-a"])):  # v2 was retrained with new-a in it
         X[version] = rng.normal(0, 0.4, (50, K)).astype(np.float32)
         ids = [f"old-{i}" for i in range(20)] + known
@@ -215,7 +218,9 @@ def test_a_new_version_drops_the_items_it_knows_and_solves_the_rest_afresh(cfg):
                     user_ids=[f"u{u}" for u in range(50)], user_factors=X[version],
                     popularity=np.ones(len(ids)),
                     manifest={"hyperparameters": {"regularization": 0.2},
-                              "confidence": ConfidenceSettings().to_dict()})
+                              "confidence": ConfidenceSettings().to_dict()},
+                    young=young if version == 2 else None)
+    store.set_current("acme", "als", 2)
 
     def recs(version, item, users):
         return [(make_key("acme", item), items_pb2.ItemInteraction(
@@ -246,7 +251,25 @@ def test_a_new_version_drops_the_items_it_knows_and_solves_the_rest_afresh(cfg):
         assert final[b].model_version == 2 and final[b].users == 3  # afresh, the v1 record stale
         y = ItemFoldInSolver(X[2], 0.2).solve_one(X[2][[4, 5, 6]], np.full(3, 2.0))
         np.testing.assert_allclose(final[b].values, y, atol=1e-4)
+
+        # u2, a training user of v2's young item old-0, is erased before any record of it:
+        # the erasure seeds old-0 without u2, and a later record never seeds u2 back
+        erase = items_pb2.ItemInteraction(tenant="acme", item_id="old-0", user_id="u2",
+                                          algorithm="als", erase=True, event_ms=2)
+        stream(cfg, [(make_key("acme", "old-0"), erase.SerializeToString())]
+               + recs(2, "old-0", [9]), 0.0, chunks=1)
+        o = item_state_key("acme", "als", "old-0")
+        young_v = wait_until(lambda: (v := last()).get(o) and v[o].users == 3 and v[o], 30,
+                             what="old-0's young vector")
+        assert young_v.young and young_v.model_version == 2
+        want = ItemFoldInSolver(X[2], 0.2).solve_one(X[2][[1, 3, 9]], np.array([2.0, 4.0, 2.0]))
+        np.testing.assert_allclose(young_v.values, want, atol=1e-4)
     finally:
         stop.set()
         t.join(30)
     assert not t.is_alive()
+    items = ItemStore(cfg.items.state_dir)
+    try:  # no entry of u2 in the stage's state
+        assert "u2" not in items.get_many([o])[o].users
+    finally:
+        items.close()

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from recsys_stream.batch.data import from_events, iter_events_file
 from recsys_stream.batch.scrub import scrub_tenant
@@ -17,6 +18,7 @@ from recsys_stream.contracts.events import ERASE, Event, InvalidEvent, decode_ev
 from recsys_stream.contracts.keys import make_key
 from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.contracts.pb import items_pb2
+from recsys_stream.contracts.young_slice import YoungSlice
 from recsys_stream.nearline.item_state import ItemRecord
 from recsys_stream.nearline.state import StateStore
 from recsys_stream.produce import check_erase_ids
@@ -98,7 +100,19 @@ def _version(store: ModelStore, version: int, users: list[str], algorithm: str =
     store.write("acme", algorithm, version, item_ids=["i1", "i2", "i3"],
                 item_factors=rng.normal(size=(3, 4)), user_ids=users,
                 user_factors=rng.normal(size=(len(users), 4)), popularity=[3, 2, 1],
-                manifest={}, extras=extras)
+                manifest={}, extras=extras,
+                # young items i1 (every user) and i3 (the last user): the slice names rows
+                young=None if algorithm == "mf" else YoungSlice.from_columns(
+                    [0, 2], sp.csc_matrix((np.arange(1.0, len(users) + 2),
+                                           (list(range(len(users))) + [len(users) - 1],
+                                            [0] * len(users) + [1])),
+                                          shape=(len(users), 2))))
+
+
+def _young_users(art) -> list[tuple[str, str, float]]:
+    """(item, user, confidence) of a version's young slice, by id."""
+    return [(str(art.item_ids[r]), str(art.user_ids[u]), float(c)) for r in art.young.items
+            for u, c in zip(*art.young.column(r))]
 
 
 def _bytes_under(root, needle: bytes) -> list[str]:
@@ -125,6 +139,10 @@ def test_kept_versions_are_rewritten_without_erased_rows_and_still_verify(tmp_pa
         keep = [i for i, u in enumerate(before[v].user_ids.tolist()) if u != "erase-me-7f3a"]
         np.testing.assert_array_equal(art.user_factors, before[v].user_factors[keep])
         np.testing.assert_array_equal(art.item_factors, before[v].item_factors)
+        # the young slice: the erased user's entries gone, the others' rows renumbered
+        assert _young_users(art) == [t for t in _young_users(before[v])
+                                     if t[1] != "erase-me-7f3a"]
+        assert len(_young_users(art)) < len(_young_users(before[v]))
     mf = store.load("acme", "mf", 3, verify=False)  # a fake mf: no bias column
     assert mf.user_ids.tolist() == ["u1"] and mf.user_bias.shape == (1,)
     assert store.current_version("acme", "als") == 2
