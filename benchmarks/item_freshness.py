@@ -78,6 +78,17 @@ class VectorTail:
                 self.first[item] = (m.timestamp()[1], got)
 
 
+def vectored(due: dict[str, int], got: dict, what: str, stack) -> dict[str, int]:
+    """``due`` items once their vectors are in ``got`` (a minute at most); those that never
+    get one are counted in the log and left out."""
+    try:
+        wait_until(lambda: len(set(due) & set(got)) == len(due), 60, interval_s=0.5,
+                   what=f"every due {what} item's vector", stack=stack)
+    except TimeoutError:
+        log(f"{len(set(due) - set(got))} of {len(due)} due {what} items have no vector")
+    return {i: ts for i, ts in due.items() if i in got}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=float, default=5000)
@@ -139,24 +150,12 @@ def main() -> None:
                 due[item] = sent[j][1]
         start = sent[0][1] + 1000
         due = {i: ts for i, ts in due.items() if ts >= start}
-        try:
-            wait_until(lambda: len(set(due) & set(vectors.first)) == len(due), 60,
-                       interval_s=0.5, what="every due new item's vector", stack=dep.stack)
-        except TimeoutError:
-            log(f"{len(set(due) - set(vectors.first))} of {len(due)} due new items have no "
-                "vector")
-        due = {i: ts for i, ts in due.items() if i in vectors.first}
+        due = vectored(due, vectors.first, "new", dep.stack)
         young_due: dict[str, int] = {}
         for j in on_young:
             young_due.setdefault(str(item_ids[items[j]]), sent[j][1])
-        young_due = {i: ts for i, ts in young_due.items() if ts >= start}
-        try:
-            wait_until(lambda: len(set(young_due) & set(vectors.young)) == len(young_due), 60,
-                       interval_s=0.5, what="every due young item's vector", stack=dep.stack)
-        except TimeoutError:
-            log(f"{len(set(young_due) - set(vectors.young))} of {len(young_due)} due young "
-                "items have no vector")
-        young_due = {i: ts for i, ts in young_due.items() if i in vectors.young}
+        young_due = vectored({i: ts for i, ts in young_due.items() if ts >= start},
+                             vectors.young, "young", dep.stack)
         tail.tail.stop()
         vectors.tail.stop()
         for line in dep.stack.tail("worker", 200).splitlines():
