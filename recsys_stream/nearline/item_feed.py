@@ -17,6 +17,11 @@ systems onto it (``NormalEquationCache.rebased``: a new item's vector changes ev
 system by the same Gram term, so only users who counted a changed item are formed again). New
 items keep their rows across rebuilds, so a re-solved item changes its own row only.
 
+A user whose every item is unknown to the worker's model gets no vector; such a user waits
+(``_waiting``, bounded) on those items, and when an extension that adds one of them is swapped
+in the worker re-solves the user (``take_ready``): a user whose only event is on a new item
+gets a vector once the item has one, not only with their next event.
+
 An extended model's ``item_row`` stays the batch model's: an item is "unknown to v" by it,
 however many vectors it has, and the rows a profile carries (``suppressed_rows``) are rows of
 the version's item factors, which is what the server reads them as; a new item the user saw is
@@ -43,7 +48,8 @@ from recsys_stream.nearline.models import FoldInModel
 from recsys_stream.nearline.normal_cache import NormalEquationCache
 
 log = logging.getLogger(__name__)
-ITEM_ALGORITHMS = ("als", "bpr")  # the algorithms whose items fold in by the implicit item step
+ITEM_ALGORITHMS = ("als", "bpr")
+_MAX_WAITING = 100_000  # (item, user) pairs kept waiting for a vector; the rest wait for events  # the algorithms whose items fold in by the implicit item step
 
 
 class _VersionRows:
@@ -101,6 +107,11 @@ class ItemFeed:
         self._pending: dict[tuple[str, str], tuple] = {}  # tail thread -> loop thread
         self._extended: dict[tuple[str, str], ExtendedModel] = {}  # loop thread only
         self._changed: set[tuple[str, str]] = set()
+        # loop thread only: (tenant, item) -> users with no vector who wait on the item, and the
+        # users an extension just made solvable (for the worker's background re-solve)
+        self._waiting: dict[tuple[str, str], set[bytes]] = {}
+        self._n_waiting = 0
+        self._ready: set[bytes] = set()
         self._last_build = 0.0
         self._tail = TopicTail(cfg, {cfg.topics.item_vectors: self._on_vector},
                                name="worker-item-vectors", after_poll=self._rebuild)
@@ -140,6 +151,13 @@ class ItemFeed:
         if version != base.version:
             return
         current = self._extended.get(key)
+        before = current.cache.item_row if current is not None and current.version == version \
+            else base.item_row
+        for item in (set(row) - set(before)) if row is not None else ():
+            users = self._waiting.pop((key[0], item), None)
+            if users:
+                self._n_waiting -= len(users)
+                self._ready |= users
         owner = current.cache if current is not None and current.version == version else \
             base.foldin
         if solver is None:
@@ -214,6 +232,23 @@ class ItemFeed:
                 row.update((i, len(base.item_row) + j) for j, i in enumerate(order))
             self._pending[key] = (base.version, solver, row, moved, len(order), len(young))
 
+    def take_ready(self) -> set[bytes]:
+        """Users with no vector whose items an extension just added (loop thread)."""
+        ready, self._ready = self._ready, set()
+        return ready
+
+    def _wait(self, tenant: str, solved: list[bytes], histories: dict) -> None:
+        """Users of ``histories`` the model could not solve wait on their items."""
+        done = set(solved)
+        for key, (ids, _) in histories.items():
+            if key in done or not len(ids) or self._n_waiting >= _MAX_WAITING:
+                continue
+            for item in ids:
+                users = self._waiting.setdefault((tenant, item), set())
+                if key not in users:
+                    users.add(key)
+                    self._n_waiting += 1
+
     # -- emitting --------------------------------------------------------------------------
     def emit(self, tenant: str, algorithm: str, model, solved: list[bytes], X: np.ndarray,
              histories: dict[bytes, tuple[list[str], np.ndarray]], users: dict,
@@ -226,6 +261,8 @@ class ItemFeed:
         """
         if algorithm not in ITEM_ALGORITHMS or not self.cfg.items.enabled:
             return
+        if len(solved) < len(histories):
+            self._wait(tenant, solved, histories)
         known = model.item_row  # the version's own items (an extension's too)
         young = getattr(model, "young", frozenset())  # ... but for these: the stage moves them
         since = getattr(model, "trained_to_ms", 0)

@@ -500,7 +500,12 @@ class Worker:
 
     # -- background re-solve after a new model ---------------------------------------------
     def _resolve_step(self) -> None:
-        """Re-solve one chunk of recently active users of tenants with a new model."""
+        """Re-solve one chunk of recently active users of tenants with a new model (and of
+        users with no vector whose items just got vectors, ``ItemFeed.take_ready``)."""
+        if self.item_feed is not None:
+            ready = self.item_feed.take_ready()
+            if ready:
+                self._resolve_keys = sorted(ready - set(self._resolve_keys)) + self._resolve_keys
         if not self._resolve_keys:
             with self._resolve_lock:
                 tenants, self._resolve_pending = self._resolve_pending, set()

@@ -162,3 +162,25 @@ def test_young_items_replace_their_rows_in_the_fold_in_and_are_emitted(offline_c
     sent.clear()  # after a new version: only young items touched after its data window
     feed.emit("acme", "als", m, [b"k"], x[None], hist, {b"k": H()}, None)
     assert [k for _, k, _ in sent] == [b"acme\x1fi3"]
+
+
+def test_a_user_with_only_unknown_items_is_re_solved_once_one_gets_a_vector(offline_cfg):
+    feed, Y, sent, rng = _feed(offline_cfg)
+    model = feed.models("acme")["als"]
+
+    class H:
+        user_id, last_event_ms = "only-new", 5
+    hist = {b"only": (["new-z"], np.array([2.0])), b"known": (["i1"], np.array([2.0]))}
+    solved, X, _ = model.foldin.solve(list(hist), list(hist.values()))
+    assert solved == [b"known"]  # new-z has no vector yet: no vector for the user
+    feed.emit("acme", "als", model, solved, X, hist, {b"only": H(), b"known": H()},
+              {b"only": {"new-z"}, b"known": {"i1"}})
+    assert feed.take_ready() == set()
+    _vector(feed, "new-y", rng.normal(0, 0.4, K).astype(np.float32))  # another item: no
+    feed.models("acme")
+    assert feed.take_ready() == set()
+    _vector(feed, "new-z", rng.normal(0, 0.4, K).astype(np.float32))
+    m = feed.models("acme")["als"]  # the loop swaps the extension in ...
+    assert feed.take_ready() == {b"only"}  # ... and the waiting user is re-solved
+    assert m.foldin.solve([b"only"], [hist[b"only"]])[0] == [b"only"]
+    assert feed.take_ready() == set()  # once
