@@ -233,7 +233,15 @@ class ItemFeed:
             self._pending[key] = (base.version, solver, row, moved, len(order), len(young))
 
     def take_ready(self) -> set[bytes]:
-        """Users with no vector whose items an extension just added (loop thread)."""
+        """Users with no vector whose items an extension just added (loop thread).
+
+        Swaps in what the tail prepared first: ``models`` does so only when a batch is solved,
+        and a waiting user's item may get its vector after the user's last event, with no
+        batch to follow (a user whose only event came just before its item's first vector
+        waited for good)."""
+        if self._waiting:
+            for tenant in {tenant for tenant, _ in list(self._pending)}:
+                self.models(tenant)
         ready, self._ready = self._ready, set()
         return ready
 
