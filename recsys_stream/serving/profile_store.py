@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import threading
-import time
 from pathlib import Path
 
 from rocksdict import AccessType, BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, \
@@ -164,7 +163,8 @@ class ProfileReader:
                  db: Rdict | None = None) -> None:
         self._path, self._secondary_dir = path, secondary_dir
         self._purges = _purges(path)
-        self._retired: list[tuple[Rdict, float]] = []
+        # held by ``get`` and by a catch-up with its purge check (``_run``): see there
+        self._lock = threading.Lock()
         if db is None:
             db = self._open_secondary()
         self.db, self._secondary = db, secondary_dir is not None
@@ -174,7 +174,8 @@ class ProfileReader:
         self._thread.start()
 
     def get(self, key: bytes) -> bytes | None:
-        return self.db.get(key)
+        with self._lock:
+            return self.db.get(key)
 
     def wait_caught_up(self, timeout_s: float | None = None) -> bool:
         return self._caught_up.wait(timeout_s)
@@ -184,11 +185,9 @@ class ProfileReader:
         self._thread.join(5)
         if self._secondary:
             self.db.close()
-            for old, _ in self._retired:
-                old.close()
 
-    def _open_secondary(self) -> Rdict:
-        d = Path(self._secondary_dir) / f"gen-{self._purges or 0}"
+    def _open_secondary(self, purges: str | None = None) -> Rdict:
+        d = Path(self._secondary_dir) / f"gen-{(self._purges if purges is None else purges) or 0}"
         d.mkdir(parents=True, exist_ok=True)
         return Rdict(str(self._path), options=_options(BLOCK_CACHE_MB),
                      access_type=AccessType.secondary(str(d)))
@@ -196,26 +195,29 @@ class ProfileReader:
     def _reopen_after_purge(self) -> None:
         """A secondary keeps the memtable it replayed from the write-ahead log; when the writer
         purged erased keys (flushing at once) it may have missed the deletes and would serve
-        the erased profile: a fresh secondary replaces it. The old one is closed a few seconds
-        later, once no request can still be reading it."""
-        now = time.monotonic()
-        while self._retired and now - self._retired[0][1] > 5.0:
-            self._retired.pop(0)[0].close()
+        the erased profile: a fresh secondary replaces it. Called under ``_lock``, so no
+        request is reading the old one when it is closed."""
         purges = _purges(self._path)
         if purges == self._purges:
             return
-        self._purges = purges
-        fresh = self._open_secondary()
+        fresh = self._open_secondary(purges)
         fresh.try_catch_up_with_primary()
+        # only now: an open that failed is tried again next round, not forgotten
+        self._purges = purges
         self.db, old = fresh, self.db
-        self._retired.append((old, now))
+        old.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 if self._secondary:
-                    self.db.try_catch_up_with_primary()
-                    self._reopen_after_purge()
+                    # One step for readers: a catch-up that took in the purge's flush leaves
+                    # the old memtable's values above the flushed deletes until the reopen
+                    # (the writer changed the purge file before that flush, so the check
+                    # right after sees it); a get in between served an erased profile.
+                    with self._lock:
+                        self.db.try_catch_up_with_primary()
+                        self._reopen_after_purge()
                 if not self._caught_up.is_set() and self.db.get(MARKER) is not None:
                     self._caught_up.set()
             except Exception:  # a failed catch-up leaves the previous view: retry next round
