@@ -2,7 +2,7 @@
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/churn.py [--users 3000] \\
         [--initial-items 1500] [--launches 75] [--days 20] [--test-from 8] [--genres 8] \\
-        [--taste 5] [--seeds 0-4] [--young-item-users 20] [--warm-sweeps 2]
+        [--taste 5] [--seeds 0-4] [--young-item-users 80] [--warm-sweeps 2]
 
 The world (``recsys_stream.synthetic.make_churning_world``): items launch continuously
 (``--launches`` a day, 5 % of the initial catalogue by default) with a launch-popularity curve

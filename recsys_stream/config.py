@@ -106,7 +106,7 @@ class TenantConfig:
     history_cap: int = 500         # items kept per user (strongest first); trimmed once 10 % over
     min_item_users: int = 3        # a new item gets a vector once this many distinct users touched it
     max_item_users: int = 200      # users kept per new item (the first ones); the re-solve bound
-    young_item_users: int = 20     # a model's item with fewer training users is re-solved nearline
+    young_item_users: int = 80     # a model's item with fewer training users is re-solved nearline
                                    # as users arrive (its young slice; 0 = off); benchmarks/churn.py
     als: AlsConfig = field(default_factory=AlsConfig)  # ALS hyperparameters
     bpr: BprConfig = field(default_factory=BprConfig)  # BPR hyperparameters
