@@ -129,3 +129,40 @@ def test_an_engine_that_scales_lambda_by_count_searches_its_own_bounds(tmp_path)
     assert tuning._bounds(cfg, "als_regularization", 20.0, spark) == (0.01, 20.0)
     assert tuning._bounds(cfg, "als_regularization", 0.05, ImplicitEngine(cfg)) == (1e-3, 100.0)
     assert tuning._bounds(cfg, "alpha", 2.0, spark) == cfg.trainer.tune_alpha
+
+
+def test_the_best_trials_are_confirmed_on_an_earlier_fold(tmp_path, events):
+    """The search's best trials and the start, fitted again on the training part split twice:
+    the chosen values are the best mean of both folds, and the earlier fold's fit never holds
+    the first fold's validation items."""
+    cfg, engine, rnd = _setup(tmp_path, events)
+    cfg = cfg.replace(trainer={"tune_confirm_top": 2})
+    store = ModelStore(cfg.model_store)
+    tuning.tune_tenant(cfg, engine, "acme", store, rnd, trials=6, budget_s=300,
+                       algorithms=("als",))
+    s = tuning.read_record(store, "acme")["engines"]["implicit"]["als"]
+    rows = s["confirm"]["candidates"]
+    values = sorted({t["value"] for t in s["trials"]}, reverse=True)
+    # the 2 best distinct trials (the best first), and the start (trial 0) unless among them
+    assert rows[0]["value"] == values[0] == s["search_best_value"]
+    assert rows[1]["value"] == values[1]
+    assert 0 in [r["number"] for r in rows] and len(rows) == 2 + (rows[0]["number"] != 0
+                                                                   and rows[1]["number"] != 0)
+    best = max(rows, key=lambda r: r["mean"])
+    assert s["confirm"]["chosen"] == best["number"] and s["params"] == best["params"]
+    assert best["mean"] >= next(r["mean"] for r in rows if r["number"] == 0)
+    # the earlier fold: reproducible, and strictly inside the first fold's fit
+    valid = tuning.validation_round(cfg, engine, "acme", rnd, None, [])
+    earlier = tuning.validation_round(cfg, engine, "acme", rnd, None, [], depth=2)
+    for u, items in valid.test.items():
+        if u in earlier.data.histories:
+            assert not items & set(earlier.data.histories[u].items)
+    tc = cfg.tenant("acme")
+    r = tuning._AlphaRescaler(earlier, tc.alpha)
+    again = tuning._score(engine, earlier, "als", tuning._settings(tc, "als", best["params"], r),
+                          s["seed"])
+    r.restore()
+    assert again == pytest.approx(best["earlier"], abs=1e-9)
+    entry = tuning.manifest_entry(store, "acme", "implicit", "als", tuning.tuned_config(
+        cfg, store).tenant("acme"))
+    assert entry["applied"] and entry["confirm"]["chosen"] == best["number"]
