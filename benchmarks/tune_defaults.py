@@ -65,22 +65,9 @@ def run(name: str, cfg: Config, store: ModelStore, data: str, trials: int,
         s = record["engines"][name]["als"]
         tuned = tuning.tuned_config(cfg, store)
         after, _ = test_ndcg(tuned, engine, data)
-        confirmed = s.get("confirm")
-        if confirmed:  # the search's own best, for the before/after of the confirmation
-            first = confirmed["candidates"][0]
-            unconfirmed = after if first["params"] == s["params"] else test_ndcg(
-                dataclasses.replace(cfg, tenants={TENANT: tuning.with_values(
-                    cfg.tenant(TENANT), first["params"])}), engine, data)[0]
     print(f"{name} engine: search budget {trials} trials / {budget_s:.0f}s -> {s['n_trials']} "
-          f"trials in {seconds:.0f}s (with the confirmation); chosen {s['params']}; validation "
-          f"NDCG@10 {s['start_value']:.4f} (defaults) -> {s['best_value']:.4f}; {load()}")
-    if confirmed:
-        for r in confirmed["candidates"]:
-            print(f"  candidate trial {r['number']}: {r['params']} validation {r['value']:.4f}, "
-                  f"earlier fold {r['earlier']:.4f}, mean {r['mean']:.4f}")
-        print(f"{name} engine: the search's best (trial {first['number']}) test NDCG@10 "
-              f"{unconfirmed:.4f}; confirmed on the earlier fold (trial {confirmed['chosen']}) "
-              f"{after:.4f}")
+          f"trials in {seconds:.0f}s; chosen {s['params']}; validation NDCG@10 "
+          f"{s['start_value']:.4f} (defaults) -> {s['best_value']:.4f}; {load()}")
     print(f"{name} engine test NDCG@10: defaults {before:.4f}, tuned {after:.4f}, "
           f"popularity {pop:.4f}", flush=True)
     return after

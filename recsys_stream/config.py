@@ -231,7 +231,6 @@ class TrainerConfig:
                                     # round of a tenant, the first included; 0 = only `recsys-stream tune`
     tune_trials: int = 30           # trials per search (tenant, engine, algorithm); the first is the config's
     tune_budget_s: float = 600.0    # wall-clock budget per search: no trial starts after it
-    tune_confirm_top: int = 4       # the search's best trials re-fitted on an earlier fold; 0 = off
     tune_als_factors: tuple[int, int] = (32, 128)          # search bounds of ALS's latent dimension
                                     # (below 32 won validation but lost the test on MovieLens)
     tune_als_regularization: tuple[float, float] = (1e-3, 100.0)  # of ALS's lambda (log scale;

@@ -19,8 +19,6 @@ Spark engine from the changelog is not tuned (a warning says so).
 Budget: ``trainer.tune_trials`` trials and ``trainer.tune_budget_s`` seconds per search (no
 trial starts after it). Trial 0 is the tenant's configured values (clipped into the bounds), so
 a search never returns anything worse on validation than the configuration it started from.
-Then ``confirm`` fits the ``trainer.tune_confirm_top`` best trials and the start again on an
-earlier fold (the training part split twice) and keeps the best mean of the two folds.
 Bounds are ``trainer.tune_*``, widened to take in a configured value outside them. A tenant's
 ``pin`` keys (``PIN_KEYS``) are never searched and win over any tuned value.
 
@@ -123,8 +121,7 @@ def manifest_entry(store: ModelStore, tenant: str, engine: str, algorithm: str,
     applied = all(used[k] == v for k, v in s["params"].items() if k not in tc.pin)
     return {"tuned": True, "applied": applied, "record": RECORD} | {k: s[k] for k in (
         "params", "pinned", "start", "best_value", "start_value", "n_trials", "budget",
-        "seconds", "seed", "tuned_ms", "validation", "trials")} | (
-        {"confirm": s["confirm"]} if "confirm" in s else {})
+        "seconds", "seed", "tuned_ms", "validation", "trials")}
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -143,13 +140,9 @@ def training_part(events: list, fraction: float) -> list:
 
 
 def validation_round(cfg: Config, engine: Engine, tenant: str, rnd: TenantRound | None,
-                     events_file: str | None, keep: list[str], depth: int = 1
-                     ) -> TenantRound | None:
+                     events_file: str | None, keep: list[str]) -> TenantRound | None:
     """A round whose ``train`` split is the fit and whose test is the validation, both inside
     the training part; None where this engine cannot carve one (Spark from the changelog).
-
-    ``depth``: how many times the holdout is taken off before the split (1: the training part
-    is split; 2: the training part's own training part is, the earlier fold of ``confirm``).
 
     ``keep`` receives the temporary file the round was read from (Spark may read it again
     until the round is released): the caller removes it then."""
@@ -157,9 +150,7 @@ def validation_round(cfg: Config, engine: Engine, tenant: str, rnd: TenantRound 
         from recsys_stream.batch.data import iter_events_file
         tenant_events = [e for e in iter_events_file(events_file, tenant=tenant)
                          if e.tenant == tenant]
-        part = tenant_events
-        for _ in range(depth):
-            part = training_part(part, cfg.trainer.holdout_fraction)
+        part = training_part(tenant_events, cfg.trainer.holdout_fraction)
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
             for e in part:
                 f.write(json.dumps({"event_id": e.event_id, "tenant": e.tenant,
@@ -171,10 +162,8 @@ def validation_round(cfg: Config, engine: Engine, tenant: str, rnd: TenantRound 
     if engine.name != "implicit" or rnd is None:
         return None
     from recsys_stream.batch.data import from_histories
-    histories = rnd.data.train
-    for _ in range(depth - 1):
-        histories = from_histories(tenant, histories, cfg.trainer.holdout_fraction).train
-    return engine.round(cfg, from_histories(tenant, histories, cfg.trainer.holdout_fraction))
+    return engine.round(cfg, from_histories(tenant, rnd.data.train,
+                                            cfg.trainer.holdout_fraction))
 
 
 # -- the search ----------------------------------------------------------------------------------
@@ -226,11 +215,19 @@ def search(cfg: Config, engine: Engine, valid: TenantRound, algorithm: str,
                 values[n] = trial.suggest_int(n, int(lo), int(hi), log=PARAMS[n][3])
             else:
                 values[n] = trial.suggest_float(n, float(lo), float(hi), log=PARAMS[n][3])
-        value = _score(engine, valid, algorithm, _settings(tc, algorithm, values, rescaler),
-                       seed)
+        t = with_values(tc, values)
+        hp = t.als if algorithm == "als" else t.bpr
+        if rescaler is not None:
+            rescaler.set(t.alpha)
+            hp = _WithAlpha(**dataclasses.asdict(hp), alpha=t.alpha)
+        else:  # BPR: one thread, so that the seed reproduces the trial (Hogwild is not)
+            hp = _OneThread(**dataclasses.asdict(hp))
+        f = engine.fit(valid, "train", algorithm, hp, seed)
+        m = evaluate(factor_scorer(f.user_factors[valid.eval_rows], f.item_factors), valid.eval,
+                     valid.test, valid.pop_train)
         log.info("%s/%s trial %d: %s -> validation NDCG@10 %.4f", tenant, algorithm,
-                 trial.number, values, value)
-        return value
+                 trial.number, values, m["ndcg_at_10"])
+        return m["ndcg_at_10"]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize",
@@ -265,69 +262,6 @@ def search(cfg: Config, engine: Engine, valid: TenantRound, algorithm: str,
                         "seconds": round((t.datetime_complete - t.datetime_start)
                                          .total_seconds(), 2) if t.datetime_complete else None}
                        for t in study.trials]}
-
-
-def _settings(tc: TenantConfig, algorithm: str, values: dict, rescaler):
-    """The fit's settings of one trial (and the validation matrix at its alpha)."""
-    t = with_values(tc, values)
-    hp = t.als if algorithm == "als" else t.bpr
-    if rescaler is not None:
-        rescaler.set(t.alpha)
-        return _WithAlpha(**dataclasses.asdict(hp), alpha=t.alpha)
-    # BPR: one thread, so that the seed reproduces the trial (Hogwild is not)
-    return _OneThread(**dataclasses.asdict(hp))
-
-
-def _score(engine: Engine, valid: TenantRound, algorithm: str, hp, seed: int) -> float:
-    """NDCG@10 on ``valid``'s test of a fit of its train split."""
-    f = engine.fit(valid, "train", algorithm, hp, seed)
-    return evaluate(factor_scorer(f.user_factors[valid.eval_rows], f.item_factors), valid.eval,
-                    valid.test, valid.pop_train)["ndcg_at_10"]
-
-
-def confirm(cfg: Config, engine: Engine, earlier: TenantRound, algorithm: str, entry: dict,
-            top: int) -> dict:
-    """The search's ``top`` best trials (and trial 0, the start) fitted again on ``earlier``;
-    the best mean NDCG@10 over both folds wins. Returns ``entry`` with the winner's params.
-
-    Why: one carved validation ranks near-equal settings by its own noise, and the search's
-    best is the most favourably ranked of many (a winner's curse). Measured on MovieLens's
-    Spark search: validation 0.1247 for a trial whose test was 0.927x implicit's. A second,
-    earlier fold (the training part split twice: other test users' items, another time) is a
-    fresh look at the few candidates that matter, for a few fits more rather than a search on
-    two folds (twice the fits of every trial). The start stays among the candidates, so the
-    chosen values are never worse than the configured ones on the mean of both folds.
-    """
-    tc = cfg.tenant(earlier.tenant)
-    done = sorted((t for t in entry["trials"] if t["value"] is not None),
-                  key=lambda t: -t["value"])
-    picked, seen = [], set()
-    for t in done:  # the best distinct settings (TPE may suggest one twice)
-        key = tuple(sorted(t["params"].items()))
-        if key not in seen and len(picked) < top:
-            seen.add(key)
-            picked.append(t)
-    start = [t for t in done if t["number"] == 0]
-    if start and tuple(sorted(start[0]["params"].items())) not in seen:
-        picked.append(start[0])
-    rescaler = _AlphaRescaler(earlier, tc.alpha) if algorithm == "als" else None
-    rows = []
-    try:
-        for t in picked:
-            value = _score(engine, earlier, algorithm,
-                           _settings(tc, algorithm, t["params"], rescaler), entry["seed"])
-            rows.append({"number": t["number"], "params": t["params"], "value": t["value"],
-                         "earlier": value, "mean": (t["value"] + value) / 2})
-            log.info("%s/%s trial %d on the earlier fold: NDCG@10 %.4f (validation %.4f)",
-                     earlier.tenant, algorithm, t["number"], value, t["value"])
-    finally:
-        if rescaler is not None:
-            rescaler.restore()
-    best = max(rows, key=lambda r: r["mean"])
-    return entry | {"params": best["params"], "best_value": best["value"],
-                    "search_best_value": entry["best_value"],
-                    "confirm": {"validation": "the training part split twice (an earlier fold)",
-                                "chosen": best["number"], "candidates": rows}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,18 +333,6 @@ def tune_tenant(cfg: Config, engine: Engine, tenant: str, store: ModelStore,
                         for a in algorithms}
         finally:
             engine.release(valid)
-        top = cfg.trainer.tune_confirm_top
-        if top > 0 and any(s["n_trials"] > 1 for s in searches.values()):
-            earlier = validation_round(cfg, engine, tenant, rnd, events_file, files, depth=2)
-            if earlier is None or earlier.empty or not earlier.test:
-                log.warning("%s: too little data for an earlier fold; the search's best stands",
-                            tenant)
-            else:
-                try:
-                    searches = {a: confirm(cfg, engine, earlier, a, s, top)
-                                if s["n_trials"] > 1 else s for a, s in searches.items()}
-                finally:
-                    engine.release(earlier)
     finally:
         for f in files:
             os.unlink(f)
