@@ -14,6 +14,13 @@ BATCH_SECONDS = Histogram("recsys_worker_batch_seconds",
 COMMIT_SECONDS = Histogram("recsys_worker_commit_seconds",
                            "Time of one commit: changelog, broker acknowledgements, RocksDB",
                            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+COMMIT_PHASE_SECONDS = Histogram("recsys_worker_commit_phase_seconds",
+                                 "Time of one commit's phase: encode (states encoded and the "
+                                 "changelog produced), acks (the broker's acknowledgements of "
+                                 "everything produced so far), store (the RocksDB write)",
+                                 ["phase"],
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
+                                          2.5, 5))
 FOLDIN_SECONDS = Histogram("recsys_worker_foldin_seconds",
                            "Fold-in time of one tenant/algorithm of a micro-batch",
                            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1))
