@@ -166,7 +166,7 @@ class ProfileReader:
         # held by ``get`` and by a catch-up with its purge check (``_run``): see there
         self._lock = threading.Lock()
         if db is None:
-            db = self._open_secondary()
+            db = self._open_secondary(self._purges)
         self.db, self._secondary = db, secondary_dir is not None
         self._caught_up = threading.Event()
         self._stop = threading.Event()
@@ -186,8 +186,9 @@ class ProfileReader:
         if self._secondary:
             self.db.close()
 
-    def _open_secondary(self, purges: str | None = None) -> Rdict:
-        d = Path(self._secondary_dir) / f"gen-{(self._purges if purges is None else purges) or 0}"
+    def _open_secondary(self, purges: str) -> Rdict:
+        """A secondary of the store as of the writer's ``purges``-th purge (its own dir)."""
+        d = Path(self._secondary_dir) / f"gen-{purges or 0}"
         d.mkdir(parents=True, exist_ok=True)
         return Rdict(str(self._path), options=_options(BLOCK_CACHE_MB),
                      access_type=AccessType.secondary(str(d)))
