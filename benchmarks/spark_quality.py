@@ -1,4 +1,8 @@
-"""Quality on MovieLens: the Spark engine's ALS next to the implicit engine's, in one run.
+"""Quality on MovieLens: the Spark engine's MLlib ALS next to the implicit engine's, in one run.
+
+The Spark engine runs ``trainer.spark.als_solver = "mllib"`` here (the regParam grid below is
+MLlib's count-scaled lambda); its default unscaled solver is measured by
+``benchmarks/tune_defaults.py --spark``.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/spark_quality.py \\
         [--data ../shared/data/movielens-latest-small-ratings.csv] \\
@@ -56,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = movielens_config(args.config)
     cfg = cfg.replace(trainer={"eval_max_users": 0, "spark": SparkConfig(
-        master=args.master, settings={"spark.driver.memory": "1g",
+        master=args.master, als_solver="mllib", settings={"spark.driver.memory": "1g",
                                       "spark.sql.shuffle.partitions": "4"})})
     tc, seed = cfg.tenant(TENANT), cfg.trainer.seed
     print(f"{args.data}; ALS {tc.als}, alpha {tc.alpha}; Spark on {args.master}; {load()}",

@@ -1,14 +1,16 @@
-"""Training time at scale: Spark MLlib ALS (local[2], and a two-worker standalone cluster) against
-the implicit engine on the same matrix in one run, with peak RSS; then a sizing estimate.
+"""Training time at scale: the Spark engine's ALS (local[2], and a two-worker standalone cluster)
+against the implicit engine on the same matrix in one run, with peak RSS; then a sizing estimate.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/spark_scale.py \\
-        [--scale 0.05] [--iterations 15] [--no-cluster] [--regularization L]
+        [--scale 0.05] [--iterations 15] [--no-cluster] [--regularization L] \\
+        [--solver unscaled|mllib]
 
 The world is ``benchmarks/training_scale.py``'s (``generate``: 1M users x 100k items x 20M
 interactions at ``--scale 1``; Zipf items in genres, lognormal activity), the matrix its
 ``confidence_matrix`` (``c = 1 + alpha*log1p(count)``). f = 64, 15 sweeps, lambda 300 (50 below
-scale 0.1, as training_scale.py says), MLlib's regParam converted as in
-``benchmarks/spark_quality.py`` (``lambda (U + I) / (2 nnz)``). Both fit the whole matrix:
+scale 0.1, as training_scale.py says); with ``--solver mllib`` (``trainer.spark.als_solver``)
+MLlib's regParam converted as in ``benchmarks/spark_quality.py`` (``lambda (U + I) / (2 nnz)``).
+Both fit the whole matrix:
 
 - implicit engine: ``batch.algorithms.train_als`` (CG sweeps + exact user solve), all cores;
 - Spark engine: ``SparkEngine.fit`` on a DataFrame of ``(u, i, r = log1p(count))`` rows
@@ -150,6 +152,8 @@ def main() -> None:
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--regularization", type=float, default=None)
     ap.add_argument("--no-cluster", action="store_true")
+    ap.add_argument("--solver", default=SparkConfig().als_solver, choices=("unscaled", "mllib"),
+                    help="trainer.spark.als_solver")
     ap.add_argument("--seed", type=int, default=0)
     # MLlib's ALS holds the ratings (in and out blocks) and both factor sets in the JVMs: 3g
     # fitted scale 0.05; scale 1 has 20x the interactions and 20x the users
@@ -171,10 +175,10 @@ def main() -> None:
     user, item, _ = generate(n_users, n_items, n_inter, seed=args.seed)
     C = confidence_matrix(user, item, (n_users, n_items), tc)
     del user, item
-    lam_s = converted_lambda(lam, n_users, n_items, C.nnz)
+    lam_s = converted_lambda(lam, n_users, n_items, C.nnz) if args.solver == "mllib" else lam
     print(f"{n_users} users x {n_items} items, {C.nnz} distinct interactions (scale "
           f"{args.scale}); f={args.factors}, {args.iterations} sweeps, lambda {lam:g} -> "
-          f"regParam {lam_s:.4f}; generated in {time.perf_counter() - t:.1f}s; {load()}",
+          f"{args.solver} solver's {lam_s:.4f}; generated in {time.perf_counter() - t:.1f}s; {load()}",
           flush=True)
     cores = os.cpu_count() or 2
 
@@ -188,7 +192,8 @@ def main() -> None:
     base = {"spark.sql.shuffle.partitions": "8", "spark.driver.maxResultSize": "2g"}
     runs = {}
     cfg = Config(tenants={TENANT: tc}).replace(trainer={"engine": "spark", "spark": SparkConfig(
-        master="local[2]", settings={**base, "spark.driver.memory": drv}, als_blocks=4)})
+        master="local[2]", settings={**base, "spark.driver.memory": drv}, als_blocks=4,
+        als_solver=args.solver)})
     s, peaks, to_spark, _ = spark_fit(cfg, C, hp_s, args.seed)
     runs["local[2]"] = (s, 2)
     print(f"Spark engine ALS local[2]  {s:8.1f} s   ({s / imp:.1f}x implicit; rows to Spark "
@@ -200,7 +205,7 @@ def main() -> None:
         with SparkCluster(work, workers=2, cores=1,
                           memory=f"{int(exe[:-1]) + 1}{exe[-1]}") as cluster:
             cfg_c = cfg.replace(trainer={"spark": SparkConfig(
-                master=cluster.master, als_blocks=4,
+                master=cluster.master, als_blocks=4, als_solver=args.solver,
                 settings={**base, "spark.driver.memory": "3g", "spark.executor.memory": exe,
                           "spark.executor.cores": "1"})})
             s, peaks, to_spark, _ = spark_fit(cfg_c, C, hp_s, args.seed,

@@ -1,8 +1,11 @@
 """From the defaults, no hand-set value: the MovieLens tenant tuned by the trainer's own search.
 
     OPENBLAS_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/tune_defaults.py \\
-        [--data ../shared/data/movielens-latest-small-ratings.csv] [--trials 40] \\
-        [--budget-s 900] [--spark --spark-trials 12 --spark-budget-s 900 --master local[2]]
+        [--data ../shared/data/movielens-latest-small-ratings.csv] [--trials N] \\
+        [--budget-s S] [--spark --spark-trials N --spark-budget-s S --master local[2]] \\
+        [--spark-solver unscaled|mllib]
+
+Budgets default to the trainer's (``trainer.tune_trials``, ``trainer.tune_budget_s``).
 
 The tenant ``movielens`` has no setting of its own (``TenantConfig()``: every value the
 project's default). ``batch.tuning.tune_tenant`` searches ALS (lambda, alpha, factors) on the
@@ -53,16 +56,16 @@ def run(name: str, cfg: Config, store: ModelStore, data: str, trials: int,
     cfg = cfg.replace(trainer={"engine": name})  # the record is applied per engine
     with make_engine(name, cfg) as engine:
         before, pop = test_ndcg(cfg, engine, data)
-        if name == "implicit":  # the hand-tuned values on this very split, as a peer
+        if engine.regularization_scaling == "none":  # the hand-tuned values on this split
             hand = tuning.with_values(cfg.tenant(TENANT), HAND_TUNED)
             peer, _ = test_ndcg(dataclasses.replace(cfg, tenants={TENANT: hand}), engine, data)
-            print(f"hand-tuned values {HAND_TUNED} at history_cap "
+            print(f"{engine.record_key} engine, hand-tuned values {HAND_TUNED} at history_cap "
                   f"{cfg.tenant(TENANT).history_cap}: test NDCG@10 {peer:.4f}", flush=True)
         t = time.perf_counter()
         record = tuning.tune_tenant(cfg, engine, TENANT, store, events_file=data, trials=trials,
                                     budget_s=budget_s, algorithms=("als",))
         seconds = time.perf_counter() - t
-        s = record["engines"][name]["als"]
+        s = record["engines"][engine.record_key]["als"]
         tuned = tuning.tuned_config(cfg, store)
         after, _ = test_ndcg(tuned, engine, data)
     print(f"{name} engine: search budget {trials} trials / {budget_s:.0f}s -> {s['n_trials']} "
@@ -76,12 +79,15 @@ def run(name: str, cfg: Config, store: ModelStore, data: str, trials: int,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(_batch.MOVIELENS))
-    ap.add_argument("--trials", type=int, default=40)
-    ap.add_argument("--budget-s", type=float, default=900.0)
+    defaults = TrainerConfig()  # a search's budget: trainer.tune_trials and tune_budget_s
+    ap.add_argument("--trials", type=int, default=defaults.tune_trials)
+    ap.add_argument("--budget-s", type=float, default=defaults.tune_budget_s)
     ap.add_argument("--spark", action="store_true", help="also search on the Spark engine")
-    ap.add_argument("--spark-trials", type=int, default=12)
-    ap.add_argument("--spark-budget-s", type=float, default=900.0)
+    ap.add_argument("--spark-trials", type=int, default=defaults.tune_trials)
+    ap.add_argument("--spark-budget-s", type=float, default=defaults.tune_budget_s)
     ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--spark-solver", default="unscaled", choices=("unscaled", "mllib"),
+                    help="trainer.spark.als_solver")
     ap.add_argument("--history-cap", type=int, default=None, help="the tenant's history_cap "
                     "(default: the project's default, 500); config/movielens.toml keeps 3000, "
                     "more than the largest user's 2698 ratings. Not a searched value: the worker "
@@ -96,7 +102,7 @@ def main() -> None:
             TenantConfig(history_cap=args.history_cap)
         cfg = Config(model_store=root, tenants={TENANT: tc},
                      trainer=TrainerConfig(algorithms=("als",), eval_max_users=0, spark=SparkConfig(
-                         master=args.master, settings={"spark.driver.memory": "1g",
+                         master=args.master, als_solver=args.spark_solver, settings={"spark.driver.memory": "1g",
                                                        "spark.sql.shuffle.partitions": "4"})))
         store = ModelStore(root)
         print(f"{args.data}; tenant {TENANT} at the defaults: ALS {cfg.tenant(TENANT).als}, "

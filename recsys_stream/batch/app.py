@@ -126,7 +126,7 @@ def train_tenant(cfg: Config, data: TenantData | TenantRound, store: ModelStore,
                     "regularization_scaling": engine.regularization_scaling,
                     "metrics": metrics, "baseline_metrics": compared,
                     "train_seconds": seconds, "data_window": window,
-                    "tuning": tuning.manifest_entry(store, tenant, engine.name, algorithm, tc),
+                    "tuning": tuning.manifest_entry(store, tenant, engine.record_key, algorithm, tc),
                     "training": {"evaluated": "train split (events before each user's cut)",
                                  "published": "retrained on all events",
                                  "holdout_fraction": cfg.trainer.holdout_fraction}}

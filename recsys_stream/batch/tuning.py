@@ -39,6 +39,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from recsys_stream.batch.engines import record_key
 from recsys_stream.batch.engines.base import Engine, TenantRound
 from recsys_stream.batch.evaluate import evaluate, factor_scorer
 from recsys_stream.config import Config, TenantConfig
@@ -101,8 +102,7 @@ def tuned_config(cfg: Config, store: ModelStore) -> Config:
     """``cfg`` with each tenant's tuned values for its engine, then its pins, applied."""
     tenants = {}
     for name, tc in cfg.tenants.items():
-        engine = cfg.engine_of(name)
-        searches = read_record(store, name).get("engines", {}).get(engine, {})
+        searches = read_record(store, name).get("engines", {}).get(record_key(cfg, name), {})
         values = {}
         for algorithm in TUNED:
             values.update(searches.get(algorithm, {}).get("params", {}))
@@ -112,8 +112,9 @@ def tuned_config(cfg: Config, store: ModelStore) -> Config:
 
 def manifest_entry(store: ModelStore, tenant: str, engine: str, algorithm: str,
                    tc: TenantConfig) -> dict:
-    """What a version's manifest says of the search behind its hyperparameters; ``tc``: the
-    tenant's settings the version was trained with (``applied``: they are the record's)."""
+    """What a version's manifest says of the search behind its hyperparameters; ``engine``:
+    the engine's ``record_key``; ``tc``: the tenant's settings the version was trained with
+    (``applied``: they are the record's)."""
     s = read_record(store, tenant).get("engines", {}).get(engine, {}).get(algorithm)
     if s is None:
         return {"tuned": False, "record": RECORD}
@@ -255,7 +256,7 @@ def search(cfg: Config, engine: Engine, valid: TenantRound, algorithm: str,
             "best_value": best.value, "start_value": done[0].value if done else None,
             "n_trials": len(done), "budget": {"trials": trials, "seconds": budget_s},
             "seconds": round(time.perf_counter() - t0, 2), "seed": seed,
-            "tuned_ms": int(time.time() * 1000), "engine": engine.name,
+            "tuned_ms": int(time.time() * 1000), "engine": engine.record_key,
             "validation": "training part of the holdout, split again by the same holdout",
             "trials": [{"number": t.number, "params": dict(pinned) | t.params,
                         "value": t.value, "state": t.state.name,
@@ -338,11 +339,11 @@ def tune_tenant(cfg: Config, engine: Engine, tenant: str, store: ModelStore,
             os.unlink(f)
     with store.tenant_lock(tenant):
         record = read_record(store, tenant)
-        record.setdefault("engines", {}).setdefault(engine.name, {}).update(searches)
+        record.setdefault("engines", {}).setdefault(engine.record_key, {}).update(searches)
         _write_record(store, tenant, record)
     for a, s in searches.items():
         log.info("%s/%s on %s tuned: %s, validation NDCG@10 %.4f (start %.4f), %d trials in "
-                 "%.0fs", tenant, a, engine.name, s["params"], s["best_value"],
+                 "%.0fs", tenant, a, engine.record_key, s["params"], s["best_value"],
                  s["start_value"] or 0.0, s["n_trials"], s["seconds"])
     return record
 

@@ -11,6 +11,7 @@ import pytest
 from recsys_stream.batch.app import train_tenant
 from recsys_stream.batch.data import from_events, replay_user, split_history
 from recsys_stream.batch.engines import make_engine
+from recsys_stream.batch.engines import record_key
 from recsys_stream.batch.engines.spark_data import R_MIN, rating_rows
 from recsys_stream.batch.engines.spark_session import SparkEngineError, check_master, find_java
 from recsys_stream.config import SparkConfig, TenantConfig, TrainerConfig, load_config
@@ -103,7 +104,13 @@ def test_config_engine_keys(tmp_path):
         TenantConfig(engine="mahout")
     with pytest.raises(ValueError, match="not Spark properties"):
         SparkConfig(settings={"executor.memory": "1g"})
+    with pytest.raises(ValueError, match="als_solver"):
+        SparkConfig(als_solver="cg")
     assert load_config("config/recsys-stream.toml").trainer.engine == "implicit"
+    assert cfg.trainer.spark.als_solver == "unscaled"
+    assert (record_key(cfg, "a"), record_key(cfg, "b")) == ("implicit", "spark-unscaled")
+    mllib = cfg.replace(trainer={"spark": SparkConfig(als_solver="mllib")})
+    assert record_key(mllib, "b") == "spark"  # where searches were filed before the solver
 
 
 def test_rating_rows_reproduce_the_confidences(offline_cfg):

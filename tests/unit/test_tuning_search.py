@@ -11,7 +11,7 @@ import pytest
 from recsys_stream.batch import tuning
 from recsys_stream.batch.data import from_events
 from recsys_stream.batch.engines.local import ImplicitEngine
-from recsys_stream.config import TenantConfig
+from recsys_stream.config import SparkConfig, TenantConfig
 from recsys_stream.contracts.model_store import ModelStore
 from recsys_stream.synthetic import generate_events, make_world
 from tests.conftest import make_config
@@ -104,6 +104,13 @@ def test_record_applies_then_pins_win(tmp_path, events):
     # another engine's record does not apply
     spark = cfg.replace(trainer={"engine": "spark"})
     assert tuning.tuned_config(spark, store).tenant("acme").als == cfg.tenant("acme").als
+    # nor one of the Spark engine's other solver: MLlib's regParam is not unscaled lambda
+    rec = tuning.read_record(store, "acme")
+    rec["engines"] = {"spark": rec["engines"]["implicit"]}  # as an MLlib search files it
+    tuning._write_record(store, "acme", rec)
+    assert tuning.tuned_config(spark, store).tenant("acme").als == cfg.tenant("acme").als
+    mllib = spark.replace(trainer={"spark": SparkConfig(als_solver="mllib")})
+    assert tuning.tuned_config(mllib, store).tenant("acme").als == tuned.als
 
 
 def test_unknown_pin_is_a_config_error():
@@ -120,11 +127,17 @@ def test_due():
 
 
 def test_an_engine_that_scales_lambda_by_count_searches_its_own_bounds(tmp_path):
-    """Spark's regParam x n_u: its own log-scale bounds, widened only by a configured start."""
+    """MLlib's regParam x n_u: its own log-scale bounds, widened only by a configured start;
+    the Spark engine's unscaled solver searches implicit's."""
     from recsys_stream.batch.engines.spark import SparkEngine
     cfg = make_config(tmp_path).replace(trainer={"tune_als_regularization": (1e-3, 100.0),
                                                  "tune_spark_als_regularization": (0.01, 1.0)})
-    spark = SparkEngine(cfg)  # no session until used
+    unscaled = SparkEngine(cfg)  # no session until used
+    assert unscaled.regularization_scaling == "none"
+    assert tuning._bounds(cfg, "als_regularization", 0.05, unscaled) == (1e-3, 100.0)
+    cfg = cfg.replace(trainer={"spark": SparkConfig(als_solver="mllib")})
+    spark = SparkEngine(cfg)
+    assert spark.regularization_scaling == "count"
     assert tuning._bounds(cfg, "als_regularization", 0.05, spark) == (0.01, 1.0)
     assert tuning._bounds(cfg, "als_regularization", 20.0, spark) == (0.01, 20.0)
     assert tuning._bounds(cfg, "als_regularization", 0.05, ImplicitEngine(cfg)) == (1e-3, 100.0)

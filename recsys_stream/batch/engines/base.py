@@ -104,6 +104,11 @@ class Engine(ABC):
         (``c = 1 + alpha*log1p(strength)``, whatever the engine itself was handed);
         ``factors``: the full split's fit (its hyperparameters name its alpha)."""
 
+    @property
+    def record_key(self) -> str:
+        """The name the tenant's tuning record files this engine's searches under."""
+        return self.name
+
     def release(self, rnd: TenantRound) -> None:
         """Free what the engine holds for ``rnd`` (the round is done)."""
 

@@ -1,4 +1,4 @@
-"""The Spark engine: Spark tasks read the data, Spark MLlib fits ALS; the driver gets factors.
+"""The Spark engine: Spark tasks read the data and fit ALS; the driver gets factors.
 
 Data (:mod:`.spark_data`): one task per changelog partition (or Spark's split of an events
 file) aggregates users with the project's own code into ``(user, item, r_full, r_train)`` rows;
@@ -7,7 +7,11 @@ integer ids. The driver collects only what the trainer needs: the ids and popula
 split, and for the evaluated sample of test users (``evaluate.sample_users``, the same seeded
 sample as the implicit engine draws) their train histories and test items.
 
-Fit: ``pyspark.ml.recommendation.ALS`` with ``implicitPrefs``, ``rating = log1p(strength)``
+Fit (``trainer.spark.als_solver``): ``"unscaled"`` (the default) alternates the project's exact
+least-squares steps in Spark tasks (:mod:`.spark_als`), lambda as ``implicit`` weighs it, so the
+manifest says ``regularization_scaling = "none"`` and a tenant's lambda means on Spark what it
+means on the implicit engine. ``"mllib"``: ``pyspark.ml.recommendation.ALS`` with
+``implicitPrefs``, ``rating = log1p(strength)``
 and ``alpha = α`` of the tenant, i.e. Hu-Koren-Volinsky's ``c = 1 + α·log1p(strength)``, ``p = 1``
 as in the rest of the project. MLlib weights lambda by each user's (item's) number of ratings
 (``ALS.scala`` ``computeFactors``: ``solve(ls, numExplicits * regParam)``, ALS-WR)::
@@ -33,7 +37,7 @@ import numpy as np
 
 from recsys_stream.batch.algorithms import Factors
 from recsys_stream.batch.data import Matrix, TenantData, build_matrix
-from recsys_stream.batch.engines import spark_data
+from recsys_stream.batch.engines import spark_data, spark_record_key
 from recsys_stream.batch.engines.base import Engine, TenantRound
 from recsys_stream.batch.engines.spark_session import SparkEngineError, spark_session
 from recsys_stream.batch.evaluate import sample_users
@@ -69,11 +73,13 @@ class SparkEngine(Engine):
     """Data and ALS on Spark (``trainer.spark``); one session for a trainer round."""
 
     name = "spark"
-    regularization_scaling = "count"
     algorithms = ("als",)
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.solver = cfg.trainer.spark.als_solver
+        # MLlib's ALS-WR scales lambda by the user's count; the project's steps do not
+        self.regularization_scaling = "count" if self.solver == "mllib" else "none"
         self._stack = contextlib.ExitStack()
         self._spark = None
         self._persisted: list = []
@@ -201,13 +207,15 @@ class SparkEngine(Engine):
     def fit(self, rnd: TenantRound, split: str, algorithm: str, hp, seed: int,
             progress: bool = False) -> Factors:
         if algorithm != "als":
-            raise SparkEngineError(f"Spark MLlib has no {algorithm}: the Spark engine trains als")
-        from pyspark.ml.recommendation import ALS
+            raise SparkEngineError(f"the Spark engine trains als only, not {algorithm}")
         df, u_idx, i_idx = rnd.handle[split]
         sc = self.cfg.trainer.spark
         # a search's trial carries its own alpha (batch/tuning.py); a round uses the tenant's
         alpha = getattr(hp, "alpha", None)
         alpha = self.cfg.tenant(rnd.tenant).alpha if alpha is None else alpha
+        if self.solver == "unscaled":
+            return self._fit_unscaled(rnd, split, hp, alpha, seed, progress)
+        from pyspark.ml.recommendation import ALS
         params = dict(rank=hp.factors, maxIter=hp.iterations, regParam=hp.regularization,
                       implicitPrefs=True, alpha=alpha, nonnegative=False, seed=seed,
                       userCol="u", itemCol="i", ratingCol="r")
@@ -226,6 +234,29 @@ class SparkEngine(Engine):
                  "blocks": sc.als_blocks or 10, "seed": seed}
         return Factors("als", Y, X, hyper, bias_column=False)
 
+    def _fit_unscaled(self, rnd: TenantRound, split: str, hp, alpha: float, seed: int,
+                      progress: bool) -> Factors:
+        from recsys_stream.batch.engines.spark_als import fit_unscaled
+        df, u_idx, i_idx = rnd.handle[split]
+        sc = self.cfg.trainer.spark
+        t0 = time.perf_counter()
+        with spark_errors(f"Spark ALS on {rnd.tenant}/{split}"):
+            Y, X = fit_unscaled(self._spark, df, u_idx, i_idx, hp.factors, hp.regularization,
+                                alpha, hp.iterations, seed, sc.als_blocks, progress)
+        log.info("%s/als %s split: unscaled ALS in Spark tasks on %s, %d x %d, in %.1fs",
+                 rnd.tenant, split, sc.master, len(u_idx), len(i_idx), time.perf_counter() - t0)
+        hyper = {"factors": hp.factors, "regularization": hp.regularization,
+                 "iterations": hp.iterations, "alpha": alpha, "implicit_prefs": True,
+                 "rating": "log1p(strength)", "regularization_scaling": "none",
+                 "solver": "unscaled", "exact_final_user_solve": True,
+                 "blocks": sc.als_blocks or self._spark.sparkContext.defaultParallelism,
+                 "seed": seed}
+        return Factors("als", Y, X, hyper, bias_column=False)
+
+    @property
+    def record_key(self) -> str:
+        """Where the tenant's tuning record files this engine's searches (``record_key``)."""
+        return spark_record_key(self.solver)
 
     def item_columns(self, rnd: TenantRound, rows: np.ndarray, factors: Factors):
         """Collected from the full split's DataFrame (a young slice is small: fewer than
