@@ -44,7 +44,7 @@ from training_scale import confidence_matrix, generate
 from recsys_stream.batch.algorithms import train_als
 from recsys_stream.batch.engines import make_engine
 from recsys_stream.batch.engines.base import TenantRound
-from recsys_stream.config import AlsConfig, Config, SparkConfig, TenantConfig
+from recsys_stream.config import SPARK_ALS_SOLVERS, AlsConfig, Config, SparkConfig, TenantConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.spark_cluster import SparkCluster  # noqa: E402
@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--regularization", type=float, default=None)
     ap.add_argument("--no-cluster", action="store_true")
-    ap.add_argument("--solver", default=SparkConfig().als_solver, choices=("unscaled", "mllib"),
+    ap.add_argument("--solver", default=SparkConfig().als_solver, choices=SPARK_ALS_SOLVERS,
                     help="trainer.spark.als_solver")
     ap.add_argument("--seed", type=int, default=0)
     # MLlib's ALS holds the ratings (in and out blocks) and both factor sets in the JVMs: 3g

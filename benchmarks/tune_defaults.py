@@ -32,7 +32,7 @@ from _batch import TENANT, load
 from recsys_stream.batch import tuning
 from recsys_stream.batch.engines import make_engine
 from recsys_stream.batch.evaluate import evaluate, factor_scorer, popularity_scorer
-from recsys_stream.config import Config, SparkConfig, TenantConfig, TrainerConfig
+from recsys_stream.config import SPARK_ALS_SOLVERS, Config, SparkConfig, TenantConfig, TrainerConfig
 from recsys_stream.contracts.model_store import ModelStore
 
 HAND_TUNED_NDCG = 0.1239  # config/movielens.toml on the implicit engine (benchmarks/quality.py)
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--spark-trials", type=int, default=defaults.tune_trials)
     ap.add_argument("--spark-budget-s", type=float, default=defaults.tune_budget_s)
     ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--spark-solver", default="unscaled", choices=("unscaled", "mllib"),
+    ap.add_argument("--spark-solver", default=SparkConfig().als_solver, choices=SPARK_ALS_SOLVERS,
                     help="trainer.spark.als_solver")
     ap.add_argument("--history-cap", type=int, default=None, help="the tenant's history_cap "
                     "(default: the project's default, 500); config/movielens.toml keeps 3000, "

@@ -192,6 +192,10 @@ class ItemsConfig:
     metrics_port: int = 0                 # Prometheus /metrics port of the stage; 0 = off
 
 
+# trainer.spark.als_solver: the project's unscaled steps, or Spark MLlib's ALS (batch/engines/spark.py)
+SPARK_ALS_SOLVERS = ("unscaled", "mllib")
+
+
 @dataclass(frozen=True)
 class SparkConfig:
     master: str = "local[*]"        # Spark master URL: local[N], spark://host:port, ...
@@ -205,9 +209,9 @@ class SparkConfig:
     read_timeout_s: float = 300.0   # a task reading one changelog partition gives up after this
 
     def __post_init__(self) -> None:
-        if self.als_solver not in ("unscaled", "mllib"):
-            raise ValueError(f"config trainer.spark.als_solver: {self.als_solver!r} is not "
-                             f"'unscaled' or 'mllib'")
+        if self.als_solver not in SPARK_ALS_SOLVERS:
+            raise ValueError(f"config trainer.spark.als_solver: {self.als_solver!r} is not one "
+                             f"of {SPARK_ALS_SOLVERS}")
         bad = sorted(k for k in self.settings if not str(k).startswith("spark."))
         if bad:
             raise ValueError(f"config trainer.spark.settings: not Spark properties: {bad}")

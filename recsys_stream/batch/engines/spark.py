@@ -213,45 +213,39 @@ class SparkEngine(Engine):
         # a search's trial carries its own alpha (batch/tuning.py); a round uses the tenant's
         alpha = getattr(hp, "alpha", None)
         alpha = self.cfg.tenant(rnd.tenant).alpha if alpha is None else alpha
-        if self.solver == "unscaled":
-            return self._fit_unscaled(rnd, split, hp, alpha, seed, progress)
+        t0 = time.perf_counter()
+        with spark_errors(f"Spark ALS on {rnd.tenant}/{split}"):
+            if self.solver == "unscaled":
+                from recsys_stream.batch.engines.spark_als import fit_unscaled
+                blocks = sc.als_blocks or self._spark.sparkContext.defaultParallelism
+                Y, X = fit_unscaled(self._spark, df, u_idx, i_idx, hp.factors,
+                                    hp.regularization, alpha, hp.iterations, seed, blocks,
+                                    progress)
+                extra = {"exact_final_user_solve": True}
+            else:
+                Y, X = self._fit_mllib(df, u_idx, i_idx, hp, alpha, seed)
+                blocks, extra = sc.als_blocks or 10, {}
+        log.info("%s/als %s split: %s ALS in Spark on %s, %d x %d, in %.1fs", rnd.tenant, split,
+                 self.solver, sc.master, len(u_idx), len(i_idx), time.perf_counter() - t0)
+        hyper = {"factors": hp.factors, "regularization": hp.regularization,
+                 "iterations": hp.iterations, "alpha": alpha, "implicit_prefs": True,
+                 "rating": "log1p(strength)", "solver": self.solver,
+                 "regularization_scaling": self.regularization_scaling, "blocks": blocks,
+                 "seed": seed} | extra
+        return Factors("als", Y, X, hyper, bias_column=False)
+
+    def _fit_mllib(self, df, u_idx, i_idx, hp, alpha: float, seed: int):
+        """(Y, X) of ``pyspark.ml.recommendation.ALS`` (count-scaled lambda)."""
         from pyspark.ml.recommendation import ALS
+        sc = self.cfg.trainer.spark
         params = dict(rank=hp.factors, maxIter=hp.iterations, regParam=hp.regularization,
                       implicitPrefs=True, alpha=alpha, nonnegative=False, seed=seed,
                       userCol="u", itemCol="i", ratingCol="r")
         if sc.als_blocks:
             params.update(numUserBlocks=sc.als_blocks, numItemBlocks=sc.als_blocks)
-        t0 = time.perf_counter()
-        with spark_errors(f"Spark ALS on {rnd.tenant}/{split}"):
-            model = ALS(**params).fit(df)
-            X = _factors(model.userFactors.toArrow(), u_idx, hp.factors, "user")
-            Y = _factors(model.itemFactors.toArrow(), i_idx, hp.factors, "item")
-        log.info("%s/als %s split: Spark ALS on %s, %d x %d, in %.1fs", rnd.tenant, split,
-                 sc.master, len(u_idx), len(i_idx), time.perf_counter() - t0)
-        hyper = {"factors": hp.factors, "regularization": hp.regularization,
-                 "iterations": hp.iterations, "alpha": alpha, "implicit_prefs": True,
-                 "rating": "log1p(strength)", "regularization_scaling": "count",
-                 "blocks": sc.als_blocks or 10, "seed": seed}
-        return Factors("als", Y, X, hyper, bias_column=False)
-
-    def _fit_unscaled(self, rnd: TenantRound, split: str, hp, alpha: float, seed: int,
-                      progress: bool) -> Factors:
-        from recsys_stream.batch.engines.spark_als import fit_unscaled
-        df, u_idx, i_idx = rnd.handle[split]
-        sc = self.cfg.trainer.spark
-        t0 = time.perf_counter()
-        with spark_errors(f"Spark ALS on {rnd.tenant}/{split}"):
-            Y, X = fit_unscaled(self._spark, df, u_idx, i_idx, hp.factors, hp.regularization,
-                                alpha, hp.iterations, seed, sc.als_blocks, progress)
-        log.info("%s/als %s split: unscaled ALS in Spark tasks on %s, %d x %d, in %.1fs",
-                 rnd.tenant, split, sc.master, len(u_idx), len(i_idx), time.perf_counter() - t0)
-        hyper = {"factors": hp.factors, "regularization": hp.regularization,
-                 "iterations": hp.iterations, "alpha": alpha, "implicit_prefs": True,
-                 "rating": "log1p(strength)", "regularization_scaling": "none",
-                 "solver": "unscaled", "exact_final_user_solve": True,
-                 "blocks": sc.als_blocks or self._spark.sparkContext.defaultParallelism,
-                 "seed": seed}
-        return Factors("als", Y, X, hyper, bias_column=False)
+        model = ALS(**params).fit(df)
+        return (_factors(model.itemFactors.toArrow(), i_idx, hp.factors, "item"),
+                _factors(model.userFactors.toArrow(), u_idx, hp.factors, "user"))
 
     @property
     def record_key(self) -> str:
