@@ -154,8 +154,8 @@ class WorkerConfig:
     partitions: tuple[int, ...] = ()      # manual assignment; () = share them in the worker group
     session_timeout_ms: int = 10_000      # group: a worker killed without leaving keeps its partitions so long
     batch_max_events: int = 20000         # events per micro-batch at most
-    batch_timeout_ms: int = 5             # wait for a micro-batch at most this long (when busy,
-                                          # batches fill while the last one is processed)
+    batch_timeout_ms: int = 5             # wait this long for input when none is fetched yet
+                                          # (fetched input is taken at once: kafka.consume_ready)
     commit_interval_ms: int = 500         # state, offsets and changelog committed this often;
                                           # a crash replays at most this much input. 0 = every batch
     normal_cache_users: int = 2048        # heavy users whose fold-in systems are kept and updated
@@ -174,7 +174,7 @@ class OnlineConfig:
     partitions: tuple[int, ...] = ()      # manual assignment; () = share them in the stage's group
     session_timeout_ms: int = 10_000      # group: a stage killed without leaving keeps its partitions so long
     batch_max_events: int = 5000          # records of both topics per micro-batch at most
-    batch_timeout_ms: int = 20            # wait for a micro-batch at most this long
+    batch_timeout_ms: int = 20            # wait this long for input when none is fetched yet
     commit_interval_ms: int = 1000        # states, counters and offsets committed this often (0 = every batch)
     metrics_port: int = 0                 # Prometheus /metrics port of the stage; 0 = off
 
@@ -186,7 +186,7 @@ class ItemsConfig:
     partitions: tuple[int, ...] = ()      # manual assignment; () = share them in the stage's group
     session_timeout_ms: int = 10_000      # group: a stage killed without leaving keeps its partitions so long
     batch_max_events: int = 5000          # item-interactions per micro-batch at most
-    batch_timeout_ms: int = 5             # wait for a micro-batch at most this long
+    batch_timeout_ms: int = 5             # wait this long for input when none is fetched yet
     commit_interval_ms: int = 500         # states and offsets committed this often (0 = every batch)
     worker_refresh_ms: int = 1000         # the worker rebuilds its fold-in with new items' vectors at most this often
     metrics_port: int = 0                 # Prometheus /metrics port of the stage; 0 = off

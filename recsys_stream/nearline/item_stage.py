@@ -62,6 +62,7 @@ from recsys_stream.contracts.item_foldin import ItemFoldInSolver
 from recsys_stream.contracts.model_store import ModelStore, load_dir
 from recsys_stream.contracts.pb import items_pb2
 from recsys_stream.contracts.young_slice import YoungSlice
+from recsys_stream.kafka import consume_ready
 from recsys_stream.nearline.item_metrics import EVENT_TO_VECTOR, ITEM_DLQ, ITEM_RECORDS, \
     VECTORS_PUBLISHED, YOUNG_SEEDED
 from recsys_stream.nearline.item_state import ItemRecord, ItemStore, item_state_key
@@ -173,7 +174,7 @@ class ItemStage(PartitionOwner):
         ic = self.cfg.items
         while not stop.is_set():
             self.last_poll = time.monotonic()
-            msgs = self.consumer.consume(ic.batch_max_events, timeout=ic.batch_timeout_ms / 1000)
+            msgs = consume_ready(self.consumer, ic.batch_max_events, ic.batch_timeout_ms / 1000)
             msgs = [m for m in msgs if not m.error()]
             if msgs:
                 self.process(msgs)

@@ -59,6 +59,7 @@ from recsys_stream.nearline.erase import Erasures
 from recsys_stream.nearline.metrics import BATCH_SECONDS, BATCH_SIZE, COMMIT_PHASE_SECONDS, \
     COMMIT_SECONDS, EVENT_TO_PROFILE, EVENTS, FOLDIN_SECONDS, LAG, PROFILES, USERS_RESOLVED
 from recsys_stream.follow import ModelFollower
+from recsys_stream.kafka import consume_ready
 from recsys_stream.nearline.restore import resume
 from recsys_stream.nearline.state import StateStore
 
@@ -188,7 +189,7 @@ class Worker:
                     log.warning("stopping with a group join still pending")
                     break
             self.last_poll = time.monotonic()
-            msgs = self.consumer.consume(wc.batch_max_events, timeout=wc.batch_timeout_ms / 1000)
+            msgs = consume_ready(self.consumer, wc.batch_max_events, wc.batch_timeout_ms / 1000)
             msgs = [m for m in msgs if not m.error()]
             if msgs:
                 self.process(msgs)

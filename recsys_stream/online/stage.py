@@ -27,6 +27,7 @@ from recsys_stream.contracts.events import ERASE, IMPRESSION, InvalidEvent, deco
     recommendation_id_of
 from recsys_stream.contracts.keys import make_key
 from recsys_stream.contracts.pb import slates_pb2
+from recsys_stream.kafka import consume_ready
 from recsys_stream.online.attribution import UserAttribution
 from recsys_stream.online.metrics import ATTRIBUTED, COUNTED, RECORDS
 from recsys_stream.online.store import OnlineStore
@@ -72,9 +73,8 @@ class OnlineStage(PartitionOwner):
         oc = self.cfg.online
         while not stop.is_set():
             self.last_poll = time.monotonic()
-            msgs = [m for m in self.consumer.consume(oc.batch_max_events,
-                                                     timeout=oc.batch_timeout_ms / 1000)
-                    if not m.error()]
+            msgs = [m for m in consume_ready(self.consumer, oc.batch_max_events,
+                                             oc.batch_timeout_ms / 1000) if not m.error()]
             if msgs:
                 self.process(msgs)
             if self._offsets and (time.monotonic() - self._last_commit

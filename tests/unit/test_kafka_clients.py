@@ -68,3 +68,25 @@ def test_a_repeated_librdkafka_line_is_let_through_once_per_interval():
     limit._last = {k: (v[0] - 61, v[1]) for k, v in limit._last.items()}
     again = rec("Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 5ms)")
     assert limit.filter(again) and "1 alike" in again.msg
+
+
+class _Queue:
+    """A consumer whose local queue holds ``queued`` records; notes each consume's timeout."""
+
+    def __init__(self, queued: list) -> None:
+        self.queued, self.timeouts = queued, []
+
+    def consume(self, num_messages: int, timeout: float) -> list:
+        self.timeouts.append(timeout)
+        out, self.queued = self.queued[:num_messages], self.queued[num_messages:]
+        return out
+
+
+def test_consume_ready_takes_fetched_records_without_waiting_and_waits_only_when_empty():
+    q = _Queue(["a", "b", "c"])
+    assert kafka.consume_ready(q, 2, 0.005) == ["a", "b"]
+    assert q.timeouts == [0]  # records were there: no wait for the batch to fill
+    assert kafka.consume_ready(q, 2, 0.005) == ["c"]
+    assert q.timeouts == [0, 0]
+    assert kafka.consume_ready(q, 2, 0.005) == []
+    assert q.timeouts == [0, 0, 0, 0.005]  # nothing there: one wait, not a spin
