@@ -66,7 +66,8 @@ class DigestProducer:
         self.all, self.sans_vectors = defaultdict(hashlib.sha256), defaultdict(hashlib.sha256)
         self.n = 0
 
-    def produce(self, topic, key=None, value=None, partition=-1, headers=None) -> None:
+    def produce(self, topic, key=None, value=None, partition=-1, headers=None,
+                on_delivery=None) -> None:
         self.n += 1
         self.all[topic].update(key + value)
         if topic.endswith("profiles"):
@@ -74,6 +75,8 @@ class DigestProducer:
             del p.vectors[:]
             value = p.SerializeToString()
         self.sans_vectors[topic].update(key + value)
+        if on_delivery is not None:  # acknowledged at once
+            on_delivery(None, None)
 
     @staticmethod
     def digest(hashes: dict) -> str:

@@ -6,13 +6,15 @@ in the DLQ (at-least-once there); the state itself is exactly-once.
 
 from __future__ import annotations
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
 from recsys_stream.contracts.events import InvalidEvent
 from recsys_stream.nearline.metrics import DLQ, EVENTS
 
 
-def dead_letter(producer: Producer, dlq_topic: str, msg: Message, err: InvalidEvent) -> None:
+def dead_letter(produce, dlq_topic: str, msg: Message, err: InvalidEvent) -> None:
+    """Re-publish ``msg`` to the DLQ with headers saying why; ``produce(topic, key, value,
+    headers=...)`` is the worker's (it counts the output for the commit)."""
     headers = [
         ("reason", err.reason.encode()),
         ("error", err.message.encode()[:1000]),
@@ -20,11 +22,6 @@ def dead_letter(producer: Producer, dlq_topic: str, msg: Message, err: InvalidEv
         ("source.partition", str(msg.partition()).encode()),
         ("source.offset", str(msg.offset()).encode()),
     ]
-    while True:
-        try:
-            producer.produce(dlq_topic, key=msg.key(), value=msg.value(), headers=headers)
-            break
-        except BufferError:
-            producer.poll(0.05)
+    produce(dlq_topic, msg.key(), msg.value(), headers=headers)
     DLQ.labels(err.reason).inc()
     EVENTS.labels("invalid").inc()

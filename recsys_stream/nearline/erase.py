@@ -12,8 +12,8 @@ worker treats it as one more event of the user, with the same exactly-once proto
   tenant (the item stage drops the user's entry and re-solves the item), and the user's events
   of the batch *after* the erase record start a new user (an empty history whose applied offset is
   the erase record's). Events of the batch before it are never applied;
-- at the commit (:meth:`Erasures.tombstones` before the flush, :meth:`Erasures.committed` after
-  the store's ``WriteBatch``): a tombstone on the state changelog (to the partition numbered like
+- at the commit (:meth:`Erasures.tombstones` and :meth:`Erasures.take` at its phase 1,
+  :meth:`Erasures.committed` after its phase 2 wrote the store's ``WriteBatch``): a tombstone on the state changelog (to the partition numbered like
   the input partition, as every state record) for each erased user not re-created since, then
   the delete of the user's RocksDB state in the same ``WriteBatch`` as the input offsets, then a
   compaction of the user's key range so that the bytes of the deleted state leave the files too.
@@ -70,10 +70,8 @@ class Erasures:
         if not keys:
             return
         # the newest state: uncommitted in memory, else none if erased since the commit, else
-        # the store's
-        states = {k: w._dirty[k] for k in keys if k in w._dirty}
-        states.update(w.store.get_many([k for k in keys
-                                        if k not in states and k not in self.pending]))
+        # a commit in flight's, else the store's
+        states = w._states(keys)
         replayed = 0
         for key in keys:
             events = by_user[key]
@@ -151,11 +149,16 @@ class Erasures:
             w._produce(w.cfg.topics.state_changelog, key, None, self.pending[key][0])
         return gone
 
-    def committed(self) -> None:
-        """After the store's commit: compact the erased keys' range out of the files."""
-        if self.pending:
-            self.w.store.purge(list(self.pending))
-            self.pending.clear()
+    def take(self) -> dict[bytes, tuple[int, int]]:
+        """At the commit's phase 1: the erasures it carries; none are pending after it."""
+        taken, self.pending = self.pending, {}
+        return taken
+
+    def committed(self, keys: list[bytes]) -> None:
+        """After the store's commit that carried the erasures of ``keys`` (``take``): compact
+        their range out of the files."""
+        if keys:
+            self.w.store.purge(keys)
 
     def reset(self) -> None:
         """Nothing of the uncommitted erasures survives (the input replays)."""

@@ -12,12 +12,15 @@ BATCH_SECONDS = Histogram("recsys_worker_batch_seconds",
                           "Time to process one micro-batch, decode to profiles produced",
                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 COMMIT_SECONDS = Histogram("recsys_worker_commit_seconds",
-                           "Time of one commit: changelog, broker acknowledgements, RocksDB",
+                           "Time the loop spent on one commit: phase 1 (states encoded, "
+                           "changelog produced) and phase 2 (the RocksDB write); the broker's "
+                           "acknowledgements between them are waited for off the loop",
                            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 COMMIT_PHASE_SECONDS = Histogram("recsys_worker_commit_phase_seconds",
                                  "Time of one commit's phase: encode (states encoded and the "
-                                 "changelog produced), acks (the broker's acknowledgements of "
-                                 "everything produced so far), store (the RocksDB write)",
+                                 "changelog produced; on the loop), acks (until the broker "
+                                 "acknowledged everything produced before; off the loop), "
+                                 "store (the RocksDB write; on the loop)",
                                  ["phase"],
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
                                           2.5, 5))

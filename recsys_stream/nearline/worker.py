@@ -12,13 +12,14 @@ Per micro-batch:
 Per commit, every ``worker.commit_interval_ms`` (Kafka Streams' ``commit.interval.ms``):
 
 4. publish the state changelog (each dirty user's record to the changelog partition numbered like
-   its input partition) and wait for the broker to acknowledge everything produced so far;
-5. commit the dirty states and the next input offsets to RocksDB in one WriteBatch;
-6. append an offset marker per input partition to the changelog (delivered with the next flush).
+   its input partition); the loop goes on, these states now *in flight* (``nearline.commit``);
+5. once the broker acknowledged every output produced up to step 4 (counted by delivery
+   reports), commit those states and the next input offsets to RocksDB in one WriteBatch;
+6. append an offset marker per input partition to the changelog.
 
 A crash before 5 replays the input since the last commit: the committed state is unchanged by
 the replay and the outputs are re-published with the same content (compacted topics keep the
-last). Why commits are not per micro-batch: Zipf traffic touches the same heavy users in nearly
+last). Before partitions are given up and at the stop, steps 4-6 run at once (``commit``). Why commits are not per micro-batch: Zipf traffic touches the same heavy users in nearly
 every batch, and encoding, storing and logging a long history is most of what a touch costs, so a
 commit per 5 ms batch paid it ~100 times a second per heavy user, and waited for the broker's
 acknowledgements in every batch. A commit per interval pays both once per interval; profiles still
@@ -42,7 +43,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
@@ -54,6 +55,7 @@ from recsys_stream.contracts.keys import offset_marker_key
 from recsys_stream.contracts.pb import profiles_pb2
 from recsys_stream.contracts.user_state import UserHistory
 from recsys_stream.nearline import caps as cap_feed
+from recsys_stream.nearline.commit import Deliveries, InFlight
 from recsys_stream.nearline.dlq import dead_letter
 from recsys_stream.nearline.erase import Erasures
 from recsys_stream.nearline.metrics import BATCH_SECONDS, BATCH_SIZE, COMMIT_PHASE_SECONDS, \
@@ -73,6 +75,8 @@ _RESOLVE_CHUNK = 2000
 PROFILE_TOLERANCE = 1e-6
 # On stop, how long the last commit waits for the broker's acknowledgements.
 _STOP_FLUSH_S = 20.0
+# Commits past phase 1 and not yet landed at most; the next waits (a slow broker).
+_MAX_IN_FLIGHT = 2
 
 
 def _close(x0: np.ndarray, x: np.ndarray) -> bool:
@@ -107,6 +111,9 @@ class Worker:
         self._encoded: dict[bytes, tuple[UserHistory, bytes]] = {}
         self._first_touched: list[bytes] = []  # made dirty by the last batch
         self._pending_offsets: dict[tuple[str, int], int] = {}
+        # commits past phase 1, oldest first, and the outputs they wait for (nearline.commit)
+        self._inflight: deque[InFlight] = deque()
+        self._deliveries = Deliveries()
         self._last_commit = time.monotonic()
         self._settled = True  # False while a group (re)join is pending: see run()
         self.last_poll = time.monotonic()
@@ -194,8 +201,9 @@ class Worker:
             if msgs:
                 self.process(msgs)
             if self._commit_due():
-                self.commit()
-            self.producer.poll(0)  # serve delivery reports between commits
+                self._begin_commit()
+            self.producer.poll(0)  # delivery reports: a commit in flight lands once all are in
+            self._land_ready()
             self._resolve_step()
             self._housekeeping()
         # stopping: wait for the broker a bounded time (a worker told to stop while the broker
@@ -222,7 +230,7 @@ class Worker:
                 ev = decode_event(m.key(), m.value(), self._tenants, now, wc.max_future_ms,
                                   wc.max_past_ms, self._scales)
             except InvalidEvent as err:
-                dead_letter(self.producer, self.cfg.topics.dlq, m, err)
+                dead_letter(self._produce, self.cfg.topics.dlq, m, err)
                 self._stats["invalid"] += 1
                 continue
             if ev.type == IMPRESSION and ev.tenant not in self.caps:
@@ -238,11 +246,8 @@ class Worker:
         except BaseException:
             # the loop ends here and nothing uncommitted may survive in memory: the cache may
             # share dirty histories, and this batch's may be half applied
-            self.store.forget([*by_user, *self._dirty])
-            self._dirty.clear()
-            self._forget_encoded()
-            self._pending_offsets.clear()
-            self.erasures.reset()
+            self.store.forget(list(by_user))
+            self._abort()
             raise
         busy = time.perf_counter() - t0
         BATCH_SECONDS.observe(busy)
@@ -253,8 +258,7 @@ class Worker:
     def _apply_and_publish(self, by_user: dict[bytes, list[tuple[Event, Message]]]) -> None:
         """Steps 2-3 of the module docstring for one decoded micro-batch."""
         dirty = self._dirty
-        states = {k: dirty[k] for k in by_user if k in dirty}  # newer than the store's
-        states.update(self.store.get_many([k for k in by_user if k not in states]))
+        states = self._states(by_user)
         touched: dict[bytes, UserHistory] = {}
         caps_only: dict[bytes, UserHistory] = {}  # changed, but nothing the profile shows
         produced_ms: dict[bytes, int] = {}
@@ -355,17 +359,41 @@ class Worker:
             or self._dirty_items > max(self.cfg.worker.state_cache_items, 100_000))
 
     def commit(self, flush_timeout_s: float | None = None) -> bool:
-        """Steps 4-6 of the module docstring: make everything applied so far durable.
+        """Steps 4-6 of the module docstring at once: make everything applied so far durable
+        (before partitions are given up, and at the stop). The loop's periodic commits run in
+        two phases instead (``_begin_commit``, ``_land_ready``; ``nearline.commit``).
 
         ``flush_timeout_s``: how long to wait for the broker's acknowledgements (None: as long
         as it takes, riding out a broker outage). When they do not all arrive in time nothing
-        is committed and False is returned: a restart replays the input since the last commit
-        (idempotent, as after a crash)."""
+        more is committed and False is returned: a restart replays the input since the last
+        commit that landed (idempotent, as after a crash)."""
+        self._begin_commit()
+        if not self._inflight:
+            return True
+        # everything produced so far, the commits in flight's outputs among it
+        if flush_timeout_s is None:
+            self.producer.flush()
+        elif self.producer.flush(flush_timeout_s) > 0:
+            log.error("the broker did not acknowledge %d outputs within %.0fs: %d user states "
+                      "left uncommitted (the next start replays their input)",
+                      len(self.producer), flush_timeout_s,
+                      sum(len(c.states) for c in self._inflight))
+            self._abort()
+            return False
+        self._land_ready()
+        return not self._inflight
+
+    def _begin_commit(self) -> None:
+        """Phase 1: encode the dirty states, log them to the changelog, close the generation of
+        outputs they depend on; they become a commit in flight (``nearline.commit``)."""
         self._last_commit = time.monotonic()
         if not self._pending_offsets:
-            return True
+            return
+        while len(self._inflight) >= _MAX_IN_FLIGHT:  # a slow broker: wait, memory is bounded
+            self.producer.poll(0.01)
+            self._land_ready()
         t0 = time.perf_counter()
-        dirty, offsets = self._dirty, self._pending_offsets
+        dirty = self._dirty
         encoded, ahead = {}, self._encoded
         for key, h in dirty.items():
             early = ahead.get(key)
@@ -374,41 +402,71 @@ class Worker:
                 else h.encode()
             self._produce(self.cfg.topics.state_changelog, key, state, h.input_partition)
         self._forget_encoded()
-        erased = self.erasures.tombstones()
-        t1 = time.perf_counter()
-        # every profile, DLQ record and changelog state is acknowledged before the store commits
-        if flush_timeout_s is None:
-            self.producer.flush()
-        elif self.producer.flush(flush_timeout_s) > 0:
-            log.error("the broker did not acknowledge %d outputs within %.0fs: %d user states "
-                      "left uncommitted (the next start replays their input)",
-                      len(self.producer), flush_timeout_s, len(dirty))
-            self.store.forget(list(dirty))
-            self._dirty, self._dirty_items, self._pending_offsets = {}, 0, {}
-            self.erasures.reset()
-            return False
-        t2 = time.perf_counter()
-        self.store.commit(encoded, offsets, dirty, deleted=erased)
-        t3 = time.perf_counter()
-        self.erasures.committed()
-        self._next.update(offsets)
-        # with caps, both topics' markers of every partition committed (restore needs both)
-        for partition in {p for _, p in offsets}:
-            for topic, source in ((self.topic, ""), (self.served_topic, "recommendations")):
-                nxt = self._next.get((topic, partition))
-                if topic is not None and nxt is not None:
-                    self._produce(self.cfg.topics.state_changelog,
-                                  offset_marker_key(partition, source), str(nxt).encode(),
-                                  partition)
+        deleted = self.erasures.tombstones()
+        self._inflight.append(InFlight(
+            self._deliveries.close(), encoded, dirty, self._pending_offsets,
+            self.erasures.take(), deleted, t0, time.perf_counter() - t0))
         self._dirty, self._dirty_items, self._pending_offsets = {}, 0, {}
-        took = time.perf_counter() - t0
-        COMMIT_SECONDS.observe(took)
-        for phase, seconds in (("encode", t1 - t0), ("acks", t2 - t1), ("store", t3 - t2)):
-            COMMIT_PHASE_SECONDS.labels(phase).observe(seconds)
-            self._stats[f"commit_{phase}_s"] += seconds
-        self._stats["commits"] += 1
-        self._stats["commit_s"] += took
-        return True
+
+    def _land_ready(self) -> None:
+        """Phase 2 of every commit in flight whose outputs are all acknowledged, oldest first:
+        the states and offsets in one WriteBatch, then the offset markers."""
+        d = self._deliveries
+        while self._inflight and d.acked(self._inflight[0].generation):
+            if d.error is not None:  # nothing more may land: its outputs may be lost
+                raise RuntimeError(f"the broker refused an output ({d.error}); the uncommitted "
+                                   f"input replays at the next start")
+            c = self._inflight.popleft()
+            t0 = time.perf_counter()
+            self.store.commit(c.encoded, c.offsets, c.states, deleted=c.deleted)
+            took = time.perf_counter() - t0
+            self.erasures.committed(list(c.erased))
+            self._next.update(c.offsets)
+            # with caps, both topics' markers of every partition committed (restore needs both)
+            for partition in {p for _, p in c.offsets}:
+                for topic, source in ((self.topic, ""), (self.served_topic, "recommendations")):
+                    nxt = self._next.get((topic, partition))
+                    if topic is not None and nxt is not None:
+                        self._produce(self.cfg.topics.state_changelog,
+                                      offset_marker_key(partition, source), str(nxt).encode(),
+                                      partition)
+            # the acknowledgements were waited for off the loop: phase 1's end to phase 2
+            acks = t0 - c.started - c.encode_s
+            COMMIT_SECONDS.observe(c.encode_s + took)
+            for phase, seconds in (("encode", c.encode_s), ("acks", acks), ("store", took)):
+                COMMIT_PHASE_SECONDS.labels(phase).observe(seconds)
+                self._stats[f"commit_{phase}_s"] += seconds
+            self._stats["commit_s"] += c.encode_s + took
+            self._stats["commits"] += 1
+
+    def _abort(self) -> None:
+        """Nothing uncommitted survives in memory (the input since the last landed commit
+        replays at the next start, as after a crash)."""
+        self.store.forget([*self._dirty, *(k for c in self._inflight for k in c.states)])
+        self._inflight.clear()
+        self._dirty, self._dirty_items, self._pending_offsets = {}, 0, {}
+        self._forget_encoded()
+        self.erasures.reset()
+
+    def _states(self, keys) -> dict[bytes, UserHistory]:
+        """The newest state of each key that has one: applied since the last commit, else of a
+        commit in flight (none if that commit erased the user), else the store's."""
+        out: dict[bytes, UserHistory] = {}
+        stored = []
+        for key in keys:
+            h = self._dirty.get(key)
+            if h is None and not self.erasures.is_erased(key):  # erased since: no state
+                for c in reversed(self._inflight):  # the newest commit first
+                    h = c.states.get(key)
+                    if h is not None or key in c.erased:
+                        break
+                else:
+                    stored.append(key)
+                    continue
+            if h is not None:
+                out[key] = h
+        out.update(self.store.get_many(stored))
+        return out
 
     # -- fold-in and publishing ------------------------------------------------------------
     def _settings(self, tenant: str) -> ConfidenceSettings:
@@ -527,11 +585,16 @@ class Worker:
         return out
 
     def _produce(self, topic: str, key: bytes, value: bytes | None,
-                 partition: int = -1) -> None:
-        """Produce, waiting for queue space; ``partition=-1`` lets the key partitioner choose."""
+                 partition: int = -1, headers: list | None = None) -> None:
+        """Produce, waiting for queue space; ``partition=-1`` lets the key partitioner choose.
+        Every output goes through here: a commit lands only once its outputs are acknowledged
+        (``nearline.commit.Deliveries``)."""
+        deliveries = self._deliveries
+        deliveries.sent()
         while True:
             try:
-                self.producer.produce(topic, key=key, value=value, partition=partition)
+                self.producer.produce(topic, key=key, value=value, partition=partition,
+                                      headers=headers, on_delivery=deliveries.callback)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -568,10 +631,7 @@ class Worker:
         chunk, self._resolve_keys = (self._resolve_keys[:_RESOLVE_CHUNK],
                                      self._resolve_keys[_RESOLVE_CHUNK:])
         owned = set(self.partitions)  # a rebalance may have taken some away since
-        states = {k: self._dirty[k] for k in chunk if k in self._dirty}
-        states.update(self.store.get_many([k for k in chunk if k not in states
-                                           and not self.erasures.is_erased(k)]))
-        users = {k: h for k, h in states.items() if h.input_partition in owned}
+        users = {k: h for k, h in self._states(chunk).items() if h.input_partition in owned}
         if users:
             self._publish(users)
             self.producer.flush()
@@ -590,10 +650,10 @@ class Worker:
             s, self._stats = self._stats, defaultdict(int)
             n = max(s["commits"], 1)
             log.info("processed %d batches (%.1f ms each): %d records, %d users updated (%d "
-                     "profiles changed), %d to the DLQ; %d commits (%.1f ms each: encode %.1f, "
-                     "acks %.1f, store %.1f)", s["batches"],
+                     "profiles changed), %d to the DLQ; %d commits (%.1f ms each on the loop: "
+                     "encode %.1f, store %.1f; acks %.1f off it)", s["batches"],
                      1000 * s["busy_s"] / s["batches"], s["events"], s["users"],
                      s["profiles"], s["invalid"], s["commits"], 1000 * s["commit_s"] / n,
-                     1000 * s["commit_encode_s"] / n, 1000 * s["commit_acks_s"] / n,
-                     1000 * s["commit_store_s"] / n)
+                     1000 * s["commit_encode_s"] / n, 1000 * s["commit_store_s"] / n,
+                     1000 * s["commit_acks_s"] / n)
             self._last_log = now
