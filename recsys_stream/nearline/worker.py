@@ -142,7 +142,6 @@ class Worker:
         resumed = resume(self.cfg, self.store, partitions, self.served_topic)
         if resumed.republish:
             self._publish(resumed.republish)
-            self.producer.flush()
         self.partitions = partitions
         out = [TopicPartition(self.topic, p, resumed.offsets[p] or OFFSET_BEGINNING)
                for p in self.partitions]
@@ -153,6 +152,12 @@ class Worker:
                     for p in self.partitions]
             self._next.update(((self.served_topic, p), o)
                               for p, o in resumed.served_offsets.items())
+        # A process killed between a commit's RocksDB write and the delivery of its markers
+        # leaves its local state ahead of the changelog's last marker, and nothing marked it
+        # again until new input came to that partition. Mark where this start resumes from
+        # its own store: every output up to there was acknowledged before the store was written.
+        self._mark(p for p, o in resumed.offsets.items() if o and p not in resumed.restored)
+        self.producer.flush()
         return out
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
@@ -422,14 +427,7 @@ class Worker:
             took = time.perf_counter() - t0
             self.erasures.committed(list(c.erased))
             self._next.update(c.offsets)
-            # with caps, both topics' markers of every partition committed (restore needs both)
-            for partition in {p for _, p in c.offsets}:
-                for topic, source in ((self.topic, ""), (self.served_topic, "recommendations")):
-                    nxt = self._next.get((topic, partition))
-                    if topic is not None and nxt is not None:
-                        self._produce(self.cfg.topics.state_changelog,
-                                      offset_marker_key(partition, source), str(nxt).encode(),
-                                      partition)
+            self._mark({p for _, p in c.offsets})
             # the acknowledgements were waited for off the loop: phase 1's end to phase 2
             acks = t0 - c.started - c.encode_s
             COMMIT_SECONDS.observe(c.encode_s + took)
@@ -438,6 +436,17 @@ class Worker:
                 self._stats[f"commit_{phase}_s"] += seconds
             self._stats["commit_s"] += c.encode_s + took
             self._stats["commits"] += 1
+
+    def _mark(self, partitions) -> None:
+        """The offset markers of ``partitions`` at their committed next offsets (with caps,
+        both topics' markers of every partition: restore needs both)."""
+        for partition in partitions:
+            for topic, source in ((self.topic, ""), (self.served_topic, "recommendations")):
+                nxt = self._next.get((topic, partition))
+                if topic is not None and nxt is not None:
+                    self._produce(self.cfg.topics.state_changelog,
+                                  offset_marker_key(partition, source), str(nxt).encode(),
+                                  partition)
 
     def _abort(self) -> None:
         """Nothing uncommitted survives in memory (the input since the last landed commit

@@ -202,6 +202,34 @@ def test_resume_keeps_a_current_local_state_and_restores_a_stale_one(cfg, tmp_pa
         store.close()
 
 
+class _NoModels:
+    def models(self, tenant):
+        return {}
+
+
+def test_a_start_from_a_local_state_past_the_last_marker_marks_where_it_resumes(cfg, tmp_path):
+    """Killed between a commit's RocksDB write and its markers' delivery, a worker restarts
+    from its own store: the changelog is marked there at once, not at the next input."""
+    from recsys_stream.nearline.restore import read_changelog_partitions
+    from recsys_stream.nearline.worker import Worker
+    topic, u0 = cfg.topics.interactions, make_key("acme", "u0")
+    prod = producer(cfg)
+    for key, value in [(u0, _user("u0", 0, 9, "a").encode()), (offset_marker_key(0), b"10")]:
+        prod.produce(cfg.topics.state_changelog, key=key, value=value, partition=0)
+    assert prod.flush(10) == 0
+    store = StateStore(tmp_path / "local")
+    try:
+        store.commit({u0: _user("u0", 0, 11, "a", "z")}, {(topic, 0): 12})
+        worker = Worker(cfg, store, _NoModels(), None, producer(cfg))
+        taken = worker._take([0, 1])
+        assert [(tp.partition, tp.offset) for tp in taken if tp.partition == 0] == [(0, 12)]
+        logged = read_changelog_partitions(cfg, [0, 1])
+        assert logged[0].marker == 12  # was 10
+        assert logged[1].marker is None  # nothing taken from a store there: nothing to mark
+    finally:
+        store.close()
+
+
 KILLS = 12
 
 
