@@ -36,7 +36,7 @@ class InFlight:
     encoded: dict[bytes, bytes]           # the states' bytes, as logged to the changelog
     states: dict[bytes, UserHistory]      # the same states as objects (readable meanwhile)
     offsets: dict[tuple[str, int], int]   # next input offset per (topic, partition)
-    erased: dict[bytes, tuple[int, int]]  # erased users: (input partition, erase offset)
+    erased: set[bytes]                    # users erased since the commit before
     deleted: list[bytes]                  # ... of which the store deletes these (not re-created)
     started: float                        # perf_counter at phase 1's start
     encode_s: float                       # phase 1's time on the loop

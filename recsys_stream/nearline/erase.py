@@ -13,8 +13,9 @@ worker treats it as one more event of the user, with the same exactly-once proto
   of the batch *after* the erase record start a new user (an empty history whose applied offset is
   the erase record's). Events of the batch before it are never applied;
 - at the commit (:meth:`Erasures.tombstones` and :meth:`Erasures.take` at its phase 1,
-  :meth:`Erasures.committed` after its phase 2 wrote the store's ``WriteBatch``): a tombstone on the state changelog (to the partition numbered like
-  the input partition, as every state record) for each erased user not re-created since, then
+  :meth:`Erasures.committed` after its phase 2 wrote the store's ``WriteBatch``): a tombstone on
+  the state changelog (to the partition numbered like the input partition, as every state
+  record) for each erased user not re-created since, then
   the delete of the user's RocksDB state in the same ``WriteBatch`` as the input offsets, then a
   compaction of the user's key range so that the bytes of the deleted state leave the files too.
 

@@ -19,8 +19,10 @@ Per commit, every ``worker.commit_interval_ms`` (Kafka Streams' ``commit.interva
 
 A crash before 5 replays the input since the last commit: the committed state is unchanged by
 the replay and the outputs are re-published with the same content (compacted topics keep the
-last). Before partitions are given up and at the stop, steps 4-6 run at once (``commit``). Why commits are not per micro-batch: Zipf traffic touches the same heavy users in nearly
-every batch, and encoding, storing and logging a long history is most of what a touch costs, so a
+last). Before partitions are given up and at the stop, steps 4-6 run at once (``commit``).
+
+Why commits are not per micro-batch: Zipf traffic touches the same heavy users in nearly every
+batch, and encoding, storing and logging a long history is most of what a touch costs, so a
 commit per 5 ms batch paid it ~100 times a second per heavy user, and waited for the broker's
 acknowledgements in every batch. A commit per interval pays both once per interval; profiles still
 leave in every batch, so freshness is unchanged.
@@ -410,7 +412,7 @@ class Worker:
         deleted = self.erasures.tombstones()
         self._inflight.append(InFlight(
             self._deliveries.close(), encoded, dirty, self._pending_offsets,
-            self.erasures.take(), deleted, t0, time.perf_counter() - t0))
+            set(self.erasures.take()), deleted, t0, time.perf_counter() - t0))
         self._dirty, self._dirty_items, self._pending_offsets = {}, 0, {}
 
     def _land_ready(self) -> None:
@@ -464,14 +466,16 @@ class Worker:
         stored = []
         for key in keys:
             h = self._dirty.get(key)
-            if h is None and not self.erasures.is_erased(key):  # erased since: no state
-                for c in reversed(self._inflight):  # the newest commit first
-                    h = c.states.get(key)
-                    if h is not None or key in c.erased:
-                        break
-                else:
+            if h is None:
+                if self.erasures.is_erased(key):
+                    continue  # erased since the last commit: no state
+                # the newest commit in flight that holds the user, or erased them
+                c = next((c for c in reversed(self._inflight)
+                          if key in c.states or key in c.erased), None)
+                if c is None:
                     stored.append(key)
                     continue
+                h = c.states.get(key)  # None: that commit erased the user
             if h is not None:
                 out[key] = h
         out.update(self.store.get_many(stored))
